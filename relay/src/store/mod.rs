@@ -1,0 +1,222 @@
+//! Durable storage of mailboxes, push subscriptions and the push outbox.
+//!
+//! [`Store`] is the one storage trait; it has two real backends: [`redb`] (embedded,
+//! the default) and `postgres` (scale-out, several relay nodes on one database).
+//!
+//! Invariants every backend keeps:
+//! - A call that returns `Ok` is durable (fsync'd / committed) before it returns.
+//! - `seq` is strictly increasing per (account, namespace), never reused, also after
+//!   deletes, sweeps and restarts.
+//! - Storing the same (account, namespace, hash) again changes nothing and reports the
+//!   original seq and expiry with `duplicate = true`.
+//! - The push jobs of a message are written in the same commit as the message.
+//! - Expired messages are never returned, whether or not they were swept yet.
+//!
+//! The store knows no cryptography and no policy: the caller hands it an opaque
+//! `account_index` (a keyed hash) and opaque sealed blobs for subscriptions, and
+//! decides limits, clocks and validation.
+
+pub mod redb;
+
+use async_trait::async_trait;
+
+/// An account key: the Ed25519 public key of the mailbox owner.
+pub type Account = [u8; 32];
+/// A message hash, `H(account ‖ be32(namespace) ‖ data)`.
+pub type Hash = [u8; 32];
+/// The keyed hash under which subscriptions of an account are indexed.
+pub type AccountIndex = [u8; 32];
+/// A device id.
+pub type DeviceId = [u8; 16];
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub account: Account,
+    /// Keyed hash of `account`, used to find the subscriptions to enqueue pushes for.
+    pub account_index: AccountIndex,
+    pub namespace: u32,
+    pub hash: Hash,
+    pub data: Vec<u8>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// What storing a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub seq: u64,
+    pub expires_ms: i64,
+    /// The same message was already stored; `seq` and `expires_ms` are the original's.
+    pub duplicate: bool,
+    /// How many push jobs were enqueued in the same commit.
+    pub jobs_enqueued: u32,
+}
+
+/// A stored message as Retrieve returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub hash: Hash,
+    pub seq: u64,
+    pub data: Vec<u8>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// One page of a mailbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub messages: Vec<StoredMessage>,
+    /// Unexpired messages remain after the last one returned.
+    pub more: bool,
+}
+
+/// A push subscription of one device of one account.
+///
+/// Only `namespaces`, `want_data` and the expiry are in clear: the token, push key,
+/// service and app id live in `sealed`, encrypted by the caller under the relay's
+/// at-rest key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub account_index: AccountIndex,
+    pub device_id: DeviceId,
+    /// Strictly ascending.
+    pub namespaces: Vec<u32>,
+    pub want_data: bool,
+    pub sealed: Vec<u8>,
+    pub expires_ms: i64,
+}
+
+/// A unit of push work: deliver one message to one subscribed device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushJob {
+    /// Unique, increasing in enqueue order.
+    pub id: u64,
+    pub account: Account,
+    pub account_index: AccountIndex,
+    pub device_id: DeviceId,
+    pub namespace: u32,
+    pub hash: Hash,
+    pub seq: u64,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// When the job was first enqueued (for the give-up age and outbox metrics).
+    pub enqueued_ms: i64,
+}
+
+/// How a claimed job ended, as [`Store::finish_job`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Delivered: the job is removed and (device, hash) is remembered as pushed.
+    Delivered,
+    /// The provider says the token is dead: the job and the subscription are removed.
+    TokenDead,
+    /// Try again no earlier than `not_before_ms`; the lease is released.
+    Retry { not_before_ms: i64 },
+    /// Give up (too old, config error, message gone): the job is removed.
+    Dropped,
+}
+
+/// Counts an operator wants to see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub depth: u64,
+    pub oldest_enqueued_ms: Option<i64>,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take writes now (disk full, read-only, database down).
+    /// Nothing was half-written; the caller may retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data is not what this version of the relay wrote.
+    #[error("storage corrupt: {0}")]
+    Corrupt(String),
+    /// The store is shutting down and takes no more work.
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// Durable storage behind the relay. See the module docs for the invariants.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a message (idempotent by hash) and, in the same commit, enqueues a push
+    /// job for every unexpired subscription of `msg.account_index` that includes
+    /// `msg.namespace` and has not been pushed this hash before.
+    async fn put_message(&self, msg: NewMessage) -> Result<PutOutcome, StoreError>;
+
+    /// Unexpired messages with `seq > after_seq`, ascending, at most `limit`.
+    async fn get_messages(
+        &self,
+        account: &Account,
+        namespace: u32,
+        after_seq: u64,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<Page, StoreError>;
+
+    /// Fetches one message by hash (the notifier loads `data` for `want_data` pushes).
+    async fn get_message(
+        &self,
+        account: &Account,
+        namespace: u32,
+        hash: &Hash,
+    ) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Deletes the listed messages; returns how many existed.
+    async fn delete_messages(
+        &self,
+        account: &Account,
+        namespace: u32,
+        hashes: &[Hash],
+    ) -> Result<u32, StoreError>;
+
+    /// Removes up to `max` messages and subscriptions that expired before `now_ms`;
+    /// returns how many were removed (so a sweeper can loop while it is busy).
+    async fn sweep_expired(&self, now_ms: i64, max: u32) -> Result<u64, StoreError>;
+
+    /// Adds or replaces the subscription of (account_index, device_id).
+    /// Returns `true` when it was added, `false` when it replaced one.
+    async fn upsert_subscription(&self, sub: Subscription) -> Result<bool, StoreError>;
+
+    /// Removes a subscription (and its pending jobs); returns whether it existed.
+    async fn remove_subscription(
+        &self,
+        account_index: &AccountIndex,
+        device_id: &DeviceId,
+    ) -> Result<bool, StoreError>;
+
+    /// Looks up a subscription.
+    async fn get_subscription(
+        &self,
+        account_index: &AccountIndex,
+        device_id: &DeviceId,
+    ) -> Result<Option<Subscription>, StoreError>;
+
+    /// Claims up to `max` jobs that are due (`not_before <= now`) and not leased by a
+    /// live lease, leasing them to `node` until `now_ms + lease_ms`.
+    async fn claim_jobs(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        max: u32,
+    ) -> Result<Vec<PushJob>, StoreError>;
+
+    /// Records how a claimed job ended.
+    async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError>;
+
+    /// Outbox depth and age of the oldest job.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+
+    /// Whether the store can take a write right now (for `/readyz`).
+    async fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Finishes queued writes and flushes everything to disk. Later calls fail with
+    /// [`StoreError::Closed`].
+    async fn close(&self) -> Result<(), StoreError>;
+}
