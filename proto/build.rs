@@ -5,7 +5,11 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/tidings/v1/mailbox.proto", "proto/tidings/v1/relay.proto"];
+    let files = [
+        "proto/tidings/v1/mailbox.proto",
+        "proto/tidings/v1/relay.proto",
+        "proto/tidings/v1/config.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

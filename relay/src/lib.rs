@@ -3,4 +3,17 @@
 //! Slow Mode: the [`store`] holds mailboxes; Fast Mode: subscriptions and the push
 //! outbox live in the same store, and the notifier delivers through APNs and FCM.
 
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod keys;
+pub mod longpoll;
+pub mod mailbox;
+pub mod notifier;
+pub mod push;
+pub mod registration;
+pub mod relay_service;
+pub mod server;
 pub mod store;
+pub mod sweeper;

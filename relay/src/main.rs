@@ -1,1 +1,150 @@
-fn main() {}
+//! `tidings-relay`: the relay binary.
+//!
+//! - `serve [--config FILE]`: run the relay (no arguments: Slow Mode on the embedded
+//!   store in `./tidings-data`, gRPC on 127.0.0.1:7400). Prints
+//!   `tidings-relay listening on grpc=ADDR admin=ADDR` on stdout once it serves.
+//!   SIGTERM or Ctrl-C drain in-flight calls and flush storage, then exit 0.
+//! - `keygen [--out PATH]`: write a new relay secret (never overwrites one).
+//! - `check-config FILE`: validate a config file; names the first bad key.
+
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tidings_relay::{config::Config, keys, server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidings-relay",
+    version,
+    about = "The tidings relay: Slow Mode mailbox and Fast Mode push"
+)]
+struct Cli {
+    /// Log line format (the level comes from RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        /// TOML config file (TIDINGS_* environment variables override its top-level keys).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a new relay secret; refuses to overwrite an existing one.
+    Keygen {
+        /// Where to write it.
+        #[arg(long, default_value = "./tidings-data/relay.key")]
+        out: PathBuf,
+    },
+    /// Validate a config file and name the first bad key.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Keygen { out } => keygen(&out),
+        Command::CheckConfig { file } => return check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tidings-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref()).context("invalid configuration")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let relay = server::start(config).await.context("cannot start the relay")?;
+        announce(&relay)?;
+        tokio::select! {
+            signal = shutdown_signal() => {
+                tracing::info!(signal = signal?, "shutdown requested");
+            }
+            () = relay.stopped() => tracing::error!("the gRPC server stopped unexpectedly"),
+        }
+        relay.shutdown().await.context("unclean shutdown")
+    })
+}
+
+/// The line scripts and tests wait for: the real addresses, also when ports were 0.
+fn announce(relay: &server::RunningRelay) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "tidings-relay listening on grpc={} admin={}",
+        relay.grpc_addr(),
+        relay.admin_addr()
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").context("cannot listen for Ctrl-C"),
+    }
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    let keys = keys::generate(out)?;
+    println!("wrote a new relay key to {}", out.display());
+    println!("x25519 public key: {}", hex::encode(keys.x25519_public()));
+    Ok(())
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(Some(file)) {
+        Ok(config) => {
+            println!(
+                "{}: OK (listen {}, admin {}, data_dir {}, {} app(s))",
+                file.display(),
+                config.listen,
+                config.admin_listen,
+                config.data_dir.display(),
+                config.apps.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -10,12 +10,21 @@
 //! - Storing the same (account, namespace, hash) again changes nothing and reports the
 //!   original seq and expiry with `duplicate = true`.
 //! - The push jobs of a message are written in the same commit as the message.
-//! - Expired messages are never returned, whether or not they were swept yet.
+//! - Expired messages (`expires_ms <= now_ms`) are never returned by `get_messages`,
+//!   whether or not they were swept yet.
+//! - A leased job is invisible to `claim_jobs` until its lease ends, then any node may
+//!   take it over.
+//!
+//! The conformance suite in `conformance` (compiled for tests and with the `conformance`
+//! feature) checks all of this for every backend.
 //!
 //! The store knows no cryptography and no policy: the caller hands it an opaque
 //! `account_index` (a keyed hash) and opaque sealed blobs for subscriptions, and
 //! decides limits, clocks and validation.
 
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod conformance;
 pub mod redb;
 
 use async_trait::async_trait;
@@ -147,6 +156,12 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a message (idempotent by hash) and, in the same commit, enqueues a push
     /// job for every unexpired subscription of `msg.account_index` that includes
     /// `msg.namespace` and has not been pushed this hash before.
+    ///
+    /// `msg.created_ms` is the caller's "now" for this call: it decides which
+    /// subscriptions are unexpired and becomes the jobs' `enqueued_ms`. An original that
+    /// is expired by then (not yet swept) does not make this a duplicate: it is replaced
+    /// and the message gets a new seq. A (device, hash) that ever got a job gets no second
+    /// one, also after the message was deleted and stored again.
     async fn put_message(&self, msg: NewMessage) -> Result<PutOutcome, StoreError>;
 
     /// Unexpired messages with `seq > after_seq`, ascending, at most `limit`.
@@ -160,6 +175,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page, StoreError>;
 
     /// Fetches one message by hash (the notifier loads `data` for `want_data` pushes).
+    /// There is no clock here: an expired message not yet swept is returned, and the
+    /// caller checks `expires_ms`.
     async fn get_message(
         &self,
         account: &Account,
@@ -167,7 +184,7 @@ pub trait Store: Send + Sync + 'static {
         hash: &Hash,
     ) -> Result<Option<StoredMessage>, StoreError>;
 
-    /// Deletes the listed messages; returns how many existed.
+    /// Deletes the listed messages; returns how many were stored (expired or not).
     async fn delete_messages(
         &self,
         account: &Account,
@@ -175,8 +192,10 @@ pub trait Store: Send + Sync + 'static {
         hashes: &[Hash],
     ) -> Result<u32, StoreError>;
 
-    /// Removes up to `max` messages and subscriptions that expired before `now_ms`;
-    /// returns how many were removed (so a sweeper can loop while it is busy).
+    /// Removes up to `max` messages and subscriptions with `expires_ms <= now_ms` (and
+    /// pushed markers of such messages); returns how many entries were removed (so a
+    /// sweeper can loop while it is busy). A backend may remove fewer than `max` per call
+    /// to keep its write transactions short.
     async fn sweep_expired(&self, now_ms: i64, max: u32) -> Result<u64, StoreError>;
 
     /// Adds or replaces the subscription of (account_index, device_id).
@@ -190,7 +209,7 @@ pub trait Store: Send + Sync + 'static {
         device_id: &DeviceId,
     ) -> Result<bool, StoreError>;
 
-    /// Looks up a subscription.
+    /// Looks up a subscription (expired or not: the caller checks `expires_ms`).
     async fn get_subscription(
         &self,
         account_index: &AccountIndex,
@@ -207,7 +226,10 @@ pub trait Store: Send + Sync + 'static {
         max: u32,
     ) -> Result<Vec<PushJob>, StoreError>;
 
-    /// Records how a claimed job ended.
+    /// Records how a claimed job ended. A job that is gone already (its lease ran out
+    /// and another node finished it) is no error; the outcome then changes nothing,
+    /// except that `Delivered` still remembers (device, hash) and `TokenDead` still
+    /// removes the subscription.
     async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError>;
 
     /// Outbox depth and age of the oldest job.
@@ -217,6 +239,6 @@ pub trait Store: Send + Sync + 'static {
     async fn check_writable(&self) -> Result<(), StoreError>;
 
     /// Finishes queued writes and flushes everything to disk. Later calls fail with
-    /// [`StoreError::Closed`].
+    /// [`StoreError::Closed`], except `close` itself, which then does nothing.
     async fn close(&self) -> Result<(), StoreError>;
 }

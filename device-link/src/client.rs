@@ -1,0 +1,737 @@
+//! The async relay client: the Mailbox and Relay services of DESIGN.md over tonic, with
+//! requests signed exactly as `tidings_proto::sign` lays them out.
+//!
+//! Calls that fail with `UNAVAILABLE` (relay restarting, storage refusing writes, no
+//! connection) are retried with jittered exponential backoff; every request here is
+//! idempotent (Store by its hash, Subscribe by (account, device)), so a retry never
+//! duplicates anything. Any other status ends the call with a [`ClientError`] that keeps
+//! the gRPC code and message.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use ed25519_dalek::SigningKey;
+use tidings_proto::{
+    namespace,
+    seal::seal_registration,
+    sign,
+    v1::{
+        DeleteRequest, GetRelayInfoRequest, RetrieveRequest, StoreRequest, SubscribeRequest,
+        UnsubscribeRequest, mailbox_client::MailboxClient, relay_client::RelayClient as RelayRpcClient,
+    },
+};
+use tonic::{
+    Code, Request, Response, Status,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+};
+
+use crate::identity::Identity;
+
+pub use tidings_proto::v1::{
+    DeviceRegistration, PushNotification, PushService, RelayInfo, RetrieveResponse, StoreResponse,
+    StoredMessage, SubscribeResponse,
+};
+
+/// The longest long-poll the relay honours (DESIGN.md "Mailbox").
+pub const MAX_WAIT_MS: u32 = 60_000;
+
+/// Why a relay call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint string is not a usable URI, or its TLS settings are invalid.
+    #[error("invalid relay endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No connection to the relay could be made (after the configured retries).
+    #[error("cannot connect to the relay: {0}")]
+    Connect(String),
+    /// The relay (or the transport) answered with a gRPC status other than OK.
+    #[error("relay answered {code:?}: {message}")]
+    Status {
+        /// The gRPC status code.
+        code: Code,
+        /// The status message (names the field and rule for `INVALID_ARGUMENT`).
+        message: String,
+    },
+    /// The namespace is outside 0..=32767.
+    #[error("namespace {0} is not within 0..=32767")]
+    InvalidNamespace(i32),
+    /// An unsigned Store into an owner-only namespace: use `store_owned`.
+    #[error("namespace {0} is owner-only: a store there must be signed (store_owned)")]
+    OwnerOnlyNamespace(i32),
+    /// The relay's answer broke the wire contract.
+    #[error("the relay sent an invalid {0}")]
+    InvalidResponse(&'static str),
+}
+
+impl ClientError {
+    /// The gRPC code of the failure, `UNAVAILABLE` for connection failures, `None` for
+    /// errors raised before anything was sent.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Status { code, .. } => Some(*code),
+            ClientError::Connect(_) => Some(Code::Unavailable),
+            _ => None,
+        }
+    }
+}
+
+impl From<Status> for ClientError {
+    fn from(status: Status) -> Self {
+        ClientError::Status {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+/// How often and how patiently `UNAVAILABLE` is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// Upper bound of the first pause; doubles with each retry.
+    pub initial_backoff: Duration,
+    /// Upper bound of any pause.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: the first `UNAVAILABLE` is returned.
+    pub fn no_retry() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The pause after failed attempt `attempt` (1-based): uniformly random in
+    /// `[0, min(max_backoff, initial_backoff · 2^(attempt-1))]` ("full jitter"), so
+    /// many devices cut off by one relay restart do not come back in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let doubling = 2u32.saturating_pow(attempt.saturating_sub(1));
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(doubling)
+            .min(self.max_backoff);
+        let fraction =
+            f64::from(u32::from_be_bytes(tidings_proto::random_bytes::<4>())) / f64::from(u32::MAX);
+        ceiling.mul_f64(fraction)
+    }
+}
+
+/// Connection and call settings of a [`RelayClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Retries of `UNAVAILABLE`, for connecting and for every call.
+    pub retry: RetryPolicy,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Client-side deadline of one call (long-polls get `wait_ms` plus `long_poll_margin`).
+    pub rpc_timeout: Duration,
+    /// What a long-poll's deadline adds to its `wait_ms` for the network and the relay.
+    pub long_poll_margin: Duration,
+    /// An extra trusted root (PEM) for `https://` relays with a private CA.
+    pub ca_certificate_pem: Option<Vec<u8>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            rpc_timeout: Duration::from_secs(30),
+            long_poll_margin: Duration::from_secs(10),
+            ca_certificate_pem: None,
+        }
+    }
+}
+
+/// Whoever owns a mailbox: an account ([`Identity`]) or a bare key such as QR linking's
+/// one-time mailbox.
+pub trait MailboxOwner {
+    /// The mailbox's account key.
+    fn account(&self) -> [u8; 32];
+    /// The key that signs for it.
+    fn signing_key(&self) -> &SigningKey;
+}
+
+impl MailboxOwner for Identity {
+    fn account(&self) -> [u8; 32] {
+        Identity::account(self)
+    }
+    fn signing_key(&self) -> &SigningKey {
+        Identity::signing_key(self)
+    }
+}
+
+impl MailboxOwner for SigningKey {
+    fn account(&self) -> [u8; 32] {
+        self.verifying_key().to_bytes()
+    }
+    fn signing_key(&self) -> &SigningKey {
+        self
+    }
+}
+
+/// A connection to one relay. Cheap to clone; clones share the connection and the
+/// cached relay key.
+#[derive(Debug, Clone)]
+pub struct RelayClient {
+    mailbox: MailboxClient<Channel>,
+    relay: RelayRpcClient<Channel>,
+    options: Arc<ClientOptions>,
+    relay_key: Arc<Mutex<Option<[u8; 32]>>>,
+}
+
+impl RelayClient {
+    /// Connects to `endpoint` (`http://host:port`, `https://host:port`, or `host:port`
+    /// for plain HTTP/2) with default options.
+    pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
+        Self::connect_with(endpoint, ClientOptions::default()).await
+    }
+
+    /// Connects with explicit options, retrying a refused connection like `UNAVAILABLE`.
+    pub async fn connect_with(endpoint: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        let ep = build_endpoint(endpoint, &options)?;
+        let mut attempt = 0;
+        let channel = loop {
+            attempt += 1;
+            match ep.connect().await {
+                Ok(channel) => break channel,
+                Err(e) if attempt < options.retry.max_attempts => {
+                    tracing::debug!(attempt, error = %error_chain(&e), "relay connect failed, retrying");
+                    tokio::time::sleep(options.retry.backoff(attempt)).await;
+                }
+                Err(e) => return Err(ClientError::Connect(error_chain(&e))),
+            }
+        };
+        Ok(Self::from_channel(channel, options))
+    }
+
+    /// A client that connects on first use (and reconnects by itself), for apps that
+    /// start while offline. Fails only on a malformed endpoint.
+    pub fn connect_lazy(endpoint: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        let ep = build_endpoint(endpoint, &options)?;
+        Ok(Self::from_channel(ep.connect_lazy(), options))
+    }
+
+    /// A client over an existing tonic channel.
+    pub fn from_channel(channel: Channel, options: ClientOptions) -> Self {
+        Self {
+            mailbox: MailboxClient::new(channel.clone()),
+            relay: RelayRpcClient::new(channel),
+            options: Arc::new(options),
+            relay_key: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Deposits `data` into a public namespace (0..=9) of `account`: unsigned, anyone may.
+    pub async fn store(
+        &self,
+        account: &[u8; 32],
+        namespace: i32,
+        data: &[u8],
+        ttl_ms: i64,
+    ) -> Result<StoreResponse, ClientError> {
+        check_namespace(namespace)?;
+        if namespace::is_owner_only(namespace) {
+            return Err(ClientError::OwnerOnlyNamespace(namespace));
+        }
+        let make = || StoreRequest {
+            account: account.to_vec(),
+            namespace,
+            data: data.to_vec(),
+            ttl_ms,
+            ts: 0,
+            signature: Vec::new(),
+        };
+        let resp = self
+            .call(
+                self.options.rpc_timeout,
+                |req| {
+                    let mut c = self.mailbox.clone();
+                    async move { c.store(req).await }
+                },
+                make,
+            )
+            .await?;
+        check_hash(&resp.hash)?;
+        Ok(resp)
+    }
+
+    /// Stores `data` into one of the owner's namespaces, signed (required for 10..=32767).
+    pub async fn store_owned(
+        &self,
+        owner: &impl MailboxOwner,
+        namespace: i32,
+        data: &[u8],
+        ttl_ms: i64,
+    ) -> Result<StoreResponse, ClientError> {
+        let ns = check_namespace(namespace)?;
+        let account = owner.account();
+        let make = || {
+            let ts = unix_now();
+            let msg = sign::store_bytes(&account, ns, ts, ttl_ms, data);
+            StoreRequest {
+                account: account.to_vec(),
+                namespace,
+                data: data.to_vec(),
+                ttl_ms,
+                ts,
+                signature: sign::sign(owner.signing_key(), &msg).to_vec(),
+            }
+        };
+        let resp = self
+            .call(
+                self.options.rpc_timeout,
+                |req| {
+                    let mut c = self.mailbox.clone();
+                    async move { c.store(req).await }
+                },
+                make,
+            )
+            .await?;
+        check_hash(&resp.hash)?;
+        Ok(resp)
+    }
+
+    /// Fetches up to `limit` messages with `seq > after_seq` (0: the relay's default).
+    /// With `wait_ms > 0` (at most 60 000) and nothing newer, the relay holds the call
+    /// open until a message arrives or the wait ends (long-poll).
+    pub async fn retrieve(
+        &self,
+        owner: &impl MailboxOwner,
+        namespace: i32,
+        after_seq: u64,
+        limit: u32,
+        wait_ms: u32,
+    ) -> Result<RetrieveResponse, ClientError> {
+        let ns = check_namespace(namespace)?;
+        let wait_ms = wait_ms.min(MAX_WAIT_MS);
+        let account = owner.account();
+        let make = || {
+            let ts = unix_now();
+            let msg = sign::retrieve_bytes(&account, ns, ts);
+            RetrieveRequest {
+                account: account.to_vec(),
+                namespace,
+                after_seq,
+                limit,
+                wait_ms,
+                ts,
+                signature: sign::sign(owner.signing_key(), &msg).to_vec(),
+            }
+        };
+        let deadline = Duration::from_millis(u64::from(wait_ms)) + self.options.long_poll_margin;
+        let resp = self
+            .call(
+                deadline,
+                |req| {
+                    let mut c = self.mailbox.clone();
+                    async move { c.retrieve(req).await }
+                },
+                make,
+            )
+            .await?;
+        if resp
+            .messages
+            .iter()
+            .any(|m| m.hash.len() != tidings_proto::HASH_LEN)
+        {
+            return Err(ClientError::InvalidResponse("message hash"));
+        }
+        Ok(resp)
+    }
+
+    /// Deletes the owner's messages by hash; returns how many were deleted.
+    pub async fn delete<H: AsRef<[u8]>>(
+        &self,
+        owner: &impl MailboxOwner,
+        namespace: i32,
+        hashes: &[H],
+    ) -> Result<u32, ClientError> {
+        let ns = check_namespace(namespace)?;
+        let account = owner.account();
+        let make = || {
+            let ts = unix_now();
+            let msg = sign::delete_bytes(&account, ns, ts, hashes);
+            DeleteRequest {
+                account: account.to_vec(),
+                namespace,
+                hashes: hashes.iter().map(|h| h.as_ref().to_vec()).collect(),
+                ts,
+                signature: sign::sign(owner.signing_key(), &msg).to_vec(),
+            }
+        };
+        let resp = self
+            .call(
+                self.options.rpc_timeout,
+                |req| {
+                    let mut c = self.mailbox.clone();
+                    async move { c.delete(req).await }
+                },
+                make,
+            )
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    /// The relay's sealing key, apps, limits and version. Also refreshes the cached key
+    /// that [`RelayClient::subscribe`] seals to.
+    pub async fn relay_info(&self) -> Result<RelayInfo, ClientError> {
+        let info = self
+            .call(
+                self.options.rpc_timeout,
+                |req| {
+                    let mut c = self.relay.clone();
+                    async move { c.get_relay_info(req).await }
+                },
+                || GetRelayInfoRequest {},
+            )
+            .await?;
+        let key: [u8; 32] = info
+            .x25519_public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::InvalidResponse("relay x25519 key"))?;
+        *self.relay_key.lock().unwrap_or_else(PoisonError::into_inner) = Some(key);
+        Ok(info)
+    }
+
+    /// Registers (or, for the same `device_id`, replaces) this device's push token for
+    /// `namespaces` of the owner's account. The registration is sealed to the relay's
+    /// key (fetched once and cached) and the signature covers the sealed bytes.
+    pub async fn subscribe(
+        &self,
+        owner: &impl MailboxOwner,
+        namespaces: &[i32],
+        want_data: bool,
+        registration: DeviceRegistration,
+    ) -> Result<SubscribeResponse, ClientError> {
+        // The wire contract wants them strictly ascending.
+        let mut ns: Vec<i32> = namespaces.to_vec();
+        ns.sort_unstable();
+        ns.dedup();
+        let ns_u32 = ns
+            .iter()
+            .map(|n| check_namespace(*n))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let relay_key = self.cached_relay_key().await?;
+        let account = owner.account();
+        let sealed = seal_registration(&relay_key, &account, &registration);
+        let make = || {
+            let ts = unix_now();
+            let msg = sign::subscribe_bytes(&account, ts, want_data, &ns_u32, &sealed);
+            SubscribeRequest {
+                account: account.to_vec(),
+                namespaces: ns.clone(),
+                want_data,
+                ts,
+                sealed: sealed.clone(),
+                signature: sign::sign(owner.signing_key(), &msg).to_vec(),
+            }
+        };
+        let result = self
+            .call(
+                self.options.rpc_timeout,
+                |req| {
+                    let mut c = self.relay.clone();
+                    async move { c.subscribe(req).await }
+                },
+                make,
+            )
+            .await;
+        if matches!(&result, Err(e) if e.code() == Some(Code::InvalidArgument)) {
+            // Perhaps the relay's key changed: fetch it afresh next time.
+            *self.relay_key.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        result
+    }
+
+    /// Removes this device's registration; `true` when there was one.
+    pub async fn unsubscribe(
+        &self,
+        owner: &impl MailboxOwner,
+        device_id: &[u8; 16],
+    ) -> Result<bool, ClientError> {
+        let account = owner.account();
+        let make = || {
+            let ts = unix_now();
+            let msg = sign::unsubscribe_bytes(&account, device_id, ts);
+            UnsubscribeRequest {
+                account: account.to_vec(),
+                device_id: device_id.to_vec(),
+                ts,
+                signature: sign::sign(owner.signing_key(), &msg).to_vec(),
+            }
+        };
+        let resp = self
+            .call(
+                self.options.rpc_timeout,
+                |req| {
+                    let mut c = self.relay.clone();
+                    async move { c.unsubscribe(req).await }
+                },
+                make,
+            )
+            .await?;
+        Ok(resp.removed)
+    }
+
+    async fn cached_relay_key(&self) -> Result<[u8; 32], ClientError> {
+        let cached = *self.relay_key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = cached {
+            return Ok(key);
+        }
+        let info = self.relay_info().await?;
+        info.x25519_public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::InvalidResponse("relay x25519 key"))
+    }
+
+    /// Runs one RPC with a client-side deadline, retrying `UNAVAILABLE` per the policy.
+    /// `make` builds the message afresh for each attempt so `ts` stays current.
+    async fn call<M, T, F, Fut>(
+        &self,
+        deadline: Duration,
+        mut send: F,
+        make: impl Fn() -> M,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let retry = &self.options.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = Request::new(make());
+            // Tells the relay when to give up too, so it does not hold a dead long-poll.
+            req.set_timeout(deadline);
+            let status = match tokio::time::timeout(deadline, send(req)).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => {
+                    return Err(ClientError::Status {
+                        code: Code::DeadlineExceeded,
+                        message: format!("no answer from the relay within {deadline:?}"),
+                    });
+                }
+            };
+            if status.code() != Code::Unavailable || attempt >= retry.max_attempts {
+                return Err(status.into());
+            }
+            tracing::debug!(attempt, message = status.message(), "relay unavailable, retrying");
+            tokio::time::sleep(retry.backoff(attempt)).await;
+        }
+    }
+}
+
+/// Why a push payload could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushDecryptError {
+    /// Not base64, or too short to be a push payload.
+    #[error("the push payload is damaged (not base64, or truncated)")]
+    Malformed,
+    /// Encrypted under another push key (another device or install), or altered.
+    #[error("the push payload is not for this device's push key, or was altered")]
+    NotForThisDevice,
+    /// Decrypted, but the notification inside is malformed.
+    #[error("the push payload decrypted but holds no valid notification")]
+    Content,
+}
+
+/// Decrypts the `enc` string of a push with the device's push key. Needs no network:
+/// the iOS Notification Service Extension and Android's messaging service call it.
+pub fn decrypt_push(enc: &str, push_key: &[u8; 32]) -> Result<PushNotification, PushDecryptError> {
+    use tidings_proto::push::PushError;
+    tidings_proto::push::decrypt_push(push_key, enc).map_err(|e| match e {
+        PushError::Base64 | PushError::TooShort => PushDecryptError::Malformed,
+        PushError::Decrypt => PushDecryptError::NotForThisDevice,
+        PushError::Frame | PushError::Decode => PushDecryptError::Content,
+    })
+}
+
+/// The current Unix time in seconds, the `ts` of signed requests.
+pub fn unix_now() -> i64 {
+    // A clock before 1970 yields 0, which the relay rejects as out of its window.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn check_namespace(namespace: i32) -> Result<u32, ClientError> {
+    if namespace::is_valid(namespace) {
+        u32::try_from(namespace).map_err(|_| ClientError::InvalidNamespace(namespace))
+    } else {
+        Err(ClientError::InvalidNamespace(namespace))
+    }
+}
+
+fn check_hash(hash: &[u8]) -> Result<(), ClientError> {
+    if hash.len() == tidings_proto::HASH_LEN {
+        Ok(())
+    } else {
+        Err(ClientError::InvalidResponse("message hash"))
+    }
+}
+
+fn build_endpoint(endpoint: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let bad = |reason: String| ClientError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let trimmed = endpoint.trim();
+    let uri = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let tls = uri.starts_with("https://");
+    let mut ep = Endpoint::from_shared(uri)
+        .map_err(|e| bad(error_chain(&e)))?
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        // Keeps NAT and proxies from dropping a connection idle between long-polls.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if tls {
+        let mut config = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(pem) = &options.ca_certificate_pem {
+            config = config.ca_certificate(Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(config).map_err(|e| bad(error_chain(&e)))?;
+    }
+    Ok(ep)
+}
+
+/// An error and its sources, for transport errors whose own message is only
+/// "transport error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_proto::push::encrypt_push;
+
+    #[test]
+    fn backoff_stays_within_its_ceiling() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(800),
+        };
+        for attempt in 1..=12 {
+            let ceiling = Duration::from_millis(100 * 2u64.pow(attempt - 1)).min(p.max_backoff);
+            for _ in 0..50 {
+                assert!(p.backoff(attempt) <= ceiling);
+            }
+        }
+        assert!(p.backoff(u32::MAX) <= p.max_backoff);
+    }
+
+    #[test]
+    fn decrypt_push_gives_friendly_errors() {
+        let note = PushNotification {
+            account: vec![1; 32],
+            namespace: 0,
+            hash: vec![2; 32],
+            seq: 7,
+            ..Default::default()
+        };
+        let enc = encrypt_push(&[9; 32], &note);
+        assert_eq!(decrypt_push(&enc, &[9; 32]), Ok(note));
+        assert_eq!(
+            decrypt_push(&enc, &[8; 32]),
+            Err(PushDecryptError::NotForThisDevice)
+        );
+        assert_eq!(
+            decrypt_push("not base64!", &[9; 32]),
+            Err(PushDecryptError::Malformed)
+        );
+        assert_eq!(decrypt_push("", &[9; 32]), Err(PushDecryptError::Malformed));
+    }
+
+    #[test]
+    fn namespaces_are_checked_before_sending() {
+        assert_eq!(check_namespace(-1), Err(ClientError::InvalidNamespace(-1)));
+        assert_eq!(
+            check_namespace(32_768),
+            Err(ClientError::InvalidNamespace(32_768))
+        );
+        assert_eq!(check_namespace(10), Ok(10));
+    }
+
+    #[test]
+    fn endpoints_without_scheme_are_plain_http() {
+        let opts = ClientOptions::default();
+        let ep = build_endpoint("127.0.0.1:7400", &opts).unwrap();
+        assert_eq!(ep.uri().to_string(), "http://127.0.0.1:7400/");
+        assert!(matches!(
+            build_endpoint("http://bad host", &opts),
+            Err(ClientError::Endpoint { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn unreachable_relay_is_unavailable_after_bounded_retries() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = ClientOptions {
+            retry: RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+            },
+            connect_timeout: Duration::from_secs(2),
+            ..ClientOptions::default()
+        };
+        let client = RelayClient::connect_lazy(&format!("127.0.0.1:{port}"), opts).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(20), client.relay_info())
+            .await
+            .expect("bounded retries end");
+        assert_eq!(err.unwrap_err().code(), Some(Code::Unavailable));
+    }
+
+    #[tokio::test]
+    async fn unsigned_store_to_owner_only_namespace_is_refused_locally() {
+        let client = RelayClient::connect_lazy("127.0.0.1:9", ClientOptions::default()).unwrap();
+        assert_eq!(
+            client.store(&[0; 32], 10, b"x", 10_000).await.unwrap_err(),
+            ClientError::OwnerOnlyNamespace(10)
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! tidings client library: the recovery phrase and keys of an account, the async relay
+//! client, the converging config documents and their sync over the mailbox, and linking
+//! a new device by phrase or QR code.
+//!
+//! This crate knows nothing of the relay's internals: it speaks only the wire contract
+//! of `tidings-proto`.
+pub mod client;
+#[cfg(feature = "config-wip")]
+pub mod config;
+pub mod identity;
+pub mod link;
+pub mod state;

@@ -1,0 +1,870 @@
+//! The relay's configuration: a TOML file, `TIDINGS_*` environment overrides, defaults
+//! and validation.
+//!
+//! The shape is DESIGN.md's "Running the relay" plus the `[limits]`, `[sweep]` and
+//! `[push]` tables. Unknown keys are errors, and every error names the key it is about
+//! (`limits.max_ttl_ms`, `apps[1].apns.key_file`, `listen (from TIDINGS_LISTEN)`), so
+//! `check-config` can point an operator at the first bad line.
+//!
+//! Relative paths written in a config file are relative to the directory of that file;
+//! relative paths from the environment or the defaults are relative to the working
+//! directory (so `serve` without arguments uses `./tidings-data`).
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// Prefix of the environment variables that override top-level settings.
+pub const ENV_PREFIX: &str = "TIDINGS_";
+
+/// The top-level settings that the environment may override, as `TIDINGS_` + upper-cased key.
+pub const ENV_KEYS: &[&str] = &["listen", "admin_listen", "data_dir", "tls_cert", "tls_key"];
+
+/// Name of the relay secret inside `data_dir`.
+pub const RELAY_KEY_FILE: &str = "relay.key";
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Largest message size the relay accepts to configure (its messages live in one row).
+const MESSAGE_BYTES_CEILING: u32 = 16 * 1024 * 1024;
+
+/// The whole relay configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Address of the HTTP admin endpoints `/healthz`, `/readyz` (and later `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// Where the embedded store and the relay key live.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain; with `tls_key`, gRPC is served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Which storage backend to use.
+    pub storage: Storage,
+    /// The apps this relay pushes for (Fast Mode).
+    pub apps: Vec<App>,
+    /// Request limits and message lifetimes.
+    pub limits: Limits,
+    /// The background sweep of expired messages.
+    pub sweep: Sweep,
+    /// Push delivery tuning (Fast Mode).
+    pub push: Push,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            data_dir: PathBuf::from("./tidings-data"),
+            tls_cert: None,
+            tls_key: None,
+            storage: Storage::default(),
+            apps: Vec::new(),
+            limits: Limits::default(),
+            sweep: Sweep::default(),
+            push: Push::default(),
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// `embedded` (redb in `data_dir`, the default) or `postgres`.
+    pub backend: Backend,
+    /// Connection URL, required for `backend = "postgres"`.
+    pub postgres_url: Option<String>,
+}
+
+/// The storage backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// redb in `data_dir`.
+    #[default]
+    Embedded,
+    /// PostgreSQL at `postgres_url`, shared by several relay nodes.
+    Postgres,
+}
+
+/// One `[[apps]]` entry: an app the relay delivers pushes for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// The app id clients name in their sealed registration.
+    pub id: String,
+    /// APNs credentials, for iOS devices.
+    pub apns: Option<Apns>,
+    /// FCM credentials, for Android devices.
+    pub fcm: Option<Fcm>,
+}
+
+/// `[apps.apns]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apns {
+    /// The `.p8` token-auth key.
+    pub key_file: PathBuf,
+    /// Its 10-character key id.
+    pub key_id: String,
+    /// The Apple developer team id.
+    pub team_id: String,
+    /// The `apns-topic` (the app's bundle id).
+    pub topic: String,
+    /// Production endpoint.
+    #[serde(default = "default_apns_endpoint")]
+    pub endpoint: String,
+    /// Sandbox endpoint, for `APNS_SANDBOX` registrations.
+    #[serde(default = "default_apns_sandbox_endpoint")]
+    pub sandbox_endpoint: String,
+    /// An extra trusted root certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[apps.fcm]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fcm {
+    /// The Google service-account JSON (its `token_uri` is honoured).
+    pub service_account_file: PathBuf,
+    /// The FCM HTTP v1 endpoint.
+    #[serde(default = "default_fcm_endpoint")]
+    pub endpoint: String,
+    /// An extra trusted root certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_apns_endpoint() -> String {
+    "https://api.push.apple.com".to_owned()
+}
+fn default_apns_sandbox_endpoint() -> String {
+    "https://api.sandbox.push.apple.com".to_owned()
+}
+fn default_fcm_endpoint() -> String {
+    "https://fcm.googleapis.com".to_owned()
+}
+
+/// `[limits]`: what a request may ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest `data` of a Store.
+    pub max_message_bytes: u32,
+    /// Byte budget of one Retrieve answer (a page stops early, with `more`, beyond it),
+    /// so clients with gRPC's default 4 MiB receive limit can read any page.
+    pub max_response_bytes: u32,
+    /// TTL of a Store with `ttl_ms = 0`.
+    pub default_ttl_ms: i64,
+    /// Longest TTL.
+    pub max_ttl_ms: i64,
+    /// Shortest nonzero TTL.
+    pub min_ttl_ms: i64,
+    /// How far a signed `ts` may be from the relay's clock, in seconds.
+    pub clock_window_s: i64,
+    /// Longest long-poll.
+    pub max_wait_ms: u32,
+    /// Page size of a Retrieve with `limit = 0`.
+    pub default_limit: u32,
+    /// Largest `limit`.
+    pub max_limit: u32,
+    /// Most hashes in one Delete.
+    pub max_delete_hashes: u32,
+    /// How long a push subscription lives without renewal.
+    pub subscription_ttl_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_response_bytes: 4_000_000,
+            default_ttl_ms: 14 * DAY_MS,
+            max_ttl_ms: 30 * DAY_MS,
+            min_ttl_ms: 10_000,
+            clock_window_s: 300,
+            max_wait_ms: 60_000,
+            default_limit: 100,
+            max_limit: 1000,
+            max_delete_hashes: 1000,
+            subscription_ttl_ms: 30 * DAY_MS,
+        }
+    }
+}
+
+/// `[sweep]`: the background removal of expired messages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sweep {
+    /// Pause between sweeps.
+    pub interval_ms: u64,
+    /// Most rows removed in one store call, so a sweep never holds a long write.
+    pub batch: u32,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Self {
+            interval_ms: 30_000,
+            batch: 1000,
+        }
+    }
+}
+
+/// `[push]`: push delivery tuning (used by the Fast Mode notifier).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Push {
+    /// Deliveries in flight at once.
+    pub concurrency: u32,
+    /// How long a claimed job stays leased to this node.
+    pub lease_ms: i64,
+    /// Give up on a job enqueued longer ago than this.
+    pub max_age_ms: i64,
+    /// Bound on one provider request, connect to answer.
+    pub timeout_ms: u64,
+    /// Look for due jobs (retries, other nodes' stores) at least this often.
+    pub poll_interval_ms: u64,
+    /// Title of alert pushes, shown only if the app's extension cannot decrypt them.
+    pub alert_title: String,
+    /// Body of alert pushes, shown only if the app's extension cannot decrypt them.
+    pub alert_body: String,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            lease_ms: 30_000,
+            max_age_ms: DAY_MS,
+            timeout_ms: 10_000,
+            poll_interval_ms: 1_000,
+            alert_title: String::new(),
+            alert_body: "New message".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{path}: not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a value the relay does not accept (or is not a key at all).
+    #[error("`{key}`: {rule}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `limits.max_ttl_ms` or `apps[0].apns.key_file`.
+        key: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            rule: rule.into(),
+        }
+    }
+
+    /// The offending key, when the error is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration `serve` runs with: the file (if any), then the process
+    /// environment's `TIDINGS_*` overrides, then validation.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        match path {
+            None => Self::from_toml("", Path::new(""), env),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let base = path.parent().unwrap_or(Path::new(""));
+                Self::from_toml(&text, base, env).map_err(|e| match e {
+                    ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message,
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Parses `text`, applies the overrides `env` returns (called with `TIDINGS_LISTEN`
+    /// etc.), resolves the file's relative paths against `base_dir`, and validates.
+    pub fn from_toml(
+        text: &str,
+        base_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        // Paths written in the file are relative to the file; resolve them before the
+        // environment adds its own (which are relative to the working directory).
+        let in_file: HashSet<String> = table.keys().cloned().collect();
+        let mut from_env = HashSet::new();
+        for key in ENV_KEYS {
+            if let Some(value) = env(&env_name(key)) {
+                table.insert((*key).to_owned(), toml::Value::String(value));
+                from_env.insert(*key);
+            }
+        }
+        let mut config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
+            let key = e.path().to_string();
+            let key = annotate_env(&key, &from_env);
+            ConfigError::invalid(key, plain_rule(e.inner().message()))
+        })?;
+        let written_in_file = |key: &str| in_file.contains(key) && !from_env.contains(key);
+        config.resolve_paths(base_dir, written_in_file);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule that types alone do not: ranges, consistency between limits,
+    /// readable files, endpoint schemes, unique app ids.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_addresses()?;
+        self.validate_tls()?;
+        self.validate_storage()?;
+        self.limits.validate()?;
+        self.validate_sweep_and_push()?;
+        validate_apps(&self.apps)
+    }
+
+    /// The relay secret's path.
+    pub fn relay_key_path(&self) -> PathBuf {
+        self.data_dir.join(RELAY_KEY_FILE)
+    }
+
+    /// The app ids, in configuration order.
+    pub fn app_ids(&self) -> Vec<String> {
+        self.apps.iter().map(|a| a.id.clone()).collect()
+    }
+
+    fn resolve_paths(&mut self, base: &Path, written_in_file: impl Fn(&str) -> bool) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        if written_in_file("data_dir") {
+            resolve(&mut self.data_dir);
+        }
+        if written_in_file("tls_cert")
+            && let Some(p) = self.tls_cert.as_mut()
+        {
+            resolve(p);
+        }
+        if written_in_file("tls_key")
+            && let Some(p) = self.tls_key.as_mut()
+        {
+            resolve(p);
+        }
+        for app in &mut self.apps {
+            if let Some(apns) = &mut app.apns {
+                resolve(&mut apns.key_file);
+                if let Some(p) = apns.ca_file.as_mut() {
+                    resolve(p);
+                }
+            }
+            if let Some(fcm) = &mut app.fcm {
+                resolve(&mut fcm.service_account_file);
+                if let Some(p) = fcm.ca_file.as_mut() {
+                    resolve(p);
+                }
+            }
+        }
+    }
+
+    fn validate_addresses(&self) -> Result<(), ConfigError> {
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(ConfigError::invalid(
+                "admin_listen",
+                format!("must differ from listen (both are {})", self.listen),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(()),
+            (Some(cert), Some(key)) => {
+                readable("tls_cert", cert)?;
+                readable("tls_key", key)
+            }
+            (Some(_), None) => Err(ConfigError::invalid("tls_key", "must be set when tls_cert is")),
+            (None, Some(_)) => Err(ConfigError::invalid("tls_cert", "must be set when tls_key is")),
+        }
+    }
+
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("data_dir", "must not be empty"));
+        }
+        match (&self.storage.backend, &self.storage.postgres_url) {
+            (Backend::Postgres, None) => Err(ConfigError::invalid(
+                "storage.postgres_url",
+                "is required when storage.backend = \"postgres\"",
+            )),
+            (_, Some(url)) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+                Err(ConfigError::invalid(
+                    "storage.postgres_url",
+                    "must start with postgres:// or postgresql://",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_sweep_and_push(&self) -> Result<(), ConfigError> {
+        at_least("sweep.interval_ms", self.sweep.interval_ms, 10)?;
+        at_least("sweep.batch", u64::from(self.sweep.batch), 1)?;
+        at_least("push.concurrency", u64::from(self.push.concurrency), 1)?;
+        in_range("push.lease_ms", self.push.lease_ms, 1000, 3_600_000)?;
+        in_range_u("push.timeout_ms", self.push.timeout_ms, 100, 120_000)?;
+        in_range_u("push.poll_interval_ms", self.push.poll_interval_ms, 10, 60_000)?;
+        if self.push.lease_ms
+            < i64::try_from(self.push.timeout_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(2)
+        {
+            return Err(ConfigError::invalid(
+                "push.lease_ms",
+                "must be at least twice push.timeout_ms, so a job is never claimed twice while in flight",
+            ));
+        }
+        in_range("push.max_age_ms", self.push.max_age_ms, 1000, 30 * DAY_MS)
+    }
+}
+
+impl Limits {
+    /// The limits must be usable and consistent with each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        in_range(
+            "limits.max_message_bytes",
+            i64::from(self.max_message_bytes),
+            1,
+            i64::from(MESSAGE_BYTES_CEILING),
+        )?;
+        let floor = i64::from(self.max_message_bytes) + 1024;
+        in_range(
+            "limits.max_response_bytes",
+            i64::from(self.max_response_bytes),
+            floor,
+            i64::from(u32::MAX),
+        )
+        .map_err(|_| {
+            ConfigError::invalid(
+                "limits.max_response_bytes",
+                format!("must be at least limits.max_message_bytes + 1024 ({floor})"),
+            )
+        })?;
+        in_range("limits.min_ttl_ms", self.min_ttl_ms, 1, i64::MAX)?;
+        // A century keeps `now + ttl` far from overflow.
+        in_range(
+            "limits.max_ttl_ms",
+            self.max_ttl_ms,
+            self.min_ttl_ms,
+            36_500 * DAY_MS,
+        )?;
+        in_range(
+            "limits.default_ttl_ms",
+            self.default_ttl_ms,
+            self.min_ttl_ms,
+            self.max_ttl_ms,
+        )?;
+        in_range("limits.clock_window_s", self.clock_window_s, 1, 86_400)?;
+        in_range("limits.max_wait_ms", i64::from(self.max_wait_ms), 0, 600_000)?;
+        in_range("limits.max_limit", i64::from(self.max_limit), 1, 100_000)?;
+        in_range(
+            "limits.default_limit",
+            i64::from(self.default_limit),
+            1,
+            i64::from(self.max_limit),
+        )?;
+        in_range(
+            "limits.max_delete_hashes",
+            i64::from(self.max_delete_hashes),
+            1,
+            100_000,
+        )?;
+        in_range(
+            "limits.subscription_ttl_ms",
+            self.subscription_ttl_ms,
+            60_000,
+            36_500 * DAY_MS,
+        )
+    }
+
+    /// The largest gRPC request the relay decodes: the largest Store or Delete plus
+    /// headroom for the other fields, so an oversize request is refused from its
+    /// length prefix, before its body is buffered.
+    pub fn max_request_bytes(&self) -> usize {
+        const HEADROOM: usize = 4096;
+        // A hash in a Delete costs 32 bytes plus a 2-byte tag and length.
+        let delete = self.max_delete_hashes as usize * 34;
+        (self.max_message_bytes as usize).max(delete) + HEADROOM
+    }
+}
+
+fn validate_apps(apps: &[App]) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, app) in apps.iter().enumerate() {
+        let at = |key: &str| format!("apps[{i}].{key}");
+        if app.id.trim().is_empty() {
+            return Err(ConfigError::invalid(at("id"), "must not be empty"));
+        }
+        if !seen.insert(app.id.as_str()) {
+            return Err(ConfigError::invalid(
+                at("id"),
+                format!("duplicate app id {:?}", app.id),
+            ));
+        }
+        if app.apns.is_none() && app.fcm.is_none() {
+            return Err(ConfigError::invalid(
+                format!("apps[{i}]"),
+                "needs an [apps.apns] or an [apps.fcm] table",
+            ));
+        }
+        if let Some(apns) = &app.apns {
+            readable(&at("apns.key_file"), &apns.key_file)?;
+            non_empty(&at("apns.key_id"), &apns.key_id)?;
+            non_empty(&at("apns.team_id"), &apns.team_id)?;
+            non_empty(&at("apns.topic"), &apns.topic)?;
+            endpoint(&at("apns.endpoint"), &apns.endpoint)?;
+            endpoint(&at("apns.sandbox_endpoint"), &apns.sandbox_endpoint)?;
+            if let Some(ca) = &apns.ca_file {
+                readable(&at("apns.ca_file"), ca)?;
+            }
+        }
+        if let Some(fcm) = &app.fcm {
+            readable(&at("fcm.service_account_file"), &fcm.service_account_file)?;
+            endpoint(&at("fcm.endpoint"), &fcm.endpoint)?;
+            if let Some(ca) = &fcm.ca_file {
+                readable(&at("fcm.ca_file"), ca)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
+
+/// Says where an overridden key's value came from, so the operator looks in the right place.
+fn annotate_env(key: &str, from_env: &HashSet<&str>) -> String {
+    if from_env.contains(key) {
+        format!("{key} (from {})", env_name(key))
+    } else if key == "." || key.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        key.to_owned()
+    }
+}
+
+/// serde says "unknown field `x`, expected one of …"; the operator wrote a key.
+fn plain_rule(message: &str) -> String {
+    match message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once("`, "))
+    {
+        Some((_, expected)) => format!("unknown key ({expected})"),
+        None => message.to_owned(),
+    }
+}
+
+fn in_range(key: &str, value: i64, min: i64, max: i64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be in {min}..={max} (got {value})"),
+        ))
+    }
+}
+
+fn in_range_u(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    in_range(
+        key,
+        i64::try_from(value).unwrap_or(i64::MAX),
+        i64::try_from(min).unwrap_or(0),
+        i64::try_from(max).unwrap_or(i64::MAX),
+    )
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value >= min {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be at least {min} (got {value})"),
+        ))
+    }
+}
+
+fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        Err(ConfigError::invalid(key, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn endpoint(key: &str, value: &str) -> Result<(), ConfigError> {
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("must be an http:// or https:// URL with a host (got {value:?})"),
+        )),
+    }
+}
+
+fn readable(key: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new(""), no_env)
+    }
+
+    fn bad_key(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_design_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7400".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:7401".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./tidings-data"));
+        assert_eq!(c.storage.backend, Backend::Embedded);
+        assert_eq!(c.limits.max_message_bytes, 65_536);
+        assert_eq!(c.limits.default_ttl_ms, 1_209_600_000);
+        assert_eq!(c.limits.max_ttl_ms, 2_592_000_000);
+        assert_eq!(c.limits.min_ttl_ms, 10_000);
+        assert_eq!(c.limits.clock_window_s, 300);
+        assert_eq!(c.limits.max_wait_ms, 60_000);
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["AuthKey_ABC123DEFG.p8", "service-account.json", "extra-root.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text = r#"
+listen = "127.0.0.1:7400"
+admin_listen = "127.0.0.1:7401"
+data_dir = "./tidings-data"
+
+[storage]
+backend = "embedded"
+postgres_url = "postgres://postgres@127.0.0.1/tidings"
+
+[[apps]]
+id = "com.example.messenger"
+  [apps.apns]
+  key_file = "AuthKey_ABC123DEFG.p8"
+  key_id = "ABC123DEFG"
+  team_id = "TEAM123456"
+  topic = "com.example.messenger"
+  endpoint = "https://api.push.apple.com"
+  sandbox_endpoint = "https://api.sandbox.push.apple.com"
+  ca_file = "extra-root.pem"
+  [apps.fcm]
+  service_account_file = "service-account.json"
+  endpoint = "http://127.0.0.1:9999"
+  ca_file = "extra-root.pem"
+"#;
+        let c = Config::from_toml(text, dir.path(), no_env).unwrap();
+        assert_eq!(c.app_ids(), vec!["com.example.messenger".to_owned()]);
+        let apns = c.apps[0].apns.as_ref().unwrap();
+        assert_eq!(apns.key_file, dir.path().join("AuthKey_ABC123DEFG.p8"));
+        assert_eq!(c.apps[0].fcm.as_ref().unwrap().endpoint, "http://127.0.0.1:9999");
+    }
+
+    #[test]
+    fn endpoints_default_to_the_providers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.p8"), "x").unwrap();
+        let text = "[[apps]]\nid = \"a\"\n[apps.apns]\nkey_file = \"k.p8\"\nkey_id = \"K\"\nteam_id = \"T\"\ntopic = \"a\"\n";
+        let c = Config::from_toml(text, dir.path(), no_env).unwrap();
+        let apns = c.apps[0].apns.as_ref().unwrap();
+        assert_eq!(apns.endpoint, "https://api.push.apple.com");
+        assert_eq!(apns.sandbox_endpoint, "https://api.sandbox.push.apple.com");
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let env = |name: &str| match name {
+            "TIDINGS_LISTEN" => Some("127.0.0.1:9000".to_owned()),
+            "TIDINGS_DATA_DIR" => Some("/tmp/elsewhere".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml(
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"x\"",
+            Path::new("/etc"),
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/elsewhere"));
+    }
+
+    #[test]
+    fn file_paths_are_relative_to_the_file() {
+        let c = Config::from_toml("data_dir = \"data\"", Path::new("/etc/tidings"), no_env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/tidings/data"));
+    }
+
+    #[test]
+    fn a_bad_env_value_names_the_variable() {
+        let env = |name: &str| (name == "TIDINGS_ADMIN_LISTEN").then(|| "nonsense".to_owned());
+        let err = Config::from_toml("", Path::new(""), env).unwrap_err();
+        assert_eq!(err.key(), Some("admin_listen (from TIDINGS_ADMIN_LISTEN)"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_full_path() {
+        assert_eq!(bad_key("lisen = \"127.0.0.1:1\""), "lisen");
+        assert_eq!(bad_key("[limits]\nmax_bytes = 3"), "limits.max_bytes");
+        assert_eq!(
+            bad_key("[storage]\nbackend = \"embedded\"\nurl = \"x\""),
+            "storage.url"
+        );
+        assert_eq!(bad_key("[[apps]]\nid = \"a\"\ncolour = 1"), "apps[0].colour");
+        let e = parse("[sweep]\nevery = 1").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`sweep.every`: unknown key (expected `interval_ms` or `batch`)"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_the_key() {
+        assert_eq!(bad_key("listen = \"localhost\""), "listen");
+        assert_eq!(bad_key("[limits]\nmax_ttl_ms = \"long\""), "limits.max_ttl_ms");
+        assert_eq!(bad_key("[storage]\nbackend = \"sqlite\""), "storage.backend");
+        assert_eq!(
+            bad_key("[storage]\nbackend = \"postgres\""),
+            "storage.postgres_url"
+        );
+        assert_eq!(
+            bad_key("[[apps]]\nid = \"a\"\n[apps.fcm]\nendpoint = \"x\""),
+            "apps[0].fcm"
+        );
+    }
+
+    #[test]
+    fn limits_must_be_consistent() {
+        assert_eq!(bad_key("[limits]\nmin_ttl_ms = 0"), "limits.min_ttl_ms");
+        assert_eq!(
+            bad_key("[limits]\ndefault_ttl_ms = 5000"),
+            "limits.default_ttl_ms"
+        );
+        assert_eq!(bad_key("[limits]\nmax_ttl_ms = 1000"), "limits.max_ttl_ms");
+        assert_eq!(bad_key("[limits]\ndefault_limit = 5000"), "limits.default_limit");
+        assert_eq!(
+            bad_key("[limits]\nmax_message_bytes = 0"),
+            "limits.max_message_bytes"
+        );
+        assert_eq!(
+            bad_key("[limits]\nmax_message_bytes = 5000000"),
+            "limits.max_response_bytes"
+        );
+        assert_eq!(bad_key("[sweep]\ninterval_ms = 0"), "sweep.interval_ms");
+        assert_eq!(
+            bad_key("listen = \"127.0.0.1:5\"\nadmin_listen = \"127.0.0.1:5\""),
+            "admin_listen"
+        );
+    }
+
+    #[test]
+    fn apps_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sa.json"), "{}").unwrap();
+        let app = |id: &str, endpoint: &str, file: &str| {
+            format!(
+                "[[apps]]\nid = \"{id}\"\n[apps.fcm]\nservice_account_file = \"{file}\"\nendpoint = \"{endpoint}\"\n"
+            )
+        };
+        let check = |text: String| Config::from_toml(&text, dir.path(), no_env);
+        assert!(check(app("a", "http://127.0.0.1:1", "sa.json")).is_ok());
+        let two = app("a", "https://x", "sa.json") + &app("a", "https://y", "sa.json");
+        assert_eq!(check(two).unwrap_err().key(), Some("apps[1].id"));
+        let bad_scheme = check(app("a", "ftp://x", "sa.json")).unwrap_err();
+        assert_eq!(bad_scheme.key(), Some("apps[0].fcm.endpoint"));
+        let missing = check(app("a", "https://x", "missing.json")).unwrap_err();
+        assert_eq!(missing.key(), Some("apps[0].fcm.service_account_file"));
+        let bare = check("[[apps]]\nid = \"a\"\n".to_owned()).unwrap_err();
+        assert_eq!(bare.key(), Some("apps[0]"));
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_as_such() {
+        assert!(matches!(parse("listen = "), Err(ConfigError::Syntax { .. })));
+    }
+
+    #[test]
+    fn request_size_limit_covers_the_largest_request() {
+        let l = Limits::default();
+        assert!(l.max_request_bytes() > l.max_message_bytes as usize);
+        assert!(l.max_request_bytes() > l.max_delete_hashes as usize * 34);
+    }
+}

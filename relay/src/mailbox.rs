@@ -1,0 +1,315 @@
+//! The Mailbox gRPC service (Slow Mode): Store, Retrieve (with long-poll) and Delete.
+//!
+//! Each call validates its request ([`validate`]), then talks to the [`Store`]. A Store
+//! that added a message wakes the long-polls parked on that mailbox ([`Waiters`]).
+
+pub mod validate;
+
+use std::{sync::Arc, time::Duration};
+
+use tidings_proto::{
+    hash::message_hash,
+    v1::{
+        self, DeleteRequest, DeleteResponse, RetrieveRequest, RetrieveResponse, StoreRequest, StoreResponse,
+        mailbox_server::Mailbox,
+    },
+};
+use tokio::{sync::Notify, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    clock::Clock,
+    config::Limits,
+    keys::RelayKeys,
+    longpoll::Waiters,
+    store::{NewMessage, Page, Store, StoreError, StoredMessage},
+};
+
+/// Bytes a message costs in a Retrieve answer beyond its data (hash, seq, times, tags).
+const MESSAGE_OVERHEAD: usize = 128;
+/// Messages read from the store per call while filling a page.
+const READ_CHUNK: u32 = 64;
+
+/// The Mailbox service.
+#[derive(Clone)]
+pub struct MailboxService {
+    store: Arc<dyn Store>,
+    keys: Arc<RelayKeys>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    waiters: Arc<Waiters>,
+    shutdown: CancellationToken,
+    push_wake: Arc<Notify>,
+}
+
+impl MailboxService {
+    /// A service over `store`. Cancelling `shutdown` releases parked long-polls with
+    /// an empty answer; `push_wake` is notified when a Store enqueued push jobs.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<RelayKeys>,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+        waiters: Arc<Waiters>,
+        shutdown: CancellationToken,
+        push_wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            limits,
+            clock,
+            waiters,
+            shutdown,
+            push_wake,
+        }
+    }
+
+    /// Reads up to `limit` messages after `after_seq` in chunks, stopping early (with
+    /// `more`) once the answer's byte budget is spent: memory per call stays near the
+    /// budget however large `limit` and the messages are.
+    async fn read_page(
+        &self,
+        account: &[u8; 32],
+        namespace: u32,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Page, Status> {
+        let mut page = PageBuilder::new(limit, self.limits.max_response_bytes as usize);
+        let mut cursor = after_seq;
+        loop {
+            let want = page.room().min(READ_CHUNK);
+            let chunk = self
+                .store
+                .get_messages(account, namespace, cursor, want, self.clock.now_ms())
+                .await
+                .map_err(storage_status)?;
+            cursor = chunk.messages.last().map_or(cursor, |m| m.seq);
+            let fitted = page.extend(chunk.messages);
+            if !fitted || !chunk.more || page.room() == 0 {
+                return Ok(page.finish(!fitted || chunk.more));
+            }
+        }
+    }
+}
+
+/// Collects a Retrieve page under a message count and byte budget.
+#[derive(Debug)]
+pub struct PageBuilder {
+    messages: Vec<StoredMessage>,
+    limit: u32,
+    used: usize,
+    budget: usize,
+}
+
+impl PageBuilder {
+    /// An empty page of at most `limit` messages and about `budget` bytes.
+    pub fn new(limit: u32, budget: usize) -> Self {
+        Self {
+            messages: Vec::new(),
+            limit,
+            used: 0,
+            budget,
+        }
+    }
+
+    /// How many more messages the page may take.
+    pub fn room(&self) -> u32 {
+        // messages.len() never exceeds limit, a u32.
+        self.limit
+            .saturating_sub(u32::try_from(self.messages.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Adds messages in order; returns `false` when one did not fit the byte budget (it
+    /// and the rest are left for the next page). The first message always fits, since
+    /// messages are size-limited far below the budget.
+    pub fn extend(&mut self, messages: Vec<StoredMessage>) -> bool {
+        for m in messages {
+            let cost = m.data.len() + MESSAGE_OVERHEAD;
+            if self.room() == 0 || (!self.messages.is_empty() && self.used + cost > self.budget) {
+                return false;
+            }
+            self.used += cost;
+            self.messages.push(m);
+        }
+        true
+    }
+
+    /// The page; `more` says whether unexpired messages remain after it.
+    pub fn finish(self, more: bool) -> Page {
+        Page {
+            messages: self.messages,
+            more,
+        }
+    }
+}
+
+/// The wire form of a page.
+pub fn page_response(page: Page) -> RetrieveResponse {
+    let messages = page
+        .messages
+        .into_iter()
+        .map(|m| v1::StoredMessage {
+            hash: m.hash.to_vec(),
+            seq: m.seq,
+            data: m.data,
+            created_ms: m.created_ms,
+            expires_ms: m.expires_ms,
+        })
+        .collect();
+    RetrieveResponse {
+        messages,
+        more: page.more,
+    }
+}
+
+#[tonic::async_trait]
+impl Mailbox for MailboxService {
+    async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreResponse>, Status> {
+        let now_ms = self.clock.now_ms();
+        let v = validate::store(request.into_inner(), &self.limits, now_ms.div_euclid(1000))?;
+        let hash = message_hash(&v.account, v.namespace, &v.data);
+        let size = v.data.len();
+        let msg = NewMessage {
+            account: v.account,
+            account_index: self.keys.account_index(&v.account),
+            namespace: v.namespace,
+            hash,
+            data: v.data,
+            created_ms: now_ms,
+            expires_ms: now_ms.saturating_add(v.ttl_ms),
+        };
+        let out = self.store.put_message(msg).await.map_err(storage_status)?;
+        if !out.duplicate {
+            self.waiters.notify_arrival(&v.account, v.namespace);
+        }
+        if out.jobs_enqueued > 0 {
+            self.push_wake.notify_one();
+        }
+        tracing::debug!(
+            account = %self.keys.fingerprint(&v.account),
+            namespace = v.namespace,
+            seq = out.seq,
+            bytes = size,
+            duplicate = out.duplicate,
+            "stored"
+        );
+        Ok(Response::new(StoreResponse {
+            hash: hash.to_vec(),
+            seq: out.seq,
+            expires_ms: out.expires_ms,
+            duplicate: out.duplicate,
+        }))
+    }
+
+    async fn retrieve(
+        &self,
+        request: Request<RetrieveRequest>,
+    ) -> Result<Response<RetrieveResponse>, Status> {
+        let v = validate::retrieve(request.get_ref(), &self.limits, self.clock.now_s())?;
+        let page = self
+            .read_page(&v.account, v.namespace, v.after_seq, v.limit)
+            .await?;
+        if !page.messages.is_empty() || v.wait_ms == 0 || self.shutdown.is_cancelled() {
+            return Ok(Response::new(page_response(page)));
+        }
+        let deadline = Instant::now() + Duration::from_millis(u64::from(v.wait_ms));
+        tracing::debug!(account = %self.keys.fingerprint(&v.account), namespace = v.namespace, wait_ms = v.wait_ms, "long-poll parked");
+        let waited = self
+            .waiters
+            .wait_for((v.account, v.namespace), deadline, &self.shutdown, || async {
+                let page = self
+                    .read_page(&v.account, v.namespace, v.after_seq, v.limit)
+                    .await?;
+                Ok::<_, Status>((!page.messages.is_empty()).then_some(page))
+            })
+            .await?;
+        // A deadline or a shutdown answers "nothing new" (the client simply polls again).
+        Ok(Response::new(page_response(waited.unwrap_or_default())))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let v = validate::delete(request.get_ref(), &self.limits, self.clock.now_s())?;
+        let deleted = self
+            .store
+            .delete_messages(&v.account, v.namespace, &v.hashes)
+            .await
+            .map_err(storage_status)?;
+        Ok(Response::new(DeleteResponse { deleted }))
+    }
+}
+
+/// The status a storage failure becomes: UNAVAILABLE when the caller may retry later
+/// (nothing was half-written), INTERNAL for corruption (logged, details withheld).
+pub fn storage_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(why) => {
+            tracing::warn!(%why, "storage unavailable");
+            Status::unavailable(format!("storage cannot take requests now ({why}); retry later"))
+        }
+        StoreError::Closed => Status::unavailable("the relay is shutting down; retry later"),
+        StoreError::Corrupt(why) => {
+            tracing::error!(%why, "storage corrupt");
+            Status::internal("storage error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, len: usize) -> StoredMessage {
+        StoredMessage {
+            hash: [seq as u8; 32],
+            seq,
+            data: vec![0; len],
+            created_ms: 1,
+            expires_ms: 2,
+        }
+    }
+
+    #[test]
+    fn pages_stop_at_the_byte_budget() {
+        let mut p = PageBuilder::new(10, 2300);
+        assert!(!p.extend(vec![msg(1, 1000), msg(2, 1000), msg(3, 1000)]));
+        let page = p.finish(true);
+        assert_eq!(
+            page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+
+        let mut p = PageBuilder::new(10, 1 << 20);
+        assert!(p.extend(vec![msg(1, 1000), msg(2, 1000)]));
+        assert_eq!(p.room(), 8);
+        let mut p = PageBuilder::new(10, 100);
+        assert!(p.extend(vec![msg(1, 5000)]), "the first message always fits");
+        assert!(!p.extend(vec![msg(2, 1)]));
+    }
+
+    #[test]
+    fn pages_stop_at_the_limit() {
+        let mut p = PageBuilder::new(2, 1 << 20);
+        assert!(!p.extend(vec![msg(1, 1), msg(2, 1), msg(3, 1)]));
+        assert_eq!(p.room(), 0);
+        let r = page_response(p.finish(true));
+        assert_eq!((r.messages.len(), r.more), (2, true));
+        assert_eq!(r.messages[1].hash, vec![2u8; 32]);
+    }
+
+    #[test]
+    fn storage_errors_map_to_retryable_statuses() {
+        assert_eq!(
+            storage_status(StoreError::Closed).code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            storage_status(StoreError::Unavailable("disk full".into())).code(),
+            tonic::Code::Unavailable
+        );
+        let corrupt = storage_status(StoreError::Corrupt("bad row /secret/path".into()));
+        assert_eq!(corrupt.code(), tonic::Code::Internal);
+        assert!(!corrupt.message().contains("secret"));
+    }
+}

@@ -1,0 +1,222 @@
+//! The Relay gRPC service: `GetRelayInfo`, and Fast Mode registration (`Subscribe`,
+//! `Unsubscribe`).
+//!
+//! A Subscribe is checked in a fixed order, cheapest first: the account key, the
+//! namespace list, the sealed box's size, the signature (which covers `H(sealed)`, so
+//! nobody can re-use a signature to attach their own token to someone's account), then
+//! the box is opened and every registration field validated. Only then is anything
+//! written; the token and push key are stored encrypted, under the account's keyed hash.
+
+use std::sync::Arc;
+
+use tidings_proto::{
+    DEVICE_ID_LEN, namespace,
+    seal::unseal_registration,
+    sign,
+    v1::{
+        GetRelayInfoRequest, RelayInfo, SubscribeRequest, SubscribeResponse, UnsubscribeRequest,
+        UnsubscribeResponse, relay_server::Relay,
+    },
+};
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use crate::{
+    auth,
+    clock::Clock,
+    config::Limits,
+    keys::RelayKeys,
+    mailbox::storage_status,
+    registration::{self, AppCatalog},
+    store::{Store, Subscription},
+};
+
+/// The largest sealed registration accepted: a registration is a few hundred bytes.
+const MAX_SEALED: usize = 8 * 1024;
+/// The most namespaces one device may subscribe to.
+const MAX_NAMESPACES: usize = 256;
+
+/// The Relay service.
+#[derive(Clone)]
+pub struct RelayService {
+    keys: Arc<RelayKeys>,
+    app_ids: Vec<String>,
+    limits: Limits,
+    store: Arc<dyn Store>,
+    apps: Arc<dyn AppCatalog + Send + Sync>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RelayService {
+    /// A service publishing `keys`' X25519 key, the configured apps and the limits, and
+    /// registering devices of the apps `apps` can reach.
+    pub fn new(
+        keys: Arc<RelayKeys>,
+        app_ids: Vec<String>,
+        limits: Limits,
+        store: Arc<dyn Store>,
+        apps: Arc<dyn AppCatalog + Send + Sync>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            keys,
+            app_ids,
+            limits,
+            store,
+            apps,
+            clock,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Relay for RelayService {
+    async fn get_relay_info(&self, _: Request<GetRelayInfoRequest>) -> Result<Response<RelayInfo>, Status> {
+        Ok(Response::new(RelayInfo {
+            x25519_public_key: self.keys.x25519_public().to_vec(),
+            app_ids: self.app_ids.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_message_bytes: self.limits.max_message_bytes,
+            max_ttl_ms: self.limits.max_ttl_ms,
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<SubscribeResponse>, Status> {
+        let req = request.into_inner();
+        let account = auth::parse_account(&req.account)?;
+        let namespaces = check_namespaces(&req.namespaces)?;
+        check_sealed(&req.sealed)?;
+        let now_ms = self.clock.now_ms();
+        auth::authenticate(
+            &account,
+            req.ts,
+            &req.signature,
+            now_ms.div_euclid(1000),
+            self.limits.clock_window_s,
+            || sign::subscribe_bytes(&account, req.ts, req.want_data, &namespaces, &req.sealed),
+        )?;
+        let reg = unseal_registration(self.keys.x25519_secret(), &account, &req.sealed).map_err(|e| {
+            Status::invalid_argument(format!("sealed: {e} (fetch the key again with GetRelayInfo)"))
+        })?;
+        let reg = registration::validate(reg, self.apps.as_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let account_index = self.keys.account_index(&account);
+        let expires_ms = now_ms.saturating_add(self.limits.subscription_ttl_ms);
+        let sub = Subscription {
+            account_index,
+            device_id: reg.device_id,
+            namespaces,
+            want_data: req.want_data,
+            sealed: registration::seal_at_rest(self.keys.at_rest_key(), &account_index, &reg),
+            expires_ms,
+        };
+        let added = self
+            .store
+            .upsert_subscription(sub)
+            .await
+            .map_err(storage_status)?;
+        debug!(account = %self.keys.fingerprint(&account), service = reg.service.label(), added, "subscribed");
+        Ok(Response::new(SubscribeResponse { added, expires_ms }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<UnsubscribeRequest>,
+    ) -> Result<Response<UnsubscribeResponse>, Status> {
+        let req = request.into_inner();
+        let account = auth::parse_account(&req.account)?;
+        let device_id: [u8; DEVICE_ID_LEN] = req.device_id.as_slice().try_into().map_err(|_| {
+            Status::invalid_argument(format!(
+                "device_id: must be {DEVICE_ID_LEN} bytes (got {})",
+                req.device_id.len()
+            ))
+        })?;
+        let now_s = self.clock.now_s();
+        auth::authenticate(
+            &account,
+            req.ts,
+            &req.signature,
+            now_s,
+            self.limits.clock_window_s,
+            || sign::unsubscribe_bytes(&account, &device_id, req.ts),
+        )?;
+        let removed = self
+            .store
+            .remove_subscription(&self.keys.account_index(&account), &device_id)
+            .await
+            .map_err(storage_status)?;
+        Ok(Response::new(UnsubscribeResponse { removed }))
+    }
+}
+
+/// Namespaces: 1..=256 of them, each valid, strictly ascending (so the signed list
+/// has one spelling).
+fn check_namespaces(list: &[i32]) -> Result<Vec<u32>, Status> {
+    if list.is_empty() || list.len() > MAX_NAMESPACES {
+        return Err(Status::invalid_argument(format!(
+            "namespaces: must list 1..={MAX_NAMESPACES} namespaces (got {})",
+            list.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, &ns) in list.iter().enumerate() {
+        if !namespace::is_valid(ns) {
+            return Err(Status::invalid_argument(format!(
+                "namespaces[{i}]: must be in 0..={} (got {ns})",
+                namespace::MAX
+            )));
+        }
+        if i > 0 && ns <= list[i - 1] {
+            return Err(Status::invalid_argument(format!(
+                "namespaces[{i}]: must be strictly ascending ({ns} follows {})",
+                list[i - 1]
+            )));
+        }
+        // Checked non-negative above.
+        out.push(ns.unsigned_abs());
+    }
+    Ok(out)
+}
+
+fn check_sealed(sealed: &[u8]) -> Result<(), Status> {
+    let min = tidings_proto::seal::OVERHEAD;
+    if sealed.len() < min || sealed.len() > MAX_SEALED {
+        return Err(Status::invalid_argument(format!(
+            "sealed: must be {min}..={MAX_SEALED} bytes (got {})",
+            sealed.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_lists_are_checked() {
+        assert_eq!(check_namespaces(&[0, 1, 12]).unwrap(), vec![0, 1, 12]);
+        let msg = |l: &[i32]| check_namespaces(l).unwrap_err().message().to_owned();
+        assert!(msg(&[]).starts_with("namespaces: must list"));
+        assert_eq!(
+            msg(&[0, 0]),
+            "namespaces[1]: must be strictly ascending (0 follows 0)"
+        );
+        assert_eq!(
+            msg(&[3, 2]),
+            "namespaces[1]: must be strictly ascending (2 follows 3)"
+        );
+        assert_eq!(msg(&[-1]), "namespaces[0]: must be in 0..=32767 (got -1)");
+        assert_eq!(msg(&[40_000]), "namespaces[0]: must be in 0..=32767 (got 40000)");
+    }
+
+    #[test]
+    fn sealed_size_is_checked() {
+        assert!(check_sealed(&[0; 10]).is_err());
+        assert!(check_sealed(&[0; 100]).is_ok());
+        assert!(check_sealed(&vec![0; MAX_SEALED + 1]).is_err());
+    }
+}

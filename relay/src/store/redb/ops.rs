@@ -1,0 +1,477 @@
+//! What each store operation does inside a redb transaction.
+//!
+//! Write operations run on the writer thread inside the batch's one write transaction;
+//! they may be run again when another operation of the batch fails, so they keep no state
+//! outside the transaction. Expiry is `expires_ms <= now`.
+
+use ::redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+
+use super::keys;
+use super::records::{self, JobRecord, MsgHead};
+use super::tables::{self, META_NEXT_JOB, META_PROBE, OpError, Tables};
+use crate::store::{
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
+    StoreError, StoredMessage, Subscription,
+};
+
+/// The most entries one sweep call removes, whatever the caller asks: a sweep shares its
+/// write transaction with the Stores of its batch and must not hold them up for long.
+pub const SWEEP_CAP: u32 = 10_000;
+
+fn corrupt_key(table: &str) -> OpError {
+    OpError::Op(StoreError::Corrupt(format!("malformed key in table {table}")))
+}
+
+/// Stores a message, or finds the unexpired original of a duplicate.
+pub fn put_message(t: &mut Tables<'_>, msg: &NewMessage) -> Result<PutOutcome, OpError> {
+    // The caller's clock: an expired original does not make a re-store a duplicate, since
+    // it would then be acknowledged but never delivered.
+    let now = msg.created_ms;
+    let hk = keys::hash(&msg.account, msg.namespace, &msg.hash);
+    let existing = t.hashes.get(hk.as_slice())?.map(|g| g.value());
+    if let Some(seq) = existing {
+        match load_msg_head(&t.messages, &msg.account, msg.namespace, seq)? {
+            Some(head) if head.expires_ms > now => {
+                return Ok(PutOutcome {
+                    seq,
+                    expires_ms: head.expires_ms,
+                    duplicate: true,
+                    jobs_enqueued: 0,
+                });
+            }
+            Some(head) => remove_message(t, &msg.account, msg.namespace, seq, &head)?,
+            None => {
+                t.hashes.remove(hk.as_slice())?;
+            }
+        }
+    }
+    let seq = next_seq(t, &msg.account, msg.namespace)?;
+    let head = MsgHead {
+        hash: msg.hash,
+        created_ms: msg.created_ms,
+        expires_ms: msg.expires_ms,
+    };
+    let mk = keys::msg(&msg.account, msg.namespace, seq);
+    t.messages
+        .insert(mk.as_slice(), records::encode_msg(&head, &msg.data).as_slice())?;
+    t.hashes.insert(hk.as_slice(), seq)?;
+    let ek = keys::msg_expiry(msg.expires_ms, &msg.account, msg.namespace, seq);
+    t.msg_expiry.insert(ek.as_slice(), ())?;
+    let jobs_enqueued = fan_out(t, msg, seq, now)?;
+    Ok(PutOutcome {
+        seq,
+        expires_ms: msg.expires_ms,
+        duplicate: false,
+        jobs_enqueued,
+    })
+}
+
+fn next_seq(t: &mut Tables<'_>, account: &Account, namespace: u32) -> Result<u64, OpError> {
+    let ck = keys::mailbox(account, namespace);
+    let last = t.counters.get(ck.as_slice())?.map(|g| g.value()).unwrap_or(0);
+    let seq = last
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Corrupt("mailbox seq exhausted".into()))?;
+    t.counters.insert(ck.as_slice(), seq)?;
+    Ok(seq)
+}
+
+/// Enqueues a job for every live subscription of the account that wants this namespace
+/// and never had a job for this hash.
+fn fan_out(t: &mut Tables<'_>, msg: &NewMessage, seq: u64, now: i64) -> Result<u32, OpError> {
+    let lo = keys::sub(&msg.account_index, &[0; 16]);
+    let hi = keys::sub(&msg.account_index, &[0xff; 16]);
+    let mut devices = Vec::new();
+    for item in t.subs.range(lo.as_slice()..=hi.as_slice())? {
+        let (k, v) = item?;
+        let v = v.value();
+        if records::sub_expires(v)? <= now || !records::sub_has_namespace(v, msg.namespace)? {
+            continue;
+        }
+        let (_, device) = keys::parse_sub(k.value()).ok_or_else(|| corrupt_key("subscriptions"))?;
+        devices.push(device);
+    }
+    let mut enqueued = 0;
+    for device_id in devices {
+        if !mark_pushed(t, &msg.account_index, &device_id, &msg.hash, msg.expires_ms)? {
+            continue;
+        }
+        let id = t.next_counter(META_NEXT_JOB)?;
+        let job = PushJob {
+            id,
+            account: msg.account,
+            account_index: msg.account_index,
+            device_id,
+            namespace: msg.namespace,
+            hash: msg.hash,
+            seq,
+            created_ms: msg.created_ms,
+            expires_ms: msg.expires_ms,
+            attempts: 0,
+            enqueued_ms: now,
+        };
+        save_job(
+            t,
+            &JobRecord {
+                job,
+                not_before_ms: now,
+                lease_until_ms: i64::MIN,
+                lease_owner: String::new(),
+            },
+        )?;
+        enqueued += 1;
+    }
+    Ok(enqueued)
+}
+
+/// Records that (device, hash) got a job; returns false when it already had one.
+fn mark_pushed(
+    t: &mut Tables<'_>,
+    account_index: &AccountIndex,
+    device_id: &DeviceId,
+    hash: &Hash,
+    expires_ms: i64,
+) -> Result<bool, OpError> {
+    let pk = keys::pushed(account_index, device_id, hash);
+    if t.pushed.get(pk.as_slice())?.is_some() {
+        return Ok(false);
+    }
+    t.pushed.insert(pk.as_slice(), expires_ms)?;
+    t.pushed_expiry
+        .insert(keys::pushed_expiry(expires_ms, &pk).as_slice(), ())?;
+    Ok(true)
+}
+
+fn load_msg_head(
+    messages: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    account: &Account,
+    namespace: u32,
+    seq: u64,
+) -> Result<Option<MsgHead>, OpError> {
+    let mk = keys::msg(account, namespace, seq);
+    let Some(guard) = messages.get(mk.as_slice())? else {
+        return Ok(None);
+    };
+    Ok(Some(records::decode_msg(guard.value())?.0))
+}
+
+/// Removes a message and its index entries.
+fn remove_message(
+    t: &mut Tables<'_>,
+    account: &Account,
+    namespace: u32,
+    seq: u64,
+    head: &MsgHead,
+) -> Result<(), OpError> {
+    t.messages.remove(keys::msg(account, namespace, seq).as_slice())?;
+    t.hashes
+        .remove(keys::hash(account, namespace, &head.hash).as_slice())?;
+    t.msg_expiry
+        .remove(keys::msg_expiry(head.expires_ms, account, namespace, seq).as_slice())?;
+    Ok(())
+}
+
+/// Deletes messages by hash; returns how many were stored (expired or not).
+pub fn delete_messages(
+    t: &mut Tables<'_>,
+    account: &Account,
+    namespace: u32,
+    hashes: &[Hash],
+) -> Result<u32, OpError> {
+    let mut deleted = 0;
+    for hash in hashes {
+        let hk = keys::hash(account, namespace, hash);
+        let Some(seq) = t.hashes.get(hk.as_slice())?.map(|g| g.value()) else {
+            continue;
+        };
+        match load_msg_head(&t.messages, account, namespace, seq)? {
+            Some(head) => {
+                remove_message(t, account, namespace, seq, &head)?;
+                deleted += 1;
+            }
+            None => {
+                t.hashes.remove(hk.as_slice())?;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Collects up to `max` keys of an expiry index whose time is `<= now`.
+fn expired_keys(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    now: i64,
+    key_len: usize,
+    max: u32,
+) -> Result<Vec<Vec<u8>>, OpError> {
+    let mut hi = vec![0xff; key_len];
+    hi[..8].copy_from_slice(&keys::ord_i64(now));
+    let mut out = Vec::new();
+    for item in index.range(..=hi.as_slice())?.take(max as usize) {
+        out.push(item?.0.value().to_vec());
+    }
+    Ok(out)
+}
+
+/// Removes up to `max` expired messages, subscriptions and pushed markers.
+pub fn sweep_expired(t: &mut Tables<'_>, now: i64, max: u32) -> Result<u64, OpError> {
+    let mut budget = max.min(SWEEP_CAP);
+    let mut removed = 0u64;
+    for k in expired_keys(&t.msg_expiry, now, 52, budget)? {
+        let (_, account, ns, seq) =
+            keys::parse_msg_expiry(&k).ok_or_else(|| corrupt_key("message_expiry"))?;
+        match load_msg_head(&t.messages, &account, ns, seq)? {
+            Some(head) => remove_message(t, &account, ns, seq, &head)?,
+            None => {
+                t.msg_expiry.remove(k.as_slice())?;
+            }
+        }
+        removed += 1;
+        budget -= 1;
+    }
+    for k in expired_keys(&t.sub_expiry, now, 56, budget)? {
+        let (_, ai, dev) = keys::parse_sub_expiry(&k).ok_or_else(|| corrupt_key("subscription_expiry"))?;
+        t.sub_expiry.remove(k.as_slice())?;
+        remove_subscription(t, &ai, &dev)?;
+        removed += 1;
+        budget -= 1;
+    }
+    for k in expired_keys(&t.pushed_expiry, now, 88, budget)? {
+        let (_, pk) = keys::parse_pushed_expiry(&k).ok_or_else(|| corrupt_key("pushed_expiry"))?;
+        t.pushed_expiry.remove(k.as_slice())?;
+        t.pushed.remove(pk.as_slice())?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Adds or replaces a subscription; true when added.
+pub fn upsert_subscription(t: &mut Tables<'_>, sub: &Subscription) -> Result<bool, OpError> {
+    let sk = keys::sub(&sub.account_index, &sub.device_id);
+    let old_expiry = match t.subs.get(sk.as_slice())? {
+        Some(g) => Some(records::sub_expires(g.value())?),
+        None => None,
+    };
+    if let Some(exp) = old_expiry {
+        t.sub_expiry
+            .remove(keys::sub_expiry(exp, &sub.account_index, &sub.device_id).as_slice())?;
+    }
+    t.subs
+        .insert(sk.as_slice(), records::encode_sub(sub).as_slice())?;
+    t.sub_expiry.insert(
+        keys::sub_expiry(sub.expires_ms, &sub.account_index, &sub.device_id).as_slice(),
+        (),
+    )?;
+    Ok(old_expiry.is_none())
+}
+
+/// Removes a subscription and its pending jobs; true when it existed.
+pub fn remove_subscription(
+    t: &mut Tables<'_>,
+    account_index: &AccountIndex,
+    device_id: &DeviceId,
+) -> Result<bool, OpError> {
+    let sk = keys::sub(account_index, device_id);
+    let old_expiry = match t.subs.remove(sk.as_slice())? {
+        Some(g) => Some(records::sub_expires(g.value())?),
+        None => None,
+    };
+    if let Some(exp) = old_expiry {
+        t.sub_expiry
+            .remove(keys::sub_expiry(exp, account_index, device_id).as_slice())?;
+    }
+    let lo = keys::sub_job(account_index, device_id, 0);
+    let hi = keys::sub_job(account_index, device_id, u64::MAX);
+    let mut ids = Vec::new();
+    for item in t.sub_jobs.range(lo.as_slice()..=hi.as_slice())? {
+        let k = item?.0;
+        ids.push(keys::parse_sub_job_id(k.value()).ok_or_else(|| corrupt_key("subscription_jobs"))?);
+    }
+    for id in ids {
+        t.sub_jobs
+            .remove(keys::sub_job(account_index, device_id, id).as_slice())?;
+        remove_job(t, id)?;
+    }
+    Ok(old_expiry.is_some())
+}
+
+fn load_job(t: &Tables<'_>, id: u64) -> Result<Option<JobRecord>, OpError> {
+    match t.jobs.get(id)? {
+        Some(g) => Ok(Some(records::decode_job(id, g.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn save_job(t: &mut Tables<'_>, rec: &JobRecord) -> Result<(), OpError> {
+    let j = &rec.job;
+    t.jobs.insert(j.id, records::encode_job(rec).as_slice())?;
+    t.due.insert(keys::due(rec.visible_at(), j.id).as_slice(), ())?;
+    t.sub_jobs
+        .insert(keys::sub_job(&j.account_index, &j.device_id, j.id).as_slice(), ())?;
+    Ok(())
+}
+
+/// Removes a job and its index entries; returns it when it existed.
+fn remove_job(t: &mut Tables<'_>, id: u64) -> Result<Option<JobRecord>, OpError> {
+    let Some(rec) = load_job(t, id)? else {
+        return Ok(None);
+    };
+    let j = &rec.job;
+    t.jobs.remove(id)?;
+    t.due.remove(keys::due(rec.visible_at(), id).as_slice())?;
+    t.sub_jobs
+        .remove(keys::sub_job(&j.account_index, &j.device_id, id).as_slice())?;
+    Ok(Some(rec))
+}
+
+/// Leases up to `max` due jobs to `node`.
+pub fn claim_jobs(
+    t: &mut Tables<'_>,
+    node: &str,
+    now: i64,
+    lease_ms: i64,
+    max: u32,
+) -> Result<Vec<PushJob>, OpError> {
+    let hi = keys::due(now, u64::MAX);
+    let mut due = Vec::new();
+    for item in t.due.range(..=hi.as_slice())?.take(max as usize) {
+        let k = item?.0;
+        due.push(keys::parse_due(k.value()).ok_or_else(|| corrupt_key("job_due"))?);
+    }
+    let mut claimed = Vec::with_capacity(due.len());
+    for (visible_at, id) in due {
+        t.due.remove(keys::due(visible_at, id).as_slice())?;
+        let Some(mut rec) = load_job(t, id)? else { continue };
+        rec.lease_until_ms = now.saturating_add(lease_ms.max(0));
+        rec.lease_owner = node.to_owned();
+        save_job(t, &rec)?;
+        claimed.push(rec.job);
+    }
+    Ok(claimed)
+}
+
+/// Records how a claimed job ended. A job that is gone already (finished by a node that
+/// took it over) is not an error.
+pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome) -> Result<(), OpError> {
+    match outcome {
+        JobOutcome::Delivered => {
+            remove_job(t, job.id)?;
+            mark_pushed(t, &job.account_index, &job.device_id, &job.hash, job.expires_ms)?;
+        }
+        JobOutcome::TokenDead => {
+            remove_job(t, job.id)?;
+            remove_subscription(t, &job.account_index, &job.device_id)?;
+        }
+        JobOutcome::Retry { not_before_ms } => {
+            if let Some(mut rec) = remove_job(t, job.id)? {
+                rec.not_before_ms = not_before_ms;
+                rec.lease_until_ms = i64::MIN;
+                rec.job.attempts = rec.job.attempts.saturating_add(1);
+                save_job(t, &rec)?;
+            }
+        }
+        JobOutcome::Dropped => {
+            remove_job(t, job.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// A write that proves the database takes writes.
+pub fn probe(t: &mut Tables<'_>) -> Result<(), OpError> {
+    t.next_counter(META_PROBE)?;
+    Ok(())
+}
+
+/// Unexpired messages after `after_seq`, ascending, at most `limit`.
+pub fn get_messages(
+    txn: &ReadTransaction,
+    account: &Account,
+    namespace: u32,
+    after_seq: u64,
+    limit: u32,
+    now: i64,
+) -> Result<Page, OpError> {
+    let mut page = Page::default();
+    let Some(first) = after_seq.checked_add(1) else {
+        return Ok(page);
+    };
+    let messages = txn.open_table(tables::MESSAGES)?;
+    let lo = keys::msg(account, namespace, first);
+    let hi = keys::msg(account, namespace, u64::MAX);
+    for item in messages.range(lo.as_slice()..=hi.as_slice())? {
+        let (k, v) = item?;
+        let (head, data) = records::decode_msg(v.value())?;
+        if head.expires_ms <= now {
+            continue;
+        }
+        if page.messages.len() >= limit as usize {
+            page.more = true;
+            break;
+        }
+        let (_, _, seq) = keys::parse_msg(k.value()).ok_or_else(|| corrupt_key("messages"))?;
+        page.messages.push(StoredMessage {
+            hash: head.hash,
+            seq,
+            data: data.to_vec(),
+            created_ms: head.created_ms,
+            expires_ms: head.expires_ms,
+        });
+    }
+    Ok(page)
+}
+
+/// One message by hash, expired or not.
+pub fn get_message(
+    txn: &ReadTransaction,
+    account: &Account,
+    namespace: u32,
+    hash: &Hash,
+) -> Result<Option<StoredMessage>, OpError> {
+    let hashes = txn.open_table(tables::HASHES)?;
+    let Some(seq) = hashes
+        .get(keys::hash(account, namespace, hash).as_slice())?
+        .map(|g| g.value())
+    else {
+        return Ok(None);
+    };
+    let messages = txn.open_table(tables::MESSAGES)?;
+    let Some(v) = messages.get(keys::msg(account, namespace, seq).as_slice())? else {
+        return Ok(None);
+    };
+    let (head, data) = records::decode_msg(v.value())?;
+    Ok(Some(StoredMessage {
+        hash: head.hash,
+        seq,
+        data: data.to_vec(),
+        created_ms: head.created_ms,
+        expires_ms: head.expires_ms,
+    }))
+}
+
+/// One subscription, expired or not.
+pub fn get_subscription(
+    txn: &ReadTransaction,
+    account_index: &AccountIndex,
+    device_id: &DeviceId,
+) -> Result<Option<Subscription>, OpError> {
+    let subs = txn.open_table(tables::SUBS)?;
+    let Some(v) = subs.get(keys::sub(account_index, device_id).as_slice())? else {
+        return Ok(None);
+    };
+    Ok(Some(records::decode_sub(*account_index, *device_id, v.value())?))
+}
+
+/// Outbox depth and the enqueue time of the oldest job (the lowest id: ids follow enqueue order).
+pub fn outbox_stats(txn: &ReadTransaction) -> Result<OutboxStats, OpError> {
+    let jobs = txn.open_table(tables::JOBS)?;
+    let depth = jobs.len()?;
+    let oldest_enqueued_ms = match jobs.first()? {
+        Some((k, v)) => Some(records::decode_job(k.value(), v.value())?.job.enqueued_ms),
+        None => None,
+    };
+    Ok(OutboxStats {
+        depth,
+        oldest_enqueued_ms,
+    })
+}

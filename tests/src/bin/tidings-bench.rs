@@ -1,0 +1,3 @@
+//! `tidings-bench`: load generator for the relay (work in progress).
+
+fn main() {}
