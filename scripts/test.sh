@@ -19,3 +19,39 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 cargo test --workspace --doc --quiet
+
+# The end-to-end suites again, on PostgreSQL (issue 6: same suite on both backends); each
+# relay gets a throwaway schema (tidings-tests `TestRelay`).
+if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null || [ -n "${TIDINGS_TEST_POSTGRES_URL:-}" ]; then
+  e2e=(--test mailbox --test fast_mode)
+  [ -f tests/tests/device_link.rs ] && e2e+=(--test device_link)
+  echo "test.sh: end-to-end suites on PostgreSQL: ${e2e[*]}"
+  if cargo nextest --version >/dev/null 2>&1; then
+    TIDINGS_TEST_BACKEND=postgres cargo nextest run -p tidings-tests --no-fail-fast "${e2e[@]}"
+  else
+    TIDINGS_TEST_BACKEND=postgres cargo test -p tidings-tests --no-fail-fast "${e2e[@]}"
+  fi
+else
+  echo "test.sh: SKIPPING end-to-end suites on PostgreSQL: nothing listens on 127.0.0.1:5432 (set TIDINGS_TEST_POSTGRES_URL)"
+fi
+
+# Binding tests (mobile-glue): the cdylib, its generated Python bindings, and a relay wired
+# to the mock APNs/FCM (tidings-testbed); also checks that the committed Swift and Kotlin
+# bindings in mobile-glue/bindings are up to date.
+if command -v python3 >/dev/null 2>&1; then
+  scripts/bindings.sh --python target/bindings/python
+  cargo build -q -p tidings-tests --bin tidings-testbed
+  mobile_lib=target/debug/libtidings_mobile.so
+  if [ "$(uname -s)" = Darwin ]; then mobile_lib=target/debug/libtidings_mobile.dylib; fi
+  TIDINGS_BINDINGS_DIR=target/bindings/python \
+    TIDINGS_TESTBED=target/debug/tidings-testbed \
+    TIDINGS_BINDGEN=target/debug/uniffi-bindgen \
+    TIDINGS_LIBRARY="$mobile_lib" \
+    python3 mobile-glue/tests/python/test_bindings.py
+else
+  echo "test.sh: SKIPPING binding tests (mobile-glue/tests/python): python3 not found"
+fi
+
+# The generated Kotlin compiled against JNA and run with the library (skips with a message
+# unless kotlinc and libjna-java are installed: scripts/kotlin-check.sh --install).
+scripts/kotlin-check.sh

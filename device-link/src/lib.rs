@@ -4,8 +4,8 @@
 //!
 //! This crate knows nothing of the relay's internals: it speaks only the wire contract
 //! of `tidings-proto`.
+pub mod account;
 pub mod client;
-#[cfg(feature = "config-wip")]
 pub mod config;
 pub mod identity;
 pub mod link;

@@ -6,12 +6,18 @@
 //!   SIGTERM or Ctrl-C drain in-flight calls and flush storage, then exit 0.
 //! - `keygen [--out PATH]`: write a new relay secret (never overwrites one).
 //! - `check-config FILE`: validate a config file; names the first bad key.
+//! - `migrate [--config FILE]`: apply pending PostgreSQL schema migrations (the relay
+//!   also applies them at start; this lets an operator do it ahead of a rollout).
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tidings_relay::{config::Config, keys, server};
+use tidings_relay::{
+    config::{Backend, Config},
+    keys, server,
+    store::postgres,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -53,6 +59,22 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Apply pending PostgreSQL schema migrations and exit.
+    Migrate {
+        /// TOML config file (TIDINGS_* environment variables override its top-level keys).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Exit 0 when the relay's admin endpoint answers 200 (container HEALTHCHECKs, which
+    /// then need no curl in the image).
+    Healthcheck {
+        /// The admin address.
+        #[arg(long, default_value = "127.0.0.1:7401")]
+        addr: std::net::SocketAddr,
+        /// The path to ask.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +84,8 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Keygen { out } => keygen(&out),
         Command::CheckConfig { file } => return check_config(&file),
+        Command::Migrate { config } => migrate(config),
+        Command::Healthcheck { addr, path } => healthcheck(addr, &path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +146,30 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     }
 }
 
+fn migrate(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref()).context("invalid configuration")?;
+    let url = match (config.storage.backend, &config.storage.postgres_url) {
+        (Backend::Postgres, Some(url)) => url.clone(),
+        _ => {
+            println!("nothing to migrate: the embedded store upgrades itself when the relay opens it");
+            return Ok(());
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime
+        .block_on(postgres::migrate(&url))
+        .context("cannot migrate the PostgreSQL schema")?;
+    if report.applied.is_empty() {
+        println!("PostgreSQL schema is up to date (version {})", report.version);
+    } else {
+        println!(
+            "applied PostgreSQL schema migration(s) {:?}; schema version {}",
+            report.applied, report.version
+        );
+    }
+    Ok(())
+}
+
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
     let keys = keys::generate(out)?;
     println!("wrote a new relay key to {}", out.display());
@@ -147,4 +195,24 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One `GET` over HTTP/1.1 with short timeouts; fails unless the status is 200.
+fn healthcheck(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let timeout = std::time::Duration::from_secs(3);
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer)?;
+    let status = answer.split(' ').nth(1).unwrap_or_default();
+    anyhow::ensure!(status == "200", "{path} answered {status:?}");
+    println!("{path}: ok");
+    Ok(())
 }

@@ -26,7 +26,7 @@ use crate::{
     notifier::{self, NotifierHandle, NotifierSettings, PushTexts, providers::Providers},
     registration::AppCatalog,
     relay_service::RelayService,
-    store::{Store, StoreError, redb::RedbStore},
+    store::{Store, StoreError, postgres::PostgresStore, redb::RedbStore},
     sweeper::{self, SweepSettings, SweeperHandle},
 };
 
@@ -143,9 +143,11 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
             let store = blocking(move || RedbStore::open(&dir)).await??;
             Ok(Arc::new(store))
         }
-        Backend::Postgres => Err(ServerError::Unsupported(
-            "storage.backend = \"postgres\" is not available in this build yet; use \"embedded\"".to_owned(),
-        )),
+        Backend::Postgres => {
+            // `Config::validate` insists on the URL for this backend.
+            let url = config.storage.postgres_url.as_deref().unwrap_or_default();
+            Ok(Arc::new(PostgresStore::open(url).await?))
+        }
     }
 }
 
@@ -260,9 +262,17 @@ async fn serve(
         providers,
         Arc::clone(&clock),
         notifier_settings(&config),
-        push_wake,
+        Arc::clone(&push_wake),
         stop_notifier.clone(),
     );
+    if let Some(arrivals) = store.arrivals() {
+        tokio::spawn(forward_arrivals(
+            arrivals,
+            Arc::clone(&waiters),
+            push_wake,
+            draining.clone(),
+        ));
+    }
     tracing::info!(%grpc_addr, %admin_addr, x25519 = %hex::encode(keys.x25519_public()), "relay serving");
     Ok(RunningRelay {
         config,
@@ -283,6 +293,32 @@ async fn serve(
         stop_notifier,
         notifier,
     })
+}
+
+/// Wakes this node's long-polls and push notifier for messages stored by any node of a
+/// shared store (its own included: a spurious wake only costs a re-read).
+async fn forward_arrivals(
+    mut arrivals: tokio::sync::broadcast::Receiver<([u8; 32], u32)>,
+    waiters: Arc<Waiters>,
+    push_wake: Arc<Notify>,
+    draining: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let arrival = tokio::select! {
+            () = draining.cancelled() => return,
+            r = arrivals.recv() => r,
+        };
+        match arrival {
+            Ok((account, namespace)) => {
+                waiters.notify_arrival(&account, namespace);
+                push_wake.notify_one();
+            }
+            // Missed wake-ups only delay: long-polls re-read at their deadline.
+            Err(RecvError::Lagged(n)) => tracing::debug!(missed = n, "arrivals from other nodes lagged"),
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 fn notifier_settings(config: &Config) -> NotifierSettings {

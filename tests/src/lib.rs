@@ -6,6 +6,8 @@
 //!   lets a test break exactly one thing about them).
 //! - [`raw_grpc`]: one hand-made HTTP/2 gRPC call, for garbage on the wire.
 //! - [`within`]: bounds every await of a test in time.
+//! - [`require_backend!`]: with `TIDINGS_TEST_BACKEND=postgres`, relays store into a fresh
+//!   PostgreSQL schema each (dropped afterwards) and tests skip visibly without PostgreSQL.
 
 use std::{
     future::Future,
@@ -26,13 +28,15 @@ use tidings_proto::{
 };
 use tidings_relay::{
     clock::Clock,
-    config::Config,
+    config::{Backend, Config},
     server::{self, RunningRelay},
-    store::Store,
+    store::{Store, postgres::testing::TestSchema},
 };
 use tonic::transport::Channel;
 
 pub use tidings_relay;
+
+pub mod push;
 
 /// How long a single awaited step of a test may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(20);
@@ -53,6 +57,37 @@ pub fn now_s() -> i64 {
     i64::try_from(since.as_secs()).expect("seconds fit i64")
 }
 
+/// The environment variable choosing the storage backend of [`TestRelay`]s.
+pub const BACKEND_ENV: &str = "TIDINGS_TEST_BACKEND";
+
+/// Whether [`BACKEND_ENV`] asks for PostgreSQL (`postgres`); otherwise the embedded store.
+pub fn postgres_requested() -> bool {
+    std::env::var(BACKEND_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("postgres"))
+}
+
+/// Whether the requested backend can be used; when PostgreSQL is requested but not
+/// reachable, prints a `SKIPPED:` line for `test` and returns false. See [`require_backend!`].
+pub async fn backend_ready(test: &str) -> bool {
+    !postgres_requested() || TestSchema::create(test).await.is_some()
+}
+
+/// Returns from the calling test (after a visible `SKIPPED:` line) when the backend that
+/// [`BACKEND_ENV`] asks for is unreachable. Put it first in every end-to-end test.
+#[macro_export]
+macro_rules! require_backend {
+    () => {
+        if !$crate::backend_ready(concat!(module_path!(), ":", line!())).await {
+            return;
+        }
+    };
+}
+
+/// Where a [`TestRelay`] keeps its messages beyond its data dir: a PostgreSQL schema when
+/// [`BACKEND_ENV`] asks for it. Clone it from one relay to start a later one on the same
+/// data ([`TestRelayBuilder::storage`]); the schema is dropped with the last clone.
+#[derive(Clone, Debug, Default)]
+pub struct SharedStorage(Option<Arc<TestSchema>>);
+
 /// A relay running in this process for one test.
 pub struct TestRelay {
     /// The gRPC address.
@@ -62,6 +97,8 @@ pub struct TestRelay {
     relay: RunningRelay,
     data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
+    // Last: the schema is dropped after the relay has let go of it.
+    storage: SharedStorage,
 }
 
 /// Options of a [`TestRelay`] before it starts.
@@ -69,6 +106,7 @@ pub struct TestRelayBuilder {
     config: Config,
     clock: Option<Arc<dyn Clock>>,
     data_dir: Option<PathBuf>,
+    storage: Option<SharedStorage>,
 }
 
 impl TestRelay {
@@ -88,7 +126,13 @@ impl TestRelay {
             config,
             clock: None,
             data_dir: None,
+            storage: None,
         }
+    }
+
+    /// The storage this relay uses, to start a later relay on the same data.
+    pub fn storage(&self) -> SharedStorage {
+        self.storage.clone()
     }
 
     /// The gRPC endpoint URL, `http://127.0.0.1:PORT`.
@@ -191,8 +235,22 @@ impl TestRelayBuilder {
         self
     }
 
+    /// Reuses the storage of an earlier relay (with the same [`TestRelayBuilder::data_dir`]).
+    pub fn storage(mut self, storage: SharedStorage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
     /// Starts the relay and connects a client.
     pub async fn start(mut self) -> TestRelay {
+        let storage = match self.storage.take() {
+            Some(storage) => storage,
+            None => fresh_storage().await,
+        };
+        if let SharedStorage(Some(schema)) = &storage {
+            self.config.storage.backend = Backend::Postgres;
+            self.config.storage.postgres_url = Some(schema.url().to_owned());
+        }
         let (temp, data_dir) = match self.data_dir.take() {
             Some(dir) => (None, dir),
             None => {
@@ -216,8 +274,20 @@ impl TestRelayBuilder {
             relay,
             data_dir,
             _temp: temp,
+            storage,
         }
     }
+}
+
+/// A new schema when [`BACKEND_ENV`] asks for PostgreSQL, else nothing (embedded store).
+async fn fresh_storage() -> SharedStorage {
+    if !postgres_requested() {
+        return SharedStorage(None);
+    }
+    let schema = TestSchema::create("TestRelay")
+        .await
+        .expect("PostgreSQL was requested but is unreachable: start the test with require_backend!()");
+    SharedStorage(Some(Arc::new(schema)))
 }
 
 /// A Mailbox client on a new connection to `addr`.

@@ -45,6 +45,7 @@ fn not_a_point() -> [u8; 32] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_retrieve_delete_round_trip() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let sent = store_ok(&relay, alice.deposit(0, b"hello", 0)).await;
@@ -80,6 +81,7 @@ async fn store_retrieve_delete_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_signed_store_into_owner_only_namespace() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let sent = store_ok(&relay, alice.store(12, b"config delta", 60_000)).await;
@@ -92,6 +94,7 @@ async fn owner_signed_store_into_owner_only_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_storing_the_same_bytes_is_idempotent() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let first = store_ok(&relay, alice.deposit(3, b"same", 0)).await;
@@ -107,6 +110,7 @@ async fn re_storing_the_same_bytes_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seq_increases_per_mailbox() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let (alice, bob) = (Account::random(), Account::random());
     let mut last = 0;
@@ -130,6 +134,7 @@ async fn seq_increases_per_mailbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_limit_and_more_page_through_a_mailbox() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     for i in 0..7u8 {
@@ -163,6 +168,7 @@ async fn cursor_limit_and_more_page_through_a_mailbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_pages_are_read_whole_and_big_ones_split_by_bytes() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::builder()
         .configure(|c| {
             c.limits.max_message_bytes = 10_000;
@@ -208,6 +214,7 @@ async fn large_pages_are_read_whole_and_big_ones_split_by_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_info_health_reflection_and_admin_answer() {
+    tidings_tests::require_backend!();
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
@@ -234,7 +241,8 @@ async fn relay_info_health_reflection_and_admin_answer() {
         .await
         .subscribe(tidings_proto::v1::SubscribeRequest::default())
         .await;
-    assert_eq!(sub.unwrap_err().code(), Code::Unimplemented);
+    // Fast Mode is served; an empty request is malformed.
+    assert_eq!(sub.unwrap_err().code(), Code::InvalidArgument);
 
     let mut health = HealthClient::new(relay.channel().await);
     for service in ["", "tidings.v1.Mailbox", "tidings.v1.Relay"] {
@@ -294,14 +302,20 @@ async fn relay_info_health_reflection_and_admin_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_and_key_survive_a_restart() {
+    tidings_tests::require_backend!();
     let dir = tempfile::tempdir().unwrap();
     let alice = Account::random();
     let relay = TestRelay::builder().data_dir(dir.path()).start().await;
     let key = relay.relay().keys().x25519_public();
     let sent = store_ok(&relay, alice.deposit(0, b"kept", 0)).await;
+    let storage = relay.storage();
     relay.shutdown().await;
 
-    let relay = TestRelay::builder().data_dir(dir.path()).start().await;
+    let relay = TestRelay::builder()
+        .data_dir(dir.path())
+        .storage(storage)
+        .start()
+        .await;
     assert_eq!(relay.relay().keys().x25519_public(), key);
     let got = relay.retrieve_all(&alice, 0).await;
     assert_eq!(got.len(), 1);
@@ -315,6 +329,7 @@ async fn messages_and_key_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_account_of_wrong_length_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let mut req = alice.deposit(0, b"x", 0);
@@ -326,6 +341,7 @@ async fn store_account_of_wrong_length_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_account_that_is_not_a_key_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let bogus = not_a_point();
     let req = StoreRequest {
@@ -350,6 +366,7 @@ async fn store_account_that_is_not_a_key_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_namespace_out_of_range_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let e = refused_store(
@@ -375,6 +392,7 @@ async fn store_namespace_out_of_range_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_store_to_owner_only_namespace_is_permission_denied() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     refused_store(
@@ -398,6 +416,7 @@ async fn unsigned_store_to_owner_only_namespace_is_permission_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_with_a_bad_signature_is_unauthenticated() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let (alice, mallory) = (Account::random(), Account::random());
     // Mallory signs a Store into Alice's owner-only namespace.
@@ -414,6 +433,7 @@ async fn store_with_a_bad_signature_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_signature_of_wrong_length_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let mut req = alice.store(20, b"x", 0);
@@ -425,6 +445,7 @@ async fn store_signature_of_wrong_length_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_with_stale_ts_is_unauthenticated() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let req = alice.store_at(20, b"x", 0, tidings_tests::now_s() - 400);
@@ -436,6 +457,7 @@ async fn store_with_stale_ts_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_with_future_ts_is_unauthenticated() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let req = alice.store_at(20, b"x", 0, tidings_tests::now_s() + 400);
@@ -445,6 +467,7 @@ async fn store_with_future_ts_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_of_oversize_data_is_resource_exhausted() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let exactly = vec![7u8; 65_536];
@@ -464,6 +487,7 @@ async fn store_of_oversize_data_is_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_far_over_the_request_limit_is_refused_before_buffering() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let huge = vec![7u8; 2 * 1024 * 1024];
@@ -482,6 +506,7 @@ async fn store_far_over_the_request_limit_is_refused_before_buffering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_ttl_below_minimum_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let e = refused_store(
@@ -509,6 +534,7 @@ async fn store_ttl_below_minimum_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_ttl_above_maximum_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     refused_store(
@@ -542,6 +568,7 @@ async fn refused_retrieve(relay: &TestRelay, req: tidings_proto::v1::RetrieveReq
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_limit_above_maximum_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let e = refused_retrieve(&relay, alice.retrieve(0, 0, 1001, 0), Code::InvalidArgument).await;
@@ -551,6 +578,7 @@ async fn retrieve_limit_above_maximum_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_wait_above_maximum_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let e = refused_retrieve(&relay, alice.retrieve(0, 0, 0, 60_001), Code::InvalidArgument).await;
@@ -560,6 +588,7 @@ async fn retrieve_wait_above_maximum_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_namespace_or_account_malformed_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     refused_retrieve(&relay, alice.retrieve(32_768, 0, 0, 0), Code::InvalidArgument).await;
@@ -572,6 +601,7 @@ async fn retrieve_namespace_or_account_malformed_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_by_someone_else_is_unauthenticated() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let (alice, mallory) = (Account::random(), Account::random());
     store_ok(&relay, alice.deposit(0, b"private", 0)).await;
@@ -588,6 +618,7 @@ async fn retrieve_by_someone_else_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_with_stale_ts_is_unauthenticated() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let req = alice.retrieve_at(0, 0, 0, 0, tidings_tests::now_s() - 301 - 5);
@@ -599,6 +630,7 @@ async fn retrieve_with_stale_ts_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_hash_of_wrong_length_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let sent = store_ok(&relay, alice.deposit(0, b"keep me", 0)).await;
@@ -625,6 +657,7 @@ async fn delete_hash_of_wrong_length_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_of_too_many_hashes_is_invalid_argument() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::builder()
         .configure(|c| c.limits.max_delete_hashes = 4)
         .start()
@@ -652,6 +685,7 @@ async fn delete_of_too_many_hashes_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_by_someone_else_is_unauthenticated() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let (alice, mallory) = (Account::random(), Account::random());
     let sent = store_ok(&relay, alice.deposit(0, b"keep me", 0)).await;
@@ -674,6 +708,7 @@ async fn delete_by_someone_else_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_with_future_ts_is_unauthenticated() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let sent = store_ok(&relay, alice.deposit(0, b"keep me", 0)).await;
@@ -690,6 +725,7 @@ async fn delete_with_future_ts_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_wire_is_refused_and_the_relay_keeps_serving() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let store = "/tidings.v1.Mailbox/Store";
@@ -757,6 +793,7 @@ async fn until_parked(relay: &TestRelay, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_retrieve_is_woken_by_a_store_from_another_client() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let mut poller = relay.connect().await;
@@ -786,6 +823,7 @@ async fn a_parked_retrieve_is_woken_by_a_store_from_another_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_waiters_wake_only_for_their_own_mailbox() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let accounts: Vec<Account> = (0..40).map(|_| Account::random()).collect();
     let mut polls = Vec::new();
@@ -845,6 +883,7 @@ async fn many_waiters_wake_only_for_their_own_mailbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_ends_empty_at_its_deadline() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let got = within(
@@ -862,6 +901,7 @@ async fn a_long_poll_ends_empty_at_its_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_returns_at_once_when_messages_wait() {
+    tidings_tests::require_backend!();
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let first = store_ok(&relay, alice.deposit(0, b"one", 0)).await;
@@ -892,6 +932,7 @@ async fn a_long_poll_returns_at_once_when_messages_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_messages_vanish_from_retrieve_and_from_storage() {
+    tidings_tests::require_backend!();
     let clock = ManualClock::starting_now();
     let relay = TestRelay::builder()
         .clock(Arc::new(clock.clone()))

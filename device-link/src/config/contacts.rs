@@ -122,7 +122,10 @@ pub fn update(
         if !create {
             return None;
         }
-        let mut c = Contact { account_id: account_id.to_owned(), ..Contact::default() };
+        let mut c = Contact {
+            account_id: account_id.to_owned(),
+            ..Contact::default()
+        };
         update.apply_to(&mut c);
         return Some(whole(stamp, &c));
     };
@@ -140,7 +143,10 @@ pub fn update(
         muted_until: changed(next.muted_until != cur.muted_until)
             .map(|()| Lww::new(stamp, next.muted_until.unwrap_or(0))),
     };
-    Some(Entry { exists: Some(Lww::new(stamp, true)), fields })
+    Some(Entry {
+        exists: Some(Lww::new(stamp, true)),
+        fields,
+    })
 }
 
 /// One contact on the wire.
@@ -151,26 +157,26 @@ pub fn entry_out(account_id: &str, e: &Entry<ContactFields>) -> pb::ContactEntry
     pb::ContactEntry {
         account_id: account_id.to_owned(),
         existence: e.exists.as_ref().map(existence_out),
-        name: f
-            .name
-            .as_ref()
-            .map(|r| pb::StringRegister { stamp: field_stamp_out(&r.stamp, es), value: r.value.clone() }),
+        name: f.name.as_ref().map(|r| pb::StringRegister {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value.clone(),
+        }),
         nickname: f.nickname.as_ref().map(|r| pb::OptionalStringRegister {
             stamp: field_stamp_out(&r.stamp, es),
             value: r.value.clone(),
         }),
-        approved: f
-            .approved
-            .as_ref()
-            .map(|r| pb::BoolRegister { stamp: field_stamp_out(&r.stamp, es), value: r.value }),
-        blocked: f
-            .blocked
-            .as_ref()
-            .map(|r| pb::BoolRegister { stamp: field_stamp_out(&r.stamp, es), value: r.value }),
-        muted_until_ms: f
-            .muted_until
-            .as_ref()
-            .map(|r| pb::UInt64Register { stamp: field_stamp_out(&r.stamp, es), value: r.value }),
+        approved: f.approved.as_ref().map(|r| pb::BoolRegister {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value,
+        }),
+        blocked: f.blocked.as_ref().map(|r| pb::BoolRegister {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value,
+        }),
+        muted_until_ms: f.muted_until.as_ref().map(|r| pb::UInt64Register {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value,
+        }),
     }
 }
 
@@ -182,13 +188,22 @@ pub fn entry_in(p: &pb::ContactEntry) -> Entry<ContactFields> {
     let reg = |stamp: Option<&pb::HlcStamp>| field_stamp_in(stamp, es);
     Entry {
         fields: ContactFields {
-            name: p.name.as_ref().and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value.clone()))),
+            name: p
+                .name
+                .as_ref()
+                .and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value.clone()))),
             nickname: p
                 .nickname
                 .as_ref()
                 .and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value.clone()))),
-            approved: p.approved.as_ref().and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
-            blocked: p.blocked.as_ref().and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
+            approved: p
+                .approved
+                .as_ref()
+                .and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
+            blocked: p
+                .blocked
+                .as_ref()
+                .and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
             muted_until: p
                 .muted_until_ms
                 .as_ref()
@@ -204,26 +219,44 @@ mod tests {
     use super::*;
 
     fn st(wall_ms: u64) -> Stamp {
-        Stamp { hlc: Hlc { wall_ms, counter: 0 }, device: DeviceId([1; 16]) }
+        Stamp {
+            hlc: Hlc { wall_ms, counter: 0 },
+            device: DeviceId([1; 16]),
+        }
     }
 
     fn ada() -> Contact {
-        Contact { account_id: "01aa".into(), name: "Ada".into(), approved: true, ..Contact::default() }
+        Contact {
+            account_id: "01aa".into(),
+            name: "Ada".into(),
+            approved: true,
+            ..Contact::default()
+        }
     }
 
     #[test]
     fn an_update_of_a_shown_contact_writes_only_what_changed() {
-        let u = ContactUpdate { nickname: Some(Some("A".into())), approved: Some(true), ..Default::default() };
+        let u = ContactUpdate {
+            nickname: Some(Some("A".into())),
+            approved: Some(true),
+            ..Default::default()
+        };
         let e = update("01aa", Some(ada()), st(2), &u, true).expect("nickname changed");
         assert!(e.fields.nickname.is_some() && e.fields.approved.is_none() && e.fields.name.is_none());
         assert_eq!(e.exists, Some(Lww::new(st(2), true)));
-        let same = ContactUpdate { approved: Some(true), ..Default::default() };
+        let same = ContactUpdate {
+            approved: Some(true),
+            ..Default::default()
+        };
         assert!(update("01aa", Some(ada()), st(3), &same, true).is_none());
     }
 
     #[test]
     fn an_update_of_a_missing_contact_writes_a_whole_record_or_nothing() {
-        let u = ContactUpdate { blocked: Some(true), ..Default::default() };
+        let u = ContactUpdate {
+            blocked: Some(true),
+            ..Default::default()
+        };
         let e = update("01bb", None, st(2), &u, true).expect("created");
         let c = read("01bb", &e).expect("whole");
         assert!(c.blocked && c.name.is_empty());
@@ -232,7 +265,14 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_wire_with_shared_stamps_left_out() {
-        let mut e = whole(st(5), &Contact { muted_until: Some(99), nickname: Some("n".into()), ..ada() });
+        let mut e = whole(
+            st(5),
+            &Contact {
+                muted_until: Some(99),
+                nickname: Some("n".into()),
+                ..ada()
+            },
+        );
         e.fields.name = Some(Lww::new(st(6), "Ada L".into()));
         let p = entry_out("01aa", &e);
         assert!(p.approved.as_ref().is_some_and(|r| r.stamp.is_none()));

@@ -89,7 +89,10 @@ pub fn whole(stamp: Stamp, c: &Conversation) -> Entry<ConversationFields> {
     Entry {
         exists: Some(Lww::new(stamp, true)),
         fields: ConversationFields {
-            last_read: Some(MaxReg { stamp, value: c.last_read_ms }),
+            last_read: Some(MaxReg {
+                stamp,
+                value: c.last_read_ms,
+            }),
             marked_unread: Some(Lww::new(stamp, c.marked_unread)),
             pinned: Some(Lww::new(stamp, c.pinned)),
             priority: Some(Lww::new(stamp, c.priority)),
@@ -106,7 +109,10 @@ pub fn update(
     update: &ConversationUpdate,
 ) -> Option<Entry<ConversationFields>> {
     let Some(cur) = current else {
-        let mut c = Conversation { id: id.to_owned(), ..Conversation::default() };
+        let mut c = Conversation {
+            id: id.to_owned(),
+            ..Conversation::default()
+        };
         update.apply_to(&mut c);
         return Some(whole(stamp, &c));
     };
@@ -116,12 +122,18 @@ pub fn update(
         return None;
     }
     let fields = ConversationFields {
-        last_read: (next.last_read_ms != cur.last_read_ms).then(|| MaxReg { stamp, value: next.last_read_ms }),
+        last_read: (next.last_read_ms != cur.last_read_ms).then_some(MaxReg {
+            stamp,
+            value: next.last_read_ms,
+        }),
         marked_unread: (next.marked_unread != cur.marked_unread).then(|| Lww::new(stamp, next.marked_unread)),
         pinned: (next.pinned != cur.pinned).then(|| Lww::new(stamp, next.pinned)),
         priority: (next.priority != cur.priority).then(|| Lww::new(stamp, next.priority)),
     };
-    Some(Entry { exists: Some(Lww::new(stamp, true)), fields })
+    Some(Entry {
+        exists: Some(Lww::new(stamp, true)),
+        fields,
+    })
 }
 
 /// One conversation on the wire.
@@ -132,22 +144,22 @@ pub fn entry_out(id: &str, e: &Entry<ConversationFields>) -> pb::ConversationEnt
     pb::ConversationEntry {
         id: id.to_owned(),
         existence: e.exists.as_ref().map(existence_out),
-        last_read_ms: f
-            .last_read
-            .as_ref()
-            .map(|r| pb::MaxRegister { stamp: field_stamp_out(&r.stamp, es), value: r.value }),
-        marked_unread: f
-            .marked_unread
-            .as_ref()
-            .map(|r| pb::BoolRegister { stamp: field_stamp_out(&r.stamp, es), value: r.value }),
-        pinned: f
-            .pinned
-            .as_ref()
-            .map(|r| pb::BoolRegister { stamp: field_stamp_out(&r.stamp, es), value: r.value }),
-        priority: f
-            .priority
-            .as_ref()
-            .map(|r| pb::Int32Register { stamp: field_stamp_out(&r.stamp, es), value: r.value }),
+        last_read_ms: f.last_read.as_ref().map(|r| pb::MaxRegister {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value,
+        }),
+        marked_unread: f.marked_unread.as_ref().map(|r| pb::BoolRegister {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value,
+        }),
+        pinned: f.pinned.as_ref().map(|r| pb::BoolRegister {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value,
+        }),
+        priority: f.priority.as_ref().map(|r| pb::Int32Register {
+            stamp: field_stamp_out(&r.stamp, es),
+            value: r.value,
+        }),
     }
 }
 
@@ -159,16 +171,24 @@ pub fn entry_in(p: &pb::ConversationEntry) -> Entry<ConversationFields> {
     let reg = |stamp: Option<&pb::HlcStamp>| field_stamp_in(stamp, es);
     Entry {
         fields: ConversationFields {
-            last_read: p
-                .last_read_ms
-                .as_ref()
-                .and_then(|r| Some(MaxReg { stamp: reg(r.stamp.as_ref())?, value: r.value })),
+            last_read: p.last_read_ms.as_ref().and_then(|r| {
+                Some(MaxReg {
+                    stamp: reg(r.stamp.as_ref())?,
+                    value: r.value,
+                })
+            }),
             marked_unread: p
                 .marked_unread
                 .as_ref()
                 .and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
-            pinned: p.pinned.as_ref().and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
-            priority: p.priority.as_ref().and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
+            pinned: p
+                .pinned
+                .as_ref()
+                .and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
+            priority: p
+                .priority
+                .as_ref()
+                .and_then(|r| Some(Lww::new(reg(r.stamp.as_ref())?, r.value))),
         },
         exists,
     }
@@ -180,23 +200,47 @@ mod tests {
     use super::*;
 
     fn st(wall_ms: u64) -> Stamp {
-        Stamp { hlc: Hlc { wall_ms, counter: 0 }, device: DeviceId([2; 16]) }
+        Stamp {
+            hlc: Hlc { wall_ms, counter: 0 },
+            device: DeviceId([2; 16]),
+        }
     }
 
     #[test]
     fn the_read_marker_never_goes_back() {
-        let cur = Conversation { id: "c".into(), last_read_ms: 500, ..Conversation::default() };
-        let u = ConversationUpdate { last_read_ms: Some(100), ..Default::default() };
+        let cur = Conversation {
+            id: "c".into(),
+            last_read_ms: 500,
+            ..Conversation::default()
+        };
+        let u = ConversationUpdate {
+            last_read_ms: Some(100),
+            ..Default::default()
+        };
         assert!(update("c", Some(cur.clone()), st(1), &u).is_none());
-        let u = ConversationUpdate { last_read_ms: Some(900), ..Default::default() };
+        let u = ConversationUpdate {
+            last_read_ms: Some(900),
+            ..Default::default()
+        };
         let e = update("c", Some(cur), st(1), &u).expect("raised");
         assert_eq!(e.fields.last_read.map(|r| r.value), Some(900));
     }
 
     #[test]
     fn round_trips_through_the_wire() {
-        let mut e = whole(st(3), &Conversation { id: "c".into(), pinned: true, priority: -4, ..Default::default() });
-        e.fields.last_read = Some(MaxReg { stamp: st(7), value: 1234 });
+        let mut e = whole(
+            st(3),
+            &Conversation {
+                id: "c".into(),
+                pinned: true,
+                priority: -4,
+                ..Default::default()
+            },
+        );
+        e.fields.last_read = Some(MaxReg {
+            stamp: st(7),
+            value: 1234,
+        });
         assert_eq!(entry_in(&entry_out("c", &e)), e);
         assert_eq!(read("c", &e).map(|c| c.last_read_ms), Some(1234));
     }

@@ -285,7 +285,10 @@ mod tests {
     use super::*;
 
     fn st(wall_ms: u64, dev: u8) -> Stamp {
-        Stamp { hlc: Hlc { wall_ms, counter: 0 }, device: DeviceId([dev; 16]) }
+        Stamp {
+            hlc: Hlc { wall_ms, counter: 0 },
+            device: DeviceId([dev; 16]),
+        }
     }
 
     record! {
@@ -312,9 +315,18 @@ mod tests {
 
     #[test]
     fn max_register_keeps_the_greatest_value_whatever_the_stamp() {
-        let mut r = MaxReg { stamp: st(9, 0), value: 50 };
-        r.join(&MaxReg { stamp: st(1, 0), value: 70 });
-        r.join(&MaxReg { stamp: st(99, 0), value: 60 });
+        let mut r = MaxReg {
+            stamp: st(9, 0),
+            value: 50,
+        };
+        r.join(&MaxReg {
+            stamp: st(1, 0),
+            value: 70,
+        });
+        r.join(&MaxReg {
+            stamp: st(99, 0),
+            value: 60,
+        });
         assert_eq!(r.value, 70);
     }
 
@@ -333,9 +345,18 @@ mod tests {
         e.fields.a = Some(Lww::new(st(1, 0), 1));
         e.exists = Some(Lww::new(st(1, 0), true));
         assert!(!e.is_visible(), "b is missing");
-        e.fields.b = Some(MaxReg { stamp: st(1, 0), value: 0 });
+        e.fields.b = Some(MaxReg {
+            stamp: st(1, 0),
+            value: 0,
+        });
         assert!(e.is_visible());
-        e.join(&Entry { exists: Some(Lww::new(st(2, 0), false)), fields: Pair::default() }, 0);
+        e.join(
+            &Entry {
+                exists: Some(Lww::new(st(2, 0), false)),
+                fields: Pair::default(),
+            },
+            0,
+        );
         assert!(!e.is_visible());
         assert!(e.fields.is_complete(), "a deletion keeps the fields");
     }
@@ -345,7 +366,13 @@ mod tests {
         let mut m: EntryMap<Pair> = BTreeMap::new();
         let whole = |exists: bool, t: u64| Entry {
             exists: Some(Lww::new(st(t, 0), exists)),
-            fields: Pair { a: Some(Lww::new(st(t, 0), 1)), b: Some(MaxReg { stamp: st(t, 0), value: 0 }) },
+            fields: Pair {
+                a: Some(Lww::new(st(t, 0), 1)),
+                b: Some(MaxReg {
+                    stamp: st(t, 0),
+                    value: 0,
+                }),
+            },
         };
         m.insert("live-old".into(), whole(true, 1));
         m.insert("dead-old".into(), whole(false, 1));
@@ -358,9 +385,21 @@ mod tests {
     fn horizon_needs_every_device_to_vouch_for_every_device() {
         let (a, b) = (DeviceId([1; 16]), DeviceId([2; 16]));
         let mut marks = Marks::default();
-        marks.0.insert(a, Mark { clock_ms: 100, seen: [(a, 100), (b, 80)].into() });
+        marks.0.insert(
+            a,
+            Mark {
+                clock_ms: 100,
+                seen: [(a, 100), (b, 80)].into(),
+            },
+        );
         assert_eq!(marks.horizon(&[a, b]), 0, "b has not vouched");
-        marks.0.insert(b, Mark { clock_ms: 90, seen: [(a, 70), (b, 90)].into() });
+        marks.0.insert(
+            b,
+            Mark {
+                clock_ms: 90,
+                seen: [(a, 70), (b, 90)].into(),
+            },
+        );
         assert_eq!(marks.horizon(&[a, b]), 70);
         assert_eq!(marks.horizon(&[a]), 100);
     }

@@ -107,7 +107,10 @@ pub fn seal(
     payload: &[u8],
     max_message: usize,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let too_large = || EnvelopeError::TooLarge { len: payload.len(), max: max_message };
+    let too_large = || EnvelopeError::TooLarge {
+        len: payload.len(),
+        max: max_message,
+    };
     let size = message_size(payload.len(), max_message).ok_or_else(too_large)?;
     let len = u32::try_from(payload.len()).map_err(|_| too_large())?;
     let mut plaintext = Vec::with_capacity(size - OVERHEAD);
@@ -130,13 +133,17 @@ pub fn open(key: &[u8; 32], account: &[u8; 32], data: &[u8]) -> Result<(Kind, Ve
     if data[0] != VERSION {
         return Err(EnvelopeError::UnknownVersion(data[0]));
     }
-    let nonce: &[u8; NONCE_LEN] = data[1..1 + NONCE_LEN].try_into().map_err(|_| EnvelopeError::TooShort(data.len()))?;
+    let nonce: &[u8; NONCE_LEN] = data[1..1 + NONCE_LEN]
+        .try_into()
+        .map_err(|_| EnvelopeError::TooShort(data.len()))?;
     let ciphertext = &data[1 + NONCE_LEN..];
     let (kind, plaintext) = [Kind::Delta, Kind::SnapshotChunk]
         .into_iter()
         .find_map(|kind| aead::decrypt(key, nonce, ciphertext, &aad(account, kind)).map(|p| (kind, p)))
         .ok_or(EnvelopeError::Rejected)?;
-    let (prefix, rest) = plaintext.split_at_checked(LEN_PREFIX).ok_or(EnvelopeError::BadLength)?;
+    let (prefix, rest) = plaintext
+        .split_at_checked(LEN_PREFIX)
+        .ok_or(EnvelopeError::BadLength)?;
     let len = u32::from_be_bytes(prefix.try_into().map_err(|_| EnvelopeError::BadLength)?);
     let len = usize::try_from(len).map_err(|_| EnvelopeError::BadLength)?;
     let payload = rest.get(..len).ok_or(EnvelopeError::BadLength)?;
@@ -155,7 +162,10 @@ pub fn seal_delta(
         return Ok(vec![seal(key, account, Kind::Delta, &payload, max_message)?]);
     }
     let Some((left, right)) = delta.split() else {
-        return Err(EnvelopeError::TooLarge { len: payload.len(), max: max_message });
+        return Err(EnvelopeError::TooLarge {
+            len: payload.len(),
+            max: max_message,
+        });
     };
     let mut out = seal_delta(key, account, &left, max_message)?;
     out.extend(seal_delta(key, account, &right, max_message)?);
@@ -179,14 +189,23 @@ impl SnapshotChunk {
     /// Decodes and checks a kind-2 payload.
     pub fn decode(payload: &[u8]) -> Result<SnapshotChunk, EnvelopeError> {
         let p = pb::ConfigSnapshotChunk::decode(payload)?;
-        let snapshot_id = p.snapshot_id.as_slice().try_into().map_err(|_| EnvelopeError::BadChunk("id length"))?;
+        let snapshot_id = p
+            .snapshot_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| EnvelopeError::BadChunk("id length"))?;
         if p.count == 0 || p.count > MAX_SNAPSHOT_CHUNKS {
             return Err(EnvelopeError::BadChunk("count"));
         }
         if p.index >= p.count {
             return Err(EnvelopeError::BadChunk("index"));
         }
-        Ok(SnapshotChunk { snapshot_id, index: p.index, count: p.count, data: p.data })
+        Ok(SnapshotChunk {
+            snapshot_id,
+            index: p.index,
+            count: p.count,
+            data: p.data,
+        })
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -215,17 +234,29 @@ pub fn seal_snapshot(
 ) -> Result<Vec<Vec<u8>>, EnvelopeError> {
     let bytes = snapshot.encode();
     let capacity = chunk_capacity(max_message);
-    let pieces: Vec<&[u8]> = if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(capacity).collect() };
+    let pieces: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[][..]]
+    } else {
+        bytes.chunks(capacity).collect()
+    };
     let count = u32::try_from(pieces.len())
         .ok()
         .filter(|&c| c <= MAX_SNAPSHOT_CHUNKS)
-        .ok_or(EnvelopeError::TooLarge { len: bytes.len(), max: max_message })?;
+        .ok_or(EnvelopeError::TooLarge {
+            len: bytes.len(),
+            max: max_message,
+        })?;
     let snapshot_id: [u8; 16] = tidings_proto::random_bytes();
     pieces
         .iter()
         .zip(0u32..)
         .map(|(piece, index)| {
-            let chunk = SnapshotChunk { snapshot_id, index, count, data: piece.to_vec() };
+            let chunk = SnapshotChunk {
+                snapshot_id,
+                index,
+                count,
+                data: piece.to_vec(),
+            };
             seal(key, account, Kind::SnapshotChunk, &chunk.encode(), max_message)
         })
         .collect()
@@ -252,12 +283,24 @@ mod tests {
     #[test]
     fn wrong_key_account_or_kind_is_rejected() {
         let data = seal(&KEY, &ACCOUNT, Kind::Delta, b"hello", 65_536).expect("fits");
-        assert!(matches!(open(&[8; 32], &ACCOUNT, &data), Err(EnvelopeError::Rejected)));
-        assert!(matches!(open(&KEY, &[0; 32], &data), Err(EnvelopeError::Rejected)));
+        assert!(matches!(
+            open(&[8; 32], &ACCOUNT, &data),
+            Err(EnvelopeError::Rejected)
+        ));
+        assert!(matches!(
+            open(&KEY, &[0; 32], &data),
+            Err(EnvelopeError::Rejected)
+        ));
         let mut v2 = data.clone();
         v2[0] = 2;
-        assert!(matches!(open(&KEY, &ACCOUNT, &v2), Err(EnvelopeError::UnknownVersion(2))));
-        assert!(matches!(open(&KEY, &ACCOUNT, &data[..30]), Err(EnvelopeError::TooShort(30))));
+        assert!(matches!(
+            open(&KEY, &ACCOUNT, &v2),
+            Err(EnvelopeError::UnknownVersion(2))
+        ));
+        assert!(matches!(
+            open(&KEY, &ACCOUNT, &data[..30]),
+            Err(EnvelopeError::TooShort(30))
+        ));
     }
 
     #[test]
@@ -268,15 +311,33 @@ mod tests {
         let nonce = [1u8; NONCE_LEN];
         let mut data = vec![VERSION];
         data.extend_from_slice(&nonce);
-        data.extend_from_slice(&aead::encrypt(&KEY, &nonce, &plaintext, &aad(&ACCOUNT, Kind::Delta)));
-        assert!(matches!(open(&KEY, &ACCOUNT, &data), Err(EnvelopeError::BadLength)));
+        data.extend_from_slice(&aead::encrypt(
+            &KEY,
+            &nonce,
+            &plaintext,
+            &aad(&ACCOUNT, Kind::Delta),
+        ));
+        assert!(matches!(
+            open(&KEY, &ACCOUNT, &data),
+            Err(EnvelopeError::BadLength)
+        ));
     }
 
     #[test]
     fn chunks_are_checked() {
-        let bad = pb::ConfigSnapshotChunk { snapshot_id: vec![1; 16], index: 2, count: 2, data: vec![] };
+        let bad = pb::ConfigSnapshotChunk {
+            snapshot_id: vec![1; 16],
+            index: 2,
+            count: 2,
+            data: vec![],
+        };
         assert!(SnapshotChunk::decode(&bad.encode_to_vec()).is_err());
-        let bad = pb::ConfigSnapshotChunk { snapshot_id: vec![1; 15], index: 0, count: 1, data: vec![] };
+        let bad = pb::ConfigSnapshotChunk {
+            snapshot_id: vec![1; 15],
+            index: 0,
+            count: 1,
+            data: vec![],
+        };
         assert!(SnapshotChunk::decode(&bad.encode_to_vec()).is_err());
     }
 

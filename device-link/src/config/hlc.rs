@@ -18,8 +18,14 @@ impl Hlc {
     /// The smallest reading greater than `self`.
     pub fn successor(self) -> Hlc {
         match self.counter.checked_add(1) {
-            Some(counter) => Hlc { wall_ms: self.wall_ms, counter },
-            None => Hlc { wall_ms: self.wall_ms.saturating_add(1), counter: 0 },
+            Some(counter) => Hlc {
+                wall_ms: self.wall_ms,
+                counter,
+            },
+            None => Hlc {
+                wall_ms: self.wall_ms.saturating_add(1),
+                counter: 0,
+            },
         }
     }
 }
@@ -94,7 +100,10 @@ impl HlcClock {
     /// when the physical clock went backwards.
     pub fn now_at(&mut self, physical_ms: u64) -> Hlc {
         let next = if physical_ms > self.last.wall_ms {
-            Hlc { wall_ms: physical_ms, counter: 0 }
+            Hlc {
+                wall_ms: physical_ms,
+                counter: 0,
+            }
         } else {
             self.last.successor()
         };
@@ -126,39 +135,108 @@ mod tests {
     #[test]
     fn follows_the_physical_clock_when_it_moves_forward() {
         let mut c = HlcClock::new();
-        assert_eq!(c.now_at(100), Hlc { wall_ms: 100, counter: 0 });
-        assert_eq!(c.now_at(200), Hlc { wall_ms: 200, counter: 0 });
+        assert_eq!(
+            c.now_at(100),
+            Hlc {
+                wall_ms: 100,
+                counter: 0
+            }
+        );
+        assert_eq!(
+            c.now_at(200),
+            Hlc {
+                wall_ms: 200,
+                counter: 0
+            }
+        );
     }
 
     #[test]
     fn counts_within_a_millisecond_and_when_the_clock_goes_back() {
         let mut c = HlcClock::new();
         c.now_at(100);
-        assert_eq!(c.now_at(100), Hlc { wall_ms: 100, counter: 1 });
-        assert_eq!(c.now_at(50), Hlc { wall_ms: 100, counter: 2 });
+        assert_eq!(
+            c.now_at(100),
+            Hlc {
+                wall_ms: 100,
+                counter: 1
+            }
+        );
+        assert_eq!(
+            c.now_at(50),
+            Hlc {
+                wall_ms: 100,
+                counter: 2
+            }
+        );
     }
 
     #[test]
     fn observing_a_clock_ahead_moves_past_it() {
         let mut c = HlcClock::new();
         c.now_at(100);
-        c.observe(Hlc { wall_ms: 5_000, counter: 7 });
-        assert_eq!(c.now_at(101), Hlc { wall_ms: 5_000, counter: 8 });
-        c.observe(Hlc { wall_ms: 10, counter: 0 });
-        assert_eq!(c.last(), Hlc { wall_ms: 5_000, counter: 8 });
+        c.observe(Hlc {
+            wall_ms: 5_000,
+            counter: 7,
+        });
+        assert_eq!(
+            c.now_at(101),
+            Hlc {
+                wall_ms: 5_000,
+                counter: 8
+            }
+        );
+        c.observe(Hlc {
+            wall_ms: 10,
+            counter: 0,
+        });
+        assert_eq!(
+            c.last(),
+            Hlc {
+                wall_ms: 5_000,
+                counter: 8
+            }
+        );
     }
 
     #[test]
     fn counter_overflow_carries_into_the_wall_clock() {
-        let h = Hlc { wall_ms: 9, counter: u32::MAX };
-        assert_eq!(h.successor(), Hlc { wall_ms: 10, counter: 0 });
+        let h = Hlc {
+            wall_ms: 9,
+            counter: u32::MAX,
+        };
+        assert_eq!(
+            h.successor(),
+            Hlc {
+                wall_ms: 10,
+                counter: 0
+            }
+        );
     }
 
     #[test]
     fn stamps_order_by_clock_then_device() {
-        let a = Stamp { hlc: Hlc { wall_ms: 1, counter: 0 }, device: DeviceId([9; 16]) };
-        let b = Stamp { hlc: Hlc { wall_ms: 1, counter: 1 }, device: DeviceId([0; 16]) };
-        let c = Stamp { hlc: Hlc { wall_ms: 1, counter: 1 }, device: DeviceId([1; 16]) };
+        let a = Stamp {
+            hlc: Hlc {
+                wall_ms: 1,
+                counter: 0,
+            },
+            device: DeviceId([9; 16]),
+        };
+        let b = Stamp {
+            hlc: Hlc {
+                wall_ms: 1,
+                counter: 1,
+            },
+            device: DeviceId([0; 16]),
+        };
+        let c = Stamp {
+            hlc: Hlc {
+                wall_ms: 1,
+                counter: 1,
+            },
+            device: DeviceId([1; 16]),
+        };
         assert!(a < b && b < c);
     }
 

@@ -146,7 +146,8 @@ impl Replica {
         }
         self.floor_ms = prune_before;
         self.marks.drop_below(prune_before);
-        crdt::prune_map(&mut self.contacts, prune_before) + crdt::prune_map(&mut self.conversations, prune_before)
+        crdt::prune_map(&mut self.contacts, prune_before)
+            + crdt::prune_map(&mut self.conversations, prune_before)
     }
 
     /// The greatest clock reading anywhere in the state, for the local clock to observe.
@@ -157,7 +158,10 @@ impl Replica {
             crdt::map_max_stamp(&self.conversations),
             self.settings.max_stamp(),
         ];
-        let walls = Hlc { wall_ms: self.marks.max_wall().max(self.floor_ms), counter: 0 };
+        let walls = Hlc {
+            wall_ms: self.marks.max_wall().max(self.floor_ms),
+            counter: 0,
+        };
         stamps.into_iter().flatten().map(|s| s.hlc).fold(walls, Hlc::max)
     }
 
@@ -170,8 +174,16 @@ impl Replica {
     pub fn documents(&self) -> Documents {
         Documents {
             profile: self.profile.read(),
-            contacts: self.contacts.iter().filter_map(|(k, e)| contacts::read(k, e)).collect(),
-            conversations: self.conversations.iter().filter_map(|(k, e)| conversations::read(k, e)).collect(),
+            contacts: self
+                .contacts
+                .iter()
+                .filter_map(|(k, e)| contacts::read(k, e))
+                .collect(),
+            conversations: self
+                .conversations
+                .iter()
+                .filter_map(|(k, e)| conversations::read(k, e))
+                .collect(),
             settings: self.settings.read(),
         }
     }
@@ -179,8 +191,16 @@ impl Replica {
     fn documents_out(&self) -> pb::ConfigDocuments {
         pb::ConfigDocuments {
             profile: self.profile.to_proto(),
-            contacts: self.contacts.iter().map(|(k, e)| contacts::entry_out(k, e)).collect(),
-            conversations: self.conversations.iter().map(|(k, e)| conversations::entry_out(k, e)).collect(),
+            contacts: self
+                .contacts
+                .iter()
+                .map(|(k, e)| contacts::entry_out(k, e))
+                .collect(),
+            conversations: self
+                .conversations
+                .iter()
+                .map(|(k, e)| conversations::entry_out(k, e))
+                .collect(),
             settings: self.settings.to_proto(),
         }
     }
@@ -267,13 +287,18 @@ impl Delta {
 
     /// The `tidings.v1.ConfigDelta` encoding.
     pub fn encode(&self) -> Vec<u8> {
-        pb::ConfigDelta { documents: Some(self.replica.documents_out()) }.encode_to_vec()
+        pb::ConfigDelta {
+            documents: Some(self.replica.documents_out()),
+        }
+        .encode_to_vec()
     }
 
     /// Decodes a `tidings.v1.ConfigDelta`.
     pub fn decode(bytes: &[u8]) -> Result<Delta, ConfigError> {
         let p = pb::ConfigDelta::decode(bytes)?;
-        Ok(Delta { replica: Replica::documents_in(p.documents.as_ref()) })
+        Ok(Delta {
+            replica: Replica::documents_in(p.documents.as_ref()),
+        })
     }
 
     /// Splits into two non-empty deltas whose merge is `self`; `None` when it is one part.
@@ -319,7 +344,9 @@ impl Snapshot {
 
     /// Decodes a `tidings.v1.ConfigSnapshot`.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, ConfigError> {
-        Ok(Snapshot { replica: Replica::snapshot_in(&pb::ConfigSnapshot::decode(bytes)?) })
+        Ok(Snapshot {
+            replica: Replica::snapshot_in(&pb::ConfigSnapshot::decode(bytes)?),
+        })
     }
 }
 
@@ -335,7 +362,10 @@ pub struct PrunePolicy {
 impl Default for PrunePolicy {
     fn default() -> PrunePolicy {
         const DAY: u64 = 86_400_000;
-        PrunePolicy { margin_ms: 7 * DAY, retire_after_ms: 60 * DAY }
+        PrunePolicy {
+            margin_ms: 7 * DAY,
+            retire_after_ms: 60 * DAY,
+        }
     }
 }
 
@@ -358,7 +388,12 @@ impl ConfigState {
     /// uploads anything of its own (merging can never lose data, but an empty device that
     /// compacts first has nothing to offer).
     pub fn new(device: DeviceId) -> ConfigState {
-        ConfigState { replica: Replica::default(), clock: HlcClock::new(), device, fixed_time: None }
+        ConfigState {
+            replica: Replica::default(),
+            clock: HlcClock::new(),
+            device,
+            fixed_time: None,
+        }
     }
 
     /// This device's id.
@@ -387,7 +422,10 @@ impl ConfigState {
             Some(ms) => self.clock.now_at(ms),
             None => self.clock.now(),
         };
-        Stamp { hlc, device: self.device }
+        Stamp {
+            hlc,
+            device: self.device,
+        }
     }
 
     fn apply(&mut self, change: Replica) -> Delta {
@@ -404,7 +442,11 @@ impl ConfigState {
         self.apply(change)
     }
 
-    fn apply_conversation(&mut self, id: &str, entry: Option<Entry<conversations::ConversationFields>>) -> Delta {
+    fn apply_conversation(
+        &mut self,
+        id: &str,
+        entry: Option<Entry<conversations::ConversationFields>>,
+    ) -> Delta {
         let mut change = Replica::default();
         if let Some(e) = entry {
             change.conversations.insert(id.to_owned(), e);
@@ -415,7 +457,13 @@ impl ConfigState {
     /// Sets the display name.
     pub fn set_display_name(&mut self, name: &str) -> Result<Delta, ConfigError> {
         check_len("display name", name.len(), MAX_NAME_BYTES)?;
-        if self.replica.profile.display_name.as_ref().is_some_and(|r| r.value == name) {
+        if self
+            .replica
+            .profile
+            .display_name
+            .as_ref()
+            .is_some_and(|r| r.value == name)
+        {
             return Ok(Delta::default());
         }
         let mut change = Replica::default();
@@ -440,7 +488,11 @@ impl ConfigState {
     fn check_contact(c: &Contact) -> Result<(), ConfigError> {
         check_key("account id", &c.account_id)?;
         check_len("contact name", c.name.len(), MAX_NAME_BYTES)?;
-        check_len("nickname", c.nickname.as_ref().map_or(0, String::len), MAX_NAME_BYTES)
+        check_len(
+            "nickname",
+            c.nickname.as_ref().map_or(0, String::len),
+            MAX_NAME_BYTES,
+        )
     }
 
     /// Adds `contact`, or replaces every field of the contact with its account id.
@@ -456,8 +508,19 @@ impl ConfigState {
     fn upsert_contact(&mut self, id: &str, u: &ContactUpdate, create: bool) -> Result<Delta, ConfigError> {
         check_key("account id", id)?;
         let current = self.contact(id);
-        check_len("contact name", u.name.as_ref().map_or(0, String::len), MAX_NAME_BYTES)?;
-        check_len("nickname", u.nickname.as_ref().and_then(Option::as_ref).map_or(0, String::len), MAX_NAME_BYTES)?;
+        check_len(
+            "contact name",
+            u.name.as_ref().map_or(0, String::len),
+            MAX_NAME_BYTES,
+        )?;
+        check_len(
+            "nickname",
+            u.nickname
+                .as_ref()
+                .and_then(Option::as_ref)
+                .map_or(0, String::len),
+            MAX_NAME_BYTES,
+        )?;
         let stamp = self.stamp();
         let entry = contacts::update(id, current, stamp, u, create);
         Ok(self.apply_contact(id, entry))
@@ -474,18 +537,31 @@ impl ConfigState {
         if self.contact(account_id).is_none() {
             return Delta::default();
         }
-        let entry = Entry { exists: Some(Lww::new(self.stamp(), false)), ..Entry::default() };
+        let entry = Entry {
+            exists: Some(Lww::new(self.stamp(), false)),
+            ..Entry::default()
+        };
         self.apply_contact(account_id, Some(entry))
     }
 
     /// Blocks an account, creating its contact when there is none.
     pub fn block(&mut self, account_id: &str) -> Result<Delta, ConfigError> {
-        self.upsert_contact(account_id, &ContactUpdate { blocked: Some(true), ..ContactUpdate::default() }, true)
+        self.upsert_contact(
+            account_id,
+            &ContactUpdate {
+                blocked: Some(true),
+                ..ContactUpdate::default()
+            },
+            true,
+        )
     }
 
     /// Unblocks a contact; nothing happens when there is no such contact.
     pub fn unblock(&mut self, account_id: &str) -> Delta {
-        let u = ContactUpdate { blocked: Some(false), ..ContactUpdate::default() };
+        let u = ContactUpdate {
+            blocked: Some(false),
+            ..ContactUpdate::default()
+        };
         self.upsert_contact(account_id, &u, false).unwrap_or_default()
     }
 
@@ -494,7 +570,10 @@ impl ConfigState {
     pub fn set_muted_until(&mut self, account_id: &str, until_ms: Option<u64>) -> Result<Delta, ConfigError> {
         self.upsert_contact(
             account_id,
-            &ContactUpdate { muted_until: Some(until_ms.filter(|&t| t != 0)), ..ContactUpdate::default() },
+            &ContactUpdate {
+                muted_until: Some(until_ms.filter(|&t| t != 0)),
+                ..ContactUpdate::default()
+            },
             true,
         )
     }
@@ -525,20 +604,32 @@ impl ConfigState {
     pub fn mark_unread(&mut self, conversation: &str) -> Result<Delta, ConfigError> {
         self.upsert_conversation(
             conversation,
-            &ConversationUpdate { marked_unread: Some(true), ..ConversationUpdate::default() },
+            &ConversationUpdate {
+                marked_unread: Some(true),
+                ..ConversationUpdate::default()
+            },
         )
     }
 
     /// Pins or unpins a conversation.
     pub fn set_pinned(&mut self, conversation: &str, pinned: bool) -> Result<Delta, ConfigError> {
-        self.upsert_conversation(conversation, &ConversationUpdate { pinned: Some(pinned), ..Default::default() })
+        self.upsert_conversation(
+            conversation,
+            &ConversationUpdate {
+                pinned: Some(pinned),
+                ..Default::default()
+            },
+        )
     }
 
     /// Sets a conversation's order among pinned ones (greater first).
     pub fn set_priority(&mut self, conversation: &str, priority: i32) -> Result<Delta, ConfigError> {
         self.upsert_conversation(
             conversation,
-            &ConversationUpdate { priority: Some(priority), ..ConversationUpdate::default() },
+            &ConversationUpdate {
+                priority: Some(priority),
+                ..ConversationUpdate::default()
+            },
         )
     }
 
@@ -548,7 +639,10 @@ impl ConfigState {
         if self.conversation(conversation).is_none() {
             return Delta::default();
         }
-        let entry = Entry { exists: Some(Lww::new(self.stamp(), false)), ..Entry::default() };
+        let entry = Entry {
+            exists: Some(Lww::new(self.stamp(), false)),
+            ..Entry::default()
+        };
         self.apply_conversation(conversation, Some(entry))
     }
 
@@ -564,7 +658,13 @@ impl ConfigState {
 
     /// Sets what notifications show.
     pub fn set_previews(&mut self, previews: Previews) -> Delta {
-        if self.replica.settings.previews.as_ref().is_some_and(|r| r.value == previews) {
+        if self
+            .replica
+            .settings
+            .previews
+            .as_ref()
+            .is_some_and(|r| r.value == previews)
+        {
             return Delta::default();
         }
         let mut change = Replica::default();
@@ -579,7 +679,10 @@ impl ConfigState {
 
     /// One contact, if shown.
     pub fn contact(&self, account_id: &str) -> Option<Contact> {
-        self.replica.contacts.get(account_id).and_then(|e| contacts::read(account_id, e))
+        self.replica
+            .contacts
+            .get(account_id)
+            .and_then(|e| contacts::read(account_id, e))
     }
 
     /// Every contact shown, sorted by account id.
@@ -589,12 +692,19 @@ impl ConfigState {
 
     /// One conversation, if shown.
     pub fn conversation(&self, id: &str) -> Option<Conversation> {
-        self.replica.conversations.get(id).and_then(|e| conversations::read(id, e))
+        self.replica
+            .conversations
+            .get(id)
+            .and_then(|e| conversations::read(id, e))
     }
 
     /// Every conversation shown, sorted by id.
     pub fn conversations(&self) -> Vec<Conversation> {
-        self.replica.conversations.iter().filter_map(|(k, e)| conversations::read(k, e)).collect()
+        self.replica
+            .conversations
+            .iter()
+            .filter_map(|(k, e)| conversations::read(k, e))
+            .collect()
     }
 
     /// The settings.
@@ -621,7 +731,9 @@ impl ConfigState {
 
     /// The whole replica as it is now.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { replica: self.replica.clone() }
+        Snapshot {
+            replica: self.replica.clone(),
+        }
     }
 
     /// Prepares the replica for a snapshot: renews this device's mark (what it vouches to
@@ -644,7 +756,13 @@ impl ConfigState {
             .map(|d| (*d, self.replica.marks.0.get(d).map_or(0, |m| m.clock_ms)))
             .chain(std::iter::once((me, clock)))
             .collect();
-        self.replica.marks.0.insert(me, Mark { clock_ms: clock, seen });
+        self.replica.marks.0.insert(
+            me,
+            Mark {
+                clock_ms: clock,
+                seen,
+            },
+        );
         known.push(me);
         let horizon = self.replica.marks.horizon(&known);
         self.replica.prune(horizon.saturating_sub(policy.margin_ms))
@@ -674,12 +792,25 @@ impl ConfigState {
             return Err(ConfigError::Corrupt("unknown version"));
         }
         let device = DeviceId::from_slice(&bytes[1..17]).ok_or(ConfigError::Corrupt("device id"))?;
-        let wall_ms = u64::from_be_bytes(bytes[17..25].try_into().map_err(|_| ConfigError::Corrupt("clock"))?);
-        let counter = u32::from_be_bytes(bytes[25..29].try_into().map_err(|_| ConfigError::Corrupt("clock"))?);
+        let wall_ms = u64::from_be_bytes(
+            bytes[17..25]
+                .try_into()
+                .map_err(|_| ConfigError::Corrupt("clock"))?,
+        );
+        let counter = u32::from_be_bytes(
+            bytes[25..29]
+                .try_into()
+                .map_err(|_| ConfigError::Corrupt("clock"))?,
+        );
         let replica = Replica::snapshot_in(&pb::ConfigSnapshot::decode(&bytes[SAVE_HEADER..])?);
         let mut clock = HlcClock::resume(Hlc { wall_ms, counter });
         clock.observe(replica.max_hlc());
-        Ok(ConfigState { replica, clock, device, fixed_time: None })
+        Ok(ConfigState {
+            replica,
+            clock,
+            device,
+            fixed_time: None,
+        })
     }
 }
 
@@ -694,7 +825,12 @@ mod tests {
     }
 
     fn ada() -> Contact {
-        Contact { account_id: "01ada".into(), name: "Ada".into(), approved: true, ..Contact::default() }
+        Contact {
+            account_id: "01ada".into(),
+            name: "Ada".into(),
+            approved: true,
+            ..Contact::default()
+        }
     }
 
     #[test]
@@ -703,7 +839,10 @@ mod tests {
         let d = a.set_display_name("Ada").expect("short");
         assert!(!d.is_empty());
         assert_eq!(a.profile().display_name, "Ada");
-        assert!(a.set_display_name("Ada").expect("short").is_empty(), "no change, no delta");
+        assert!(
+            a.set_display_name("Ada").expect("short").is_empty(),
+            "no change, no delta"
+        );
         let mut b = device(2);
         b.merge_delta(&Delta::decode(&d.encode()).expect("decodes"));
         assert_eq!(b.profile().display_name, "Ada");
@@ -712,7 +851,10 @@ mod tests {
     #[test]
     fn limits_are_enforced() {
         let mut a = device(1);
-        assert!(matches!(a.set_display_name(&"x".repeat(MAX_NAME_BYTES + 1)), Err(ConfigError::TooLong { .. })));
+        assert!(matches!(
+            a.set_display_name(&"x".repeat(MAX_NAME_BYTES + 1)),
+            Err(ConfigError::TooLong { .. })
+        ));
         assert!(matches!(a.block(""), Err(ConfigError::Empty { .. })));
         assert!(a.mark_read(&"c".repeat(MAX_KEY_BYTES + 1), 1).is_err());
     }
@@ -721,8 +863,14 @@ mod tests {
     fn contact_lifecycle() {
         let mut a = device(1);
         a.add_contact(&ada()).expect("valid");
-        a.update_contact("01ada", &ContactUpdate { nickname: Some(Some("A".into())), ..Default::default() })
-            .expect("valid");
+        a.update_contact(
+            "01ada",
+            &ContactUpdate {
+                nickname: Some(Some("A".into())),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
         a.set_muted_until("01ada", Some(5_000)).expect("valid");
         let c = a.contact("01ada").expect("shown");
         assert_eq!((c.nickname.as_deref(), c.muted_until), (Some("A"), Some(5_000)));
@@ -730,13 +878,19 @@ mod tests {
         assert!(a.contact("01ada").is_some_and(|c| c.blocked));
         a.unblock("01ada");
         assert!(a.contact("01ada").is_some_and(|c| !c.blocked));
-        assert!(a.unblock("01nobody").is_empty(), "unblocking a stranger creates nothing");
+        assert!(
+            a.unblock("01nobody").is_empty(),
+            "unblocking a stranger creates nothing"
+        );
         assert!(!a.remove_contact("01ada").is_empty());
         assert!(a.contact("01ada").is_none());
         assert!(a.remove_contact("01ada").is_empty());
         a.block("01ada").expect("valid");
         let c = a.contact("01ada").expect("re-created whole");
-        assert!(c.blocked && c.name.is_empty() && c.nickname.is_none(), "a re-creation starts from defaults");
+        assert!(
+            c.blocked && c.name.is_empty() && c.nickname.is_none(),
+            "a re-creation starts from defaults"
+        );
     }
 
     #[test]
@@ -754,7 +908,11 @@ mod tests {
         a.remove_conversation("c1");
         assert!(a.conversation("c1").is_none());
         a.set_pinned("c1", false).expect("valid");
-        assert_eq!(a.conversation("c1").map(|c| c.last_read_ms), Some(500), "the read marker survives");
+        assert_eq!(
+            a.conversation("c1").map(|c| c.last_read_ms),
+            Some(500),
+            "the read marker survives"
+        );
     }
 
     #[test]
@@ -763,7 +921,10 @@ mod tests {
         assert_eq!(a.settings(), Settings::default());
         assert!(!a.set_notification_mode(NotificationMode::Fast).is_empty());
         assert!(a.set_notification_mode(NotificationMode::Fast).is_empty());
-        a.set_previews(Previews { show_sender: false, show_content: false });
+        a.set_previews(Previews {
+            show_sender: false,
+            show_content: false,
+        });
         assert_eq!(a.settings().notification_mode, NotificationMode::Fast);
         assert!(!a.settings().previews.show_sender);
     }
@@ -776,7 +937,13 @@ mod tests {
         b.merge_delta(&create);
         let del = a.remove_contact("01ada");
         b.set_physical_time(Some(2_000));
-        let edit = b.update_contact("01ada", &ContactUpdate { nickname: Some(Some("L".into())), ..Default::default() });
+        let edit = b.update_contact(
+            "01ada",
+            &ContactUpdate {
+                nickname: Some(Some("L".into())),
+                ..Default::default()
+            },
+        );
         let edit = edit.expect("valid");
         a.merge_delta(&edit);
         b.merge_delta(&del);
@@ -834,7 +1001,10 @@ mod tests {
         let mut a = device(1);
         a.add_contact(&ada()).expect("valid");
         a.remove_contact("01ada");
-        a.compact(&PrunePolicy { margin_ms: 0, retire_after_ms: u64::MAX });
+        a.compact(&PrunePolicy {
+            margin_ms: 0,
+            retire_after_ms: u64::MAX,
+        });
         let snap = a.snapshot();
         assert_eq!(Snapshot::decode(&snap.encode()).expect("decodes"), snap);
     }

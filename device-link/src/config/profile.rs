@@ -38,7 +38,11 @@ impl ProfileDoc {
     /// The profile as shown.
     pub fn read(&self) -> Profile {
         Profile {
-            display_name: self.display_name.as_ref().map(|r| r.value.clone()).unwrap_or_default(),
+            display_name: self
+                .display_name
+                .as_ref()
+                .map(|r| r.value.clone())
+                .unwrap_or_default(),
             avatar: self.avatar.as_ref().and_then(|r| r.value.clone()),
         }
     }
@@ -49,13 +53,16 @@ impl ProfileDoc {
             return None;
         }
         Some(pb::ConfigProfile {
-            display_name: self
-                .display_name
-                .as_ref()
-                .map(|r| pb::StringRegister { stamp: Some(stamp_out(&r.stamp)), value: r.value.clone() }),
+            display_name: self.display_name.as_ref().map(|r| pb::StringRegister {
+                stamp: Some(stamp_out(&r.stamp)),
+                value: r.value.clone(),
+            }),
             avatar: self.avatar.as_ref().map(|r| pb::AvatarRegister {
                 stamp: Some(stamp_out(&r.stamp)),
-                value: r.value.as_ref().map(|a| pb::Avatar { url: a.url.clone(), key: a.key.clone() }),
+                value: r.value.as_ref().map(|a| pb::Avatar {
+                    url: a.url.clone(),
+                    key: a.key.clone(),
+                }),
             }),
         })
     }
@@ -69,7 +76,10 @@ impl ProfileDoc {
                 .as_ref()
                 .and_then(|r| Some(Lww::new(top_stamp_in(r.stamp.as_ref())?, r.value.clone()))),
             avatar: p.avatar.as_ref().and_then(|r| {
-                let value = r.value.as_ref().map(|a| Avatar { url: a.url.clone(), key: a.key.clone() });
+                let value = r.value.as_ref().map(|a| Avatar {
+                    url: a.url.clone(),
+                    key: a.key.clone(),
+                });
                 Some(Lww::new(top_stamp_in(r.stamp.as_ref())?, value))
             }),
         }
@@ -83,10 +93,22 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_wire() {
-        let s = Stamp { hlc: Hlc { wall_ms: 10, counter: 1 }, device: DeviceId([3; 16]) };
+        let s = Stamp {
+            hlc: Hlc {
+                wall_ms: 10,
+                counter: 1,
+            },
+            device: DeviceId([3; 16]),
+        };
         let doc = ProfileDoc {
             display_name: Some(Lww::new(s, "Ada".into())),
-            avatar: Some(Lww::new(s, Some(Avatar { url: "https://x/a".into(), key: vec![1, 2] }))),
+            avatar: Some(Lww::new(
+                s,
+                Some(Avatar {
+                    url: "https://x/a".into(),
+                    key: vec![1, 2],
+                }),
+            )),
         };
         assert_eq!(ProfileDoc::from_proto(doc.to_proto().as_ref()), doc);
         assert_eq!(doc.read().display_name, "Ada");

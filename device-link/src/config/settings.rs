@@ -45,7 +45,10 @@ pub struct Previews {
 impl Default for Previews {
     /// Sender yes, content no: a locked screen should not show what was written.
     fn default() -> Previews {
-        Previews { show_sender: true, show_content: false }
+        Previews {
+            show_sender: true,
+            show_content: false,
+        }
     }
 }
 
@@ -96,7 +99,10 @@ impl SettingsDoc {
             notification_mode: self
                 .notification_mode
                 .as_ref()
-                .map(|r| pb::NotificationModeRegister { stamp: Some(stamp_out(&r.stamp)), value: r.value }),
+                .map(|r| pb::NotificationModeRegister {
+                    stamp: Some(stamp_out(&r.stamp)),
+                    value: r.value,
+                }),
             previews: self.previews.as_ref().map(|r| pb::PreviewsRegister {
                 stamp: Some(stamp_out(&r.stamp)),
                 value: Some(pb::Previews {
@@ -117,7 +123,10 @@ impl SettingsDoc {
                 .and_then(|r| Some(Lww::new(top_stamp_in(r.stamp.as_ref())?, r.value))),
             previews: p.previews.as_ref().and_then(|r| {
                 let v = r.value.unwrap_or_default();
-                let value = Previews { show_sender: v.show_sender, show_content: v.show_content };
+                let value = Previews {
+                    show_sender: v.show_sender,
+                    show_content: v.show_content,
+                };
                 Some(Lww::new(top_stamp_in(r.stamp.as_ref())?, value))
             }),
         }
@@ -131,10 +140,22 @@ mod tests {
 
     #[test]
     fn round_trips_and_unknown_modes_survive_but_read_as_default() {
-        let s = Stamp { hlc: Hlc { wall_ms: 10, counter: 0 }, device: DeviceId([3; 16]) };
+        let s = Stamp {
+            hlc: Hlc {
+                wall_ms: 10,
+                counter: 0,
+            },
+            device: DeviceId([3; 16]),
+        };
         let doc = SettingsDoc {
             notification_mode: Some(Lww::new(s, 77)),
-            previews: Some(Lww::new(s, Previews { show_sender: false, show_content: true })),
+            previews: Some(Lww::new(
+                s,
+                Previews {
+                    show_sender: false,
+                    show_content: true,
+                },
+            )),
         };
         let back = SettingsDoc::from_proto(doc.to_proto().as_ref());
         assert_eq!(back, doc);

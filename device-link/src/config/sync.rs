@@ -209,7 +209,13 @@ impl SyncPlanner {
     /// Seals a local change for upload (several messages if it is large).
     pub fn delta_uploads(&self, delta: &Delta) -> Result<Vec<Upload>, EnvelopeError> {
         let sealed = envelope::seal_delta(&self.key, &self.account, delta, self.config.max_message_bytes)?;
-        Ok(sealed.into_iter().map(|data| Upload { data, ttl_ms: self.config.ttl_ms }).collect())
+        Ok(sealed
+            .into_iter()
+            .map(|data| Upload {
+                data,
+                ttl_ms: self.config.ttl_ms,
+            })
+            .collect())
     }
 
     /// Decrypts and merges retrieved messages into `state`, in any order, any number of
@@ -230,7 +236,12 @@ impl SyncPlanner {
                 tracing::warn!(seq = m.seq, error = %e, "ignoring a config message that does not open");
                 ItemKind::Undecryptable
             });
-            let item = Item { size: m.data.len(), created_ms: m.created_ms, expires_ms: m.expires_ms, kind };
+            let item = Item {
+                size: m.data.len(),
+                created_ms: m.created_ms,
+                expires_ms: m.expires_ms,
+                kind,
+            };
             self.items.insert(hash, item);
         }
         report
@@ -273,7 +284,10 @@ impl SyncPlanner {
             }
             Kind::SnapshotChunk => {
                 let chunk = SnapshotChunk::decode(&payload)?;
-                let kind = ItemKind::Chunk { id: chunk.snapshot_id, index: chunk.index };
+                let kind = ItemKind::Chunk {
+                    id: chunk.snapshot_id,
+                    index: chunk.index,
+                };
                 if self.add_chunk(state, chunk)? {
                     report.snapshots += 1;
                 }
@@ -284,12 +298,17 @@ impl SyncPlanner {
 
     /// Files a chunk; merges the snapshot when it completes. True when it merged one.
     fn add_chunk(&mut self, state: &mut ConfigState, chunk: SnapshotChunk) -> Result<bool, EnvelopeError> {
-        let a = self.assemblies.entry(chunk.snapshot_id).or_insert_with(|| Assembly {
-            count: chunk.count,
-            ..Assembly::default()
-        });
+        let a = self
+            .assemblies
+            .entry(chunk.snapshot_id)
+            .or_insert_with(|| Assembly {
+                count: chunk.count,
+                ..Assembly::default()
+            });
         if a.count != chunk.count {
-            return Err(EnvelopeError::BadChunk("count differs from the snapshot's other chunks"));
+            return Err(EnvelopeError::BadChunk(
+                "count differs from the snapshot's other chunks",
+            ));
         }
         if a.merged {
             return Ok(false);
@@ -388,20 +407,32 @@ impl SyncPlanner {
                 plan.deletes.extend(&g.hashes);
             }
         }
-        let Some(reason) = self.reason(state, now_ms, &groups) else { return plan };
+        let Some(reason) = self.reason(state, now_ms, &groups) else {
+            return plan;
+        };
         if !self.listed {
             plan.needs_listing = true;
             return plan;
         }
         self.listed = false;
         plan.pruned = state.compact(&self.config.prune);
-        match envelope::seal_snapshot(&self.key, &self.account, &state.snapshot(), self.config.max_message_bytes) {
+        match envelope::seal_snapshot(
+            &self.key,
+            &self.account,
+            &state.snapshot(),
+            self.config.max_message_bytes,
+        ) {
             Ok(chunks) => {
                 let ttl_ms = self.config.ttl_ms;
                 plan.uploads = chunks.into_iter().map(|data| Upload { data, ttl_ms }).collect();
                 plan.snapshot = Some(reason);
                 // Everything merged is in the snapshot just written.
-                plan.deletes.extend(self.items.iter().filter(|(_, i)| i.kind == ItemKind::Delta).map(|(h, _)| *h));
+                plan.deletes.extend(
+                    self.items
+                        .iter()
+                        .filter(|(_, i)| i.kind == ItemKind::Delta)
+                        .map(|(h, _)| *h),
+                );
                 for g in groups.values().filter(|g| g.complete) {
                     plan.deletes.extend(&g.hashes);
                 }
@@ -413,10 +444,19 @@ impl SyncPlanner {
         plan
     }
 
-    fn reason(&self, state: &ConfigState, now_ms: i64, groups: &HashMap<[u8; 16], Group>) -> Option<SnapshotReason> {
+    fn reason(
+        &self,
+        state: &ConfigState,
+        now_ms: i64,
+        groups: &HashMap<[u8; 16], Group>,
+    ) -> Option<SnapshotReason> {
         let c = &self.config;
         let complete: Vec<&Group> = groups.values().filter(|g| g.complete).collect();
-        let deltas: Vec<&Item> = self.items.values().filter(|i| i.kind == ItemKind::Delta).collect();
+        let deltas: Vec<&Item> = self
+            .items
+            .values()
+            .filter(|i| i.kind == ItemKind::Delta)
+            .collect();
         let delta_bytes: usize = deltas.iter().map(|i| i.size).sum();
         let older_than = |t: i64| t < now_ms.saturating_sub(c.renew_after_ms);
         let mark = state.replica().marks.0.get(&state.device()).map(|m| m.clock_ms);
@@ -508,7 +548,11 @@ mod tests {
     }
 
     fn contact(i: usize) -> Contact {
-        Contact { account_id: format!("01{i:04}"), name: format!("Contact {i}"), ..Contact::default() }
+        Contact {
+            account_id: format!("01{i:04}"),
+            name: format!("Contact {i}"),
+            ..Contact::default()
+        }
     }
 
     fn plan_listed(p: &mut SyncPlanner, s: &mut ConfigState, mb: &Mailbox, now_ms: i64) -> Plan {
@@ -532,7 +576,13 @@ mod tests {
             }
         }
         // A message under some other key: never merged, never deleted.
-        let junk = mb.store(&Upload { data: vec![1; 300], ttl_ms: 1_000_000 }, T0);
+        let junk = mb.store(
+            &Upload {
+                data: vec![1; 300],
+                ttl_ms: 1_000_000,
+            },
+            T0,
+        );
         assert_eq!(pa.ingest(&mut a, std::slice::from_ref(&junk)).undecryptable, 1);
         let plan = pa.plan(&mut a, T0);
         assert!(plan.needs_listing && plan.uploads.is_empty() && plan.deletes.is_empty());
@@ -576,14 +626,21 @@ mod tests {
         a.set_display_name("x").expect("valid");
         let plan = plan_listed(&mut pa, &mut a, &mb, T0);
         mb.execute(&mut pa, &mut a, &plan, T0);
-        assert_eq!(plan_listed(&mut pa, &mut a, &mb, T0 + DAY_MS - 1), Plan::default());
+        assert_eq!(
+            plan_listed(&mut pa, &mut a, &mb, T0 + DAY_MS - 1),
+            Plan::default()
+        );
         let later = T0 + DAY_MS + 1;
         let plan = plan_listed(&mut pa, &mut a, &mb, later);
         assert_eq!(plan.snapshot, Some(SnapshotReason::Renew));
         let old: Vec<[u8; 32]> = mb.stored.keys().copied().collect();
         assert_eq!(plan.deletes, old);
         mb.execute(&mut pa, &mut a, &plan, later);
-        assert!(mb.stored.values().all(|m| m.expires_ms == later + pa.config().ttl_ms));
+        assert!(
+            mb.stored
+                .values()
+                .all(|m| m.expires_ms == later + pa.config().ttl_ms)
+        );
     }
 
     #[test]
@@ -592,7 +649,10 @@ mod tests {
         for i in 0..800 {
             a.add_contact(&contact(i)).expect("valid");
         }
-        let small = SyncConfig { max_message_bytes: 4_096, ..SyncConfig::default() };
+        let small = SyncConfig {
+            max_message_bytes: 4_096,
+            ..SyncConfig::default()
+        };
         let mut p_small = SyncPlanner::new(KEY, ACCOUNT, small);
         p_small.reconcile(&mut a, &[]);
         let plan = p_small.plan(&mut a, T0);
@@ -602,7 +662,10 @@ mod tests {
         let partial: Vec<StoredMessage> = plan.uploads[1..].iter().map(|u| mb.store(u, T0)).collect();
         assert_eq!(pb.ingest(&mut b, &partial).snapshots, 0);
         assert!(b.contacts().is_empty());
-        assert!(pb.plan(&mut b, T0 + 1_000).deletes.is_empty(), "a recent upload may still complete");
+        assert!(
+            pb.plan(&mut b, T0 + 1_000).deletes.is_empty(),
+            "a recent upload may still complete"
+        );
         assert_eq!(pb.plan(&mut b, T0 + 2 * DAY_MS).deletes.len(), partial.len());
     }
 
@@ -611,14 +674,23 @@ mod tests {
         let (mut a, mut pa) = device(1);
         let msgs: Vec<StoredMessage> = [vec![], vec![1], vec![0; 40], vec![1; 41], vec![1; 5_000]]
             .into_iter()
-            .map(|data| StoredMessage { data, ..StoredMessage::default() })
+            .map(|data| StoredMessage {
+                data,
+                ..StoredMessage::default()
+            })
             .collect();
         let r = pa.ingest(&mut a, &msgs);
         assert_eq!(r.undecryptable, 5);
         assert!(a.replica().is_empty());
         // A valid envelope around a payload that is not a delta.
         let bad = envelope::seal(&KEY, &ACCOUNT, Kind::Delta, &[0xff; 20], 65_536).expect("fits");
-        let r = pa.ingest(&mut a, &[StoredMessage { data: bad, ..StoredMessage::default() }]);
+        let r = pa.ingest(
+            &mut a,
+            &[StoredMessage {
+                data: bad,
+                ..StoredMessage::default()
+            }],
+        );
         assert_eq!(r.undecryptable, 1);
     }
 }

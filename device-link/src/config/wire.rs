@@ -18,7 +18,10 @@ pub fn stamp_out(stamp: &Stamp) -> pb::HlcStamp {
 /// A stamp from the wire; `None` when the device id is not 16 bytes.
 pub fn stamp_in(p: &pb::HlcStamp) -> Option<Stamp> {
     Some(Stamp {
-        hlc: Hlc { wall_ms: p.wall_ms, counter: p.counter },
+        hlc: Hlc {
+            wall_ms: p.wall_ms,
+            counter: p.counter,
+        },
         device: DeviceId::from_slice(&p.device)?,
     })
 }
@@ -44,7 +47,10 @@ pub fn top_stamp_in(p: Option<&pb::HlcStamp>) -> Option<Stamp> {
 
 /// The existence register of an entry.
 pub fn existence_out(e: &Lww<bool>) -> pb::Existence {
-    pb::Existence { stamp: Some(stamp_out(&e.stamp)), present: e.value }
+    pb::Existence {
+        stamp: Some(stamp_out(&e.stamp)),
+        present: e.value,
+    }
 }
 
 /// The existence register of an entry from the wire.
@@ -64,7 +70,10 @@ pub fn marks_out(marks: &Marks) -> Vec<pb::DeviceMark> {
             seen: m
                 .seen
                 .iter()
-                .map(|(d, wall_ms)| pb::SeenEntry { device: d.0.to_vec(), wall_ms: *wall_ms })
+                .map(|(d, wall_ms)| pb::SeenEntry {
+                    device: d.0.to_vec(),
+                    wall_ms: *wall_ms,
+                })
                 .collect(),
         })
         .collect()
@@ -75,8 +84,13 @@ pub fn marks_out(marks: &Marks) -> Vec<pb::DeviceMark> {
 pub fn marks_in(p: &[pb::DeviceMark]) -> Marks {
     let mut marks = Marks::default();
     for pm in p {
-        let Some(device) = DeviceId::from_slice(&pm.device) else { continue };
-        let mut mark = Mark { clock_ms: pm.clock_ms, ..Mark::default() };
+        let Some(device) = DeviceId::from_slice(&pm.device) else {
+            continue;
+        };
+        let mut mark = Mark {
+            clock_ms: pm.clock_ms,
+            ..Mark::default()
+        };
         for cell in &pm.seen {
             if let Some(d) = DeviceId::from_slice(&cell.device) {
                 let slot = mark.seen.entry(d).or_default();
@@ -96,7 +110,13 @@ mod tests {
 
     #[test]
     fn stamps_round_trip_and_bad_devices_are_rejected() {
-        let s = Stamp { hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 3 }, device: DeviceId([7; 16]) };
+        let s = Stamp {
+            hlc: Hlc {
+                wall_ms: 1_700_000_000_000,
+                counter: 3,
+            },
+            device: DeviceId([7; 16]),
+        };
         assert_eq!(stamp_in(&stamp_out(&s)), Some(s));
         let mut bad = stamp_out(&s);
         bad.device.pop();
@@ -105,7 +125,13 @@ mod tests {
 
     #[test]
     fn field_stamps_equal_to_the_entry_are_left_out_and_inherited() {
-        let s = Stamp { hlc: Hlc { wall_ms: 5, counter: 0 }, device: DeviceId([1; 16]) };
+        let s = Stamp {
+            hlc: Hlc {
+                wall_ms: 5,
+                counter: 0,
+            },
+            device: DeviceId([1; 16]),
+        };
         assert!(field_stamp_out(&s, Some(&s)).is_none());
         assert_eq!(field_stamp_in(None, Some(&s)), Some(s));
         assert_eq!(field_stamp_in(None, None), None);

@@ -165,6 +165,15 @@ async fn idle(wake: &Notify, cancel: &CancellationToken, at_most: Duration) {
 async fn deliver(shared: &Shared, job: PushJob) {
     let outcome = match attempt(shared, &job).await {
         Ok(o) => o,
+        Err(GiveUp::Store(e)) => {
+            // A passing storage problem is not the job's fault: leave it leased, so it is
+            // claimed again when the lease runs out instead of being lost.
+            warn!(
+                job = job.id,
+                "cannot load push job data, retrying after the lease: {e}"
+            );
+            return;
+        }
         Err(give_up) => {
             debug!(job = job.id, "dropping push job: {give_up}");
             JobOutcome::Dropped

@@ -28,8 +28,9 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(50 * 60);
 const MIN_TOKEN_AGE: Duration = Duration::from_secs(20 * 60);
 /// Apple's limit on `apns-collapse-id`.
 const MAX_COLLAPSE_ID: usize = 64;
-/// Upper bound on a device token's hex length (Apple's are 64 today; leave room).
-const MAX_DEVICE_TOKEN: usize = 200;
+/// Upper bound on a device token's hex length (Apple's are 64 today; leave room). The same
+/// bound as Subscribe's (`registration`), so every accepted token can be pushed.
+const MAX_DEVICE_TOKEN: usize = 512;
 
 /// What an [`ApnsSender`] needs: the `.p8` key and its ids, the app's topic, the endpoints.
 #[derive(Clone)]

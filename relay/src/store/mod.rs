@@ -25,6 +25,7 @@
 #[cfg(any(test, feature = "conformance"))]
 #[doc(hidden)]
 pub mod conformance;
+pub mod postgres;
 pub mod redb;
 
 use async_trait::async_trait;
@@ -241,4 +242,12 @@ pub trait Store: Send + Sync + 'static {
     /// Finishes queued writes and flushes everything to disk. Later calls fail with
     /// [`StoreError::Closed`], except `close` itself, which then does nothing.
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// Messages committed by any node sharing this store, as (account, namespace), for
+    /// backends that several relay nodes share. The server wakes its long-polls and its
+    /// push notifier on them. Receivers that fall behind miss some (only early wake-ups
+    /// are lost). `None` (the default): only this node writes, and it wakes its own.
+    fn arrivals(&self) -> Option<tokio::sync::broadcast::Receiver<(Account, u32)>> {
+        None
+    }
 }

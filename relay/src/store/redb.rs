@@ -1,7 +1,9 @@
 //! The embedded store: one redb file in the relay's data directory.
 //!
 //! Writes go through one writer thread that group-commits (see [`writer`]): every
-//! acknowledged write is fsync'd, yet one fsync serves all writes queued meanwhile.
+//! acknowledged write is in the write-ahead log `tidings.wal` on disk (see [`wal`]), yet
+//! one small sequential append and `fdatasync` serves all writes queued meanwhile; redb
+//! itself is made durable by a checkpoint about once a second.
 //! Reads run in read transactions on the blocking pool and never wait for the writer.
 //!
 //! After an I/O error (disk full, EIO) redb refuses all work until the file is opened
@@ -13,6 +15,8 @@ mod keys;
 mod ops;
 mod records;
 mod tables;
+mod wal;
+mod write_op;
 mod writer;
 
 use std::path::Path;
@@ -26,8 +30,10 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use self::errors::{db_error, open_error, reopen_needed};
-use self::tables::{OpError, Tables};
-use self::writer::{Opener, Pending, PendingWrite, Shared};
+use self::tables::OpError;
+use self::wal::Wal;
+use self::write_op::{Reply, WriteOp};
+use self::writer::{Checkpoints, Log, Opener, Pending, PendingWrite, Shared, Writer};
 use super::{
     Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
     Store, StoreError, StoredMessage, Subscription,
@@ -69,23 +75,53 @@ impl RedbStore {
     ///
     /// Fails with [`StoreError::Corrupt`] for a file of another schema version or not
     /// written by tidings, and [`StoreError::Unavailable`] when the file cannot be opened
-    /// (in use by another process, permissions, I/O).
+    /// (in use by another process, permissions, I/O). Blocking: after an unclean stop redb
+    /// repairs the file first, which reads all of it; call it before serving (or from
+    /// `spawn_blocking`).
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create the data directory {}: {e}", dir.display()))
         })?;
-        let path = dir.join(FILE_NAME);
-        Self::with_opener(Box::new(move || open_file(&path)))
+        Self::open_with(dir, Checkpoints::default())
     }
 
-    /// Opens the store with a custom way to open the database (tests inject I/O faults).
+    /// Opens the store in `dir` with its write-ahead log, checkpointing as `policy` says.
+    fn open_with(dir: &Path, policy: Checkpoints) -> Result<RedbStore, StoreError> {
+        let path = dir.join(FILE_NAME);
+        Self::start(Box::new(move || open_file(&path)), Some((dir, policy)))
+    }
+
+    /// Opens the store with a custom way to open the database (tests inject I/O faults
+    /// into redb). Such a store has no log: every batch commits durably in redb.
+    #[cfg(test)]
     fn with_opener(opener: Opener) -> Result<RedbStore, StoreError> {
-        let shared = Arc::new(Shared::open(opener)?);
+        Self::start(opener, None)
+    }
+
+    /// Opens the database (which locks its file), then replays the log into it.
+    fn start(opener: Opener, log: Option<(&Path, Checkpoints)>) -> Result<RedbStore, StoreError> {
+        let db = opener()?;
+        let (log, replay) = match log {
+            Some((dir, policy)) => {
+                let mut log = Log::new(Wal::open(dir)?, policy);
+                let replay = writer::recover(&db, &mut log)?;
+                (Some(log), Some(replay))
+            }
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared::new(db, opener));
+        *shared.last_replay.lock().unwrap_or_else(PoisonError::into_inner) = replay;
         let (tx, rx) = mpsc::channel();
         let for_writer = Arc::clone(&shared);
         let writer = thread::Builder::new()
             .name("tidings-redb-writer".into())
-            .spawn(move || writer::run(&for_writer, rx))
+            .spawn(move || {
+                Writer {
+                    shared: &for_writer,
+                    log,
+                }
+                .run(rx)
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
         Ok(RedbStore {
             shared,
@@ -94,23 +130,39 @@ impl RedbStore {
         })
     }
 
-    /// Queues a write for the next group commit and waits until it is on disk.
+    /// Queues a write for the next group commit and waits until it is on disk; `extract`
+    /// picks the caller's answer out of the operation's reply.
+    async fn submit<R>(&self, op: WriteOp, extract: fn(Reply) -> Option<R>) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Box::new(Pending::new(op, extract, Some(reply))))?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Queues an unlogged write given as a closure (tests: it does not survive a crash).
+    #[cfg(test)]
     async fn write<R, F>(&self, op: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnMut(&mut Tables<'_>) -> Result<R, OpError> + Send + 'static,
+        F: FnMut(&mut tables::Tables<'_>) -> Result<R, OpError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        {
-            let queue = self.queue.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(queue) = queue.as_ref() else {
-                return Err(StoreError::Closed);
-            };
-            queue
-                .send(Box::new(Pending::new(op, reply)))
-                .map_err(|_| writer_gone())?;
-        }
+        self.enqueue(Box::new(writer::Unlogged {
+            op,
+            result: None,
+            reply,
+        }))?;
         answer.await.map_err(|_| writer_gone())?
+    }
+
+    fn enqueue(&self, w: Box<dyn PendingWrite>) -> Result<(), StoreError> {
+        let queue = self.queue.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(queue) = queue.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        queue.send(w).map_err(|_| writer_gone())
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -150,6 +202,17 @@ impl RedbStore {
     }
 }
 
+fn flag(r: Reply) -> Option<bool> {
+    match r {
+        Reply::Flag(f) => Some(f),
+        _ => None,
+    }
+}
+
+fn done(r: Reply) -> Option<()> {
+    matches!(r, Reply::Done).then_some(())
+}
+
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the storage writer stopped".into())
 }
@@ -176,7 +239,11 @@ impl Drop for RedbStore {
 #[async_trait]
 impl Store for RedbStore {
     async fn put_message(&self, msg: NewMessage) -> Result<PutOutcome, StoreError> {
-        self.write(move |t| ops::put_message(t, &msg)).await
+        self.submit(WriteOp::PutMessage(msg), |r| match r {
+            Reply::Put(out) => Some(out),
+            _ => None,
+        })
+        .await
     }
 
     async fn get_messages(
@@ -209,17 +276,28 @@ impl Store for RedbStore {
         namespace: u32,
         hashes: &[Hash],
     ) -> Result<u32, StoreError> {
-        let (account, hashes) = (*account, hashes.to_vec());
-        self.write(move |t| ops::delete_messages(t, &account, namespace, &hashes))
-            .await
+        let op = WriteOp::DeleteMessages {
+            account: *account,
+            namespace,
+            hashes: hashes.to_vec(),
+        };
+        self.submit(op, |r| match r {
+            Reply::Count(n) => Some(n),
+            _ => None,
+        })
+        .await
     }
 
     async fn sweep_expired(&self, now_ms: i64, max: u32) -> Result<u64, StoreError> {
-        self.write(move |t| ops::sweep_expired(t, now_ms, max)).await
+        self.submit(WriteOp::SweepExpired { now_ms, max }, |r| match r {
+            Reply::Removed(n) => Some(n),
+            _ => None,
+        })
+        .await
     }
 
     async fn upsert_subscription(&self, sub: Subscription) -> Result<bool, StoreError> {
-        self.write(move |t| ops::upsert_subscription(t, &sub)).await
+        self.submit(WriteOp::UpsertSubscription(sub), flag).await
     }
 
     async fn remove_subscription(
@@ -227,8 +305,11 @@ impl Store for RedbStore {
         account_index: &AccountIndex,
         device_id: &DeviceId,
     ) -> Result<bool, StoreError> {
-        let (ai, dev) = (*account_index, *device_id);
-        self.write(move |t| ops::remove_subscription(t, &ai, &dev)).await
+        let op = WriteOp::RemoveSubscription {
+            account_index: *account_index,
+            device_id: *device_id,
+        };
+        self.submit(op, flag).await
     }
 
     async fn get_subscription(
@@ -247,14 +328,25 @@ impl Store for RedbStore {
         lease_ms: i64,
         max: u32,
     ) -> Result<Vec<PushJob>, StoreError> {
-        let node = node.to_owned();
-        self.write(move |t| ops::claim_jobs(t, &node, now_ms, lease_ms, max))
-            .await
+        let op = WriteOp::ClaimJobs {
+            node: node.to_owned(),
+            now_ms,
+            lease_ms,
+            max,
+        };
+        self.submit(op, |r| match r {
+            Reply::Jobs(jobs) => Some(jobs),
+            _ => None,
+        })
+        .await
     }
 
     async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError> {
-        let job = job.clone();
-        self.write(move |t| ops::finish_job(t, &job, outcome)).await
+        let op = WriteOp::FinishJob {
+            job: job.clone(),
+            outcome,
+        };
+        self.submit(op, done).await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
@@ -262,7 +354,7 @@ impl Store for RedbStore {
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        self.write(ops::probe).await
+        self.submit(WriteOp::Probe, done).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -137,6 +137,10 @@ struct ApnsState {
     key: DecodingKey,
     requests: AtomicU64,
     provider_tokens: std::sync::Mutex<HashSet<String>>,
+    /// Signature-checked tokens and their `iat`: Apple verifies a provider token once per
+    /// connection, and re-verifying ES256 per request would make the mock the bottleneck
+    /// of any load test.
+    verified: std::sync::Mutex<HashMap<String, u64>>,
     dead: std::sync::Mutex<HashMap<String, u64>>,
     token_topics: std::sync::Mutex<HashMap<String, String>>,
     recorder: Recorder<ApnsRequest>,
@@ -173,6 +177,7 @@ impl MockApns {
             key,
             requests: AtomicU64::new(0),
             provider_tokens: Default::default(),
+            verified: Default::default(),
             dead: Default::default(),
             token_topics: Default::default(),
             recorder: Recorder::new(),
@@ -367,6 +372,24 @@ impl ApnsState {
             Some((scheme, jwt)) if scheme.eq_ignore_ascii_case("bearer") => jwt.trim(),
             _ => return Err(INVALID),
         };
+        let iat = match lock(&self.verified).get(jwt).copied() {
+            Some(iat) => iat,
+            None => self.verify_provider_token(jwt)?,
+        };
+        let now = unix_s();
+        if iat > now + 60 {
+            return Err(INVALID);
+        }
+        if now.saturating_sub(iat) > self.config.provider_token_max_age.as_secs() {
+            return Err((StatusCode::FORBIDDEN, "ExpiredProviderToken"));
+        }
+        lock(&self.provider_tokens).insert(jwt.to_owned());
+        Ok(jwt.to_owned())
+    }
+
+    /// Checks a provider token's header, signature and issuer; returns its `iat`.
+    fn verify_provider_token(&self, jwt: &str) -> Result<u64, Refusal> {
+        const INVALID: Refusal = (StatusCode::FORBIDDEN, "InvalidProviderToken");
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| INVALID)?;
         if header.alg != Algorithm::ES256 || header.kid.as_deref() != Some(self.config.key_id.as_str()) {
             return Err(INVALID);
@@ -381,15 +404,8 @@ impl ApnsState {
         if claims.iss != self.config.team_id {
             return Err(INVALID);
         }
-        let now = unix_s();
-        if claims.iat > now + 60 {
-            return Err(INVALID);
-        }
-        if now.saturating_sub(claims.iat) > self.config.provider_token_max_age.as_secs() {
-            return Err((StatusCode::FORBIDDEN, "ExpiredProviderToken"));
-        }
-        lock(&self.provider_tokens).insert(jwt.to_owned());
-        Ok(jwt.to_owned())
+        lock(&self.verified).insert(jwt.to_owned(), claims.iat);
+        Ok(claims.iat)
     }
 
     fn check_token_rotation(&self, conn: &Connection, jwt: &str) -> Result<(), Refusal> {

@@ -54,7 +54,11 @@ pub struct Relay {
 }
 
 enum Kind {
-    Child { child: Child, pid: u32, log: PathBuf },
+    Child {
+        child: Box<Child>,
+        pid: u32,
+        log: PathBuf,
+    },
     InProcess(Box<RunningRelay>),
     External,
 }
@@ -75,7 +79,9 @@ impl Relay {
     /// `data_dir`, which are chosen here), as `args` says.
     pub async fn start(args: &RelayArgs, config: &str) -> anyhow::Result<Self> {
         let mut dir = match &args.tmp {
-            Some(parent) => tempfile::Builder::new().prefix("tidings-bench").tempdir_in(parent),
+            Some(parent) => tempfile::Builder::new()
+                .prefix("tidings-bench")
+                .tempdir_in(parent),
             None => tempfile::Builder::new().prefix("tidings-bench").tempdir(),
         }
         .context("cannot create a temp dir for the relay")?;
@@ -121,7 +127,10 @@ impl Relay {
             .stdout(Stdio::piped())
             .stderr(log_file)
             .kill_on_drop(true)
-            .env("RUST_LOG", std::env::var("TIDINGS_BENCH_RELAY_LOG").unwrap_or_else(|_| "warn".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("TIDINGS_BENCH_RELAY_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         for key in tidings_relay::config::ENV_KEYS {
             cmd.env_remove(format!("TIDINGS_{}", key.to_uppercase()));
         }
@@ -146,7 +155,11 @@ impl Relay {
         let sampler = tokio::spawn(sample_rss(pid, Arc::clone(&rss_peak)));
         Ok(Self {
             addr,
-            kind: Kind::Child { child, pid, log },
+            kind: Kind::Child {
+                child: Box::new(child),
+                pid,
+                log,
+            },
             rss_peak,
             sampler: Some(sampler),
             dir: None,
@@ -193,7 +206,9 @@ impl Relay {
     pub async fn settle(&self, min: Duration, max: Duration) {
         let started = tokio::time::Instant::now();
         tokio::time::sleep(min).await;
-        let Some(mut before) = self.cpu_seconds() else { return };
+        let Some(mut before) = self.cpu_seconds() else {
+            return;
+        };
         while started.elapsed() < max {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let Some(now) = self.cpu_seconds() else { return };
@@ -249,8 +264,7 @@ fn parse_announcement(line: &str) -> anyhow::Result<SocketAddr> {
         .strip_prefix("tidings-relay listening on grpc=")
         .with_context(|| format!("unexpected first line from the relay: {line:?}"))?;
     let grpc = rest.split_whitespace().next().unwrap_or(rest);
-    grpc.parse()
-        .with_context(|| format!("bad address in {line:?}"))
+    grpc.parse().with_context(|| format!("bad address in {line:?}"))
 }
 
 /// `--relay-bin`, then `$TIDINGS_RELAY_BIN`, then `tidings-relay` beside this executable
@@ -297,7 +311,8 @@ mod tests {
 
     #[test]
     fn reads_the_announcement() {
-        let addr = parse_announcement("tidings-relay listening on grpc=127.0.0.1:4242 admin=127.0.0.1:1").unwrap();
+        let addr =
+            parse_announcement("tidings-relay listening on grpc=127.0.0.1:4242 admin=127.0.0.1:1").unwrap();
         assert_eq!(addr, "127.0.0.1:4242".parse().unwrap());
         assert!(parse_announcement("hello").is_err());
     }

@@ -112,7 +112,13 @@ impl Report {
             self.note(format!("{label}: no samples"));
             return;
         };
-        self.metric(&format!("{key}_p50_ms"), &format!("{label} p50"), s.p50_ms, "ms", None);
+        self.metric(
+            &format!("{key}_p50_ms"),
+            &format!("{label} p50"),
+            s.p50_ms,
+            "ms",
+            None,
+        );
         self.metric(
             &format!("{key}_p99_ms"),
             &format!("{label} p99"),
@@ -120,16 +126,34 @@ impl Report {
             "ms",
             p99_target.map(Target::Below),
         );
-        self.metric(&format!("{key}_max_ms"), &format!("{label} max"), s.max_ms, "ms", None);
+        self.metric(
+            &format!("{key}_max_ms"),
+            &format!("{label} max"),
+            s.max_ms,
+            "ms",
+            None,
+        );
     }
 
     /// Records how busy the relay and the bench were during a phase.
     pub fn cpu(&mut self, key: &str, label: &str, cpu: CpuUse) {
         if let Some(r) = cpu.relay_cores {
-            self.metric(&format!("{key}_relay_cpu_cores"), &format!("{label}: relay CPU"), r, "cores", None);
+            self.metric(
+                &format!("{key}_relay_cpu_cores"),
+                &format!("{label}: relay CPU"),
+                r,
+                "cores",
+                None,
+            );
         }
         if let Some(b) = cpu.bench_cores {
-            self.metric(&format!("{key}_bench_cpu_cores"), &format!("{label}: bench CPU"), b, "cores", None);
+            self.metric(
+                &format!("{key}_bench_cpu_cores"),
+                &format!("{label}: bench CPU"),
+                b,
+                "cores",
+                None,
+            );
         }
     }
 
@@ -163,8 +187,18 @@ impl Report {
         let mut out = String::new();
         let settings: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "tidings-bench {}  ({})", self.scenario, settings.join(" "));
-        let width = self.metrics.iter().map(|m| m.label.len()).max().unwrap_or(10).max(10);
-        let _ = writeln!(out, "{:<width$}  {:>14}  {:<16}  result", "metric", "value", "target");
+        let width = self
+            .metrics
+            .iter()
+            .map(|m| m.label.len())
+            .max()
+            .unwrap_or(10)
+            .max(10);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>14}  {:<16}  result",
+            "metric", "value", "target"
+        );
         let _ = writeln!(out, "{}", "-".repeat(width + 44));
         for m in &self.metrics {
             let value = format!("{} {}", number(m.value), m.unit);
@@ -209,7 +243,13 @@ mod tests {
     fn table_and_json_carry_targets_and_checks() {
         let mut r = Report::new("mailbox");
         r.setting("clients", 64);
-        r.metric("stores_per_s", "stores/s", 12_345.0, "/s", Some(Target::AtLeast(10_000.0)));
+        r.metric(
+            "stores_per_s",
+            "stores/s",
+            12_345.0,
+            "/s",
+            Some(Target::AtLeast(10_000.0)),
+        );
         r.metric("rss_mb", "relay RSS", 400.0, "MB", Some(Target::Below(300.0)));
         r.check("no store failed", true, "0 errors");
         let table = r.to_table();

@@ -7,7 +7,7 @@ use ::redb::{DatabaseError, Error};
 use crate::store::StoreError;
 
 /// Names an I/O failure by what the operator must fix.
-fn io_cause(e: &std::io::Error) -> String {
+pub fn io_cause(e: &std::io::Error) -> String {
     match e.kind() {
         ErrorKind::StorageFull => format!("disk full: {e}"),
         ErrorKind::QuotaExceeded => format!("disk quota exceeded: {e}"),

@@ -28,9 +28,9 @@ pub fn put_message(t: &mut Tables<'_>, msg: &NewMessage) -> Result<PutOutcome, O
     // it would then be acknowledged but never delivered.
     let now = msg.created_ms;
     let hk = keys::hash(&msg.account, msg.namespace, &msg.hash);
-    let existing = t.hashes.get(hk.as_slice())?.map(|g| g.value());
+    let existing = get_u64(&t.mailboxes, &hk, "hash index")?;
     if let Some(seq) = existing {
-        match load_msg_head(&t.messages, &msg.account, msg.namespace, seq)? {
+        match load_msg_head(&t.mailboxes, &msg.account, msg.namespace, seq)? {
             Some(head) if head.expires_ms > now => {
                 return Ok(PutOutcome {
                     seq,
@@ -41,7 +41,7 @@ pub fn put_message(t: &mut Tables<'_>, msg: &NewMessage) -> Result<PutOutcome, O
             }
             Some(head) => remove_message(t, &msg.account, msg.namespace, seq, &head)?,
             None => {
-                t.hashes.remove(hk.as_slice())?;
+                t.mailboxes.remove(hk.as_slice())?;
             }
         }
     }
@@ -52,9 +52,9 @@ pub fn put_message(t: &mut Tables<'_>, msg: &NewMessage) -> Result<PutOutcome, O
         expires_ms: msg.expires_ms,
     };
     let mk = keys::msg(&msg.account, msg.namespace, seq);
-    t.messages
+    t.mailboxes
         .insert(mk.as_slice(), records::encode_msg(&head, &msg.data).as_slice())?;
-    t.hashes.insert(hk.as_slice(), seq)?;
+    t.mailboxes.insert(hk.as_slice(), seq.to_be_bytes().as_slice())?;
     let ek = keys::msg_expiry(msg.expires_ms, &msg.account, msg.namespace, seq);
     t.msg_expiry.insert(ek.as_slice(), ())?;
     let jobs_enqueued = fan_out(t, msg, seq, now)?;
@@ -67,12 +67,12 @@ pub fn put_message(t: &mut Tables<'_>, msg: &NewMessage) -> Result<PutOutcome, O
 }
 
 fn next_seq(t: &mut Tables<'_>, account: &Account, namespace: u32) -> Result<u64, OpError> {
-    let ck = keys::mailbox(account, namespace);
-    let last = t.counters.get(ck.as_slice())?.map(|g| g.value()).unwrap_or(0);
+    let ck = keys::counter(account, namespace);
+    let last = get_u64(&t.mailboxes, &ck, "seq counter")?.unwrap_or(0);
     let seq = last
         .checked_add(1)
         .ok_or_else(|| StoreError::Corrupt("mailbox seq exhausted".into()))?;
-    t.counters.insert(ck.as_slice(), seq)?;
+    t.mailboxes.insert(ck.as_slice(), seq.to_be_bytes().as_slice())?;
     Ok(seq)
 }
 
@@ -82,13 +82,13 @@ fn fan_out(t: &mut Tables<'_>, msg: &NewMessage, seq: u64, now: i64) -> Result<u
     let lo = keys::sub(&msg.account_index, &[0; 16]);
     let hi = keys::sub(&msg.account_index, &[0xff; 16]);
     let mut devices = Vec::new();
-    for item in t.subs.range(lo.as_slice()..=hi.as_slice())? {
+    for item in t.accounts.range(lo.as_slice()..=hi.as_slice())? {
         let (k, v) = item?;
         let v = v.value();
         if records::sub_expires(v)? <= now || !records::sub_has_namespace(v, msg.namespace)? {
             continue;
         }
-        let (_, device) = keys::parse_sub(k.value()).ok_or_else(|| corrupt_key("subscriptions"))?;
+        let (_, device) = keys::parse_sub(k.value()).ok_or_else(|| corrupt_key("push_accounts"))?;
         devices.push(device);
     }
     let mut enqueued = 0;
@@ -133,13 +133,25 @@ fn mark_pushed(
     expires_ms: i64,
 ) -> Result<bool, OpError> {
     let pk = keys::pushed(account_index, device_id, hash);
-    if t.pushed.get(pk.as_slice())?.is_some() {
+    if t.accounts.get(pk.as_slice())?.is_some() {
         return Ok(false);
     }
-    t.pushed.insert(pk.as_slice(), expires_ms)?;
+    t.accounts
+        .insert(pk.as_slice(), expires_ms.to_be_bytes().as_slice())?;
     t.pushed_expiry
         .insert(keys::pushed_expiry(expires_ms, &pk).as_slice(), ())?;
     Ok(true)
+}
+
+/// Bytes, for keys and values.
+type B = &'static [u8];
+
+/// Reads a `be64` value.
+fn get_u64(table: &impl ReadableTable<B, B>, key: &[u8], what: &'static str) -> Result<Option<u64>, OpError> {
+    match table.get(key)? {
+        Some(g) => Ok(Some(records::decode_u64(g.value(), what)?)),
+        None => Ok(None),
+    }
 }
 
 fn load_msg_head(
@@ -163,8 +175,9 @@ fn remove_message(
     seq: u64,
     head: &MsgHead,
 ) -> Result<(), OpError> {
-    t.messages.remove(keys::msg(account, namespace, seq).as_slice())?;
-    t.hashes
+    t.mailboxes
+        .remove(keys::msg(account, namespace, seq).as_slice())?;
+    t.mailboxes
         .remove(keys::hash(account, namespace, &head.hash).as_slice())?;
     t.msg_expiry
         .remove(keys::msg_expiry(head.expires_ms, account, namespace, seq).as_slice())?;
@@ -181,33 +194,31 @@ pub fn delete_messages(
     let mut deleted = 0;
     for hash in hashes {
         let hk = keys::hash(account, namespace, hash);
-        let Some(seq) = t.hashes.get(hk.as_slice())?.map(|g| g.value()) else {
+        let Some(seq) = get_u64(&t.mailboxes, &hk, "hash index")? else {
             continue;
         };
-        match load_msg_head(&t.messages, account, namespace, seq)? {
+        match load_msg_head(&t.mailboxes, account, namespace, seq)? {
             Some(head) => {
                 remove_message(t, account, namespace, seq, &head)?;
                 deleted += 1;
             }
             None => {
-                t.hashes.remove(hk.as_slice())?;
+                t.mailboxes.remove(hk.as_slice())?;
             }
         }
     }
     Ok(deleted)
 }
 
-/// Collects up to `max` keys of an expiry index whose time is `<= now`.
-fn expired_keys(
-    index: &impl ReadableTable<&'static [u8], ()>,
-    now: i64,
-    key_len: usize,
-    max: u32,
-) -> Result<Vec<Vec<u8>>, OpError> {
-    let mut hi = vec![0xff; key_len];
-    hi[..8].copy_from_slice(&keys::ord_i64(now));
+/// Collects up to `max` keys of an expiry index whose time (the first 8 bytes) is `<= now`.
+fn expired_keys(index: &impl ReadableTable<B, ()>, now: i64, max: u32) -> Result<Vec<Vec<u8>>, OpError> {
+    // The 8-byte time after `now` sorts after every key that starts with `now`.
+    let range = match now.checked_add(1) {
+        Some(next) => index.range(..keys::ord_i64(next).as_slice())?,
+        None => index.range::<B>(..)?,
+    };
     let mut out = Vec::new();
-    for item in index.range(..=hi.as_slice())?.take(max as usize) {
+    for item in range.take(max as usize) {
         out.push(item?.0.value().to_vec());
     }
     Ok(out)
@@ -217,10 +228,10 @@ fn expired_keys(
 pub fn sweep_expired(t: &mut Tables<'_>, now: i64, max: u32) -> Result<u64, OpError> {
     let mut budget = max.min(SWEEP_CAP);
     let mut removed = 0u64;
-    for k in expired_keys(&t.msg_expiry, now, 52, budget)? {
+    for k in expired_keys(&t.msg_expiry, now, budget)? {
         let (_, account, ns, seq) =
             keys::parse_msg_expiry(&k).ok_or_else(|| corrupt_key("message_expiry"))?;
-        match load_msg_head(&t.messages, &account, ns, seq)? {
+        match load_msg_head(&t.mailboxes, &account, ns, seq)? {
             Some(head) => remove_message(t, &account, ns, seq, &head)?,
             None => {
                 t.msg_expiry.remove(k.as_slice())?;
@@ -229,17 +240,17 @@ pub fn sweep_expired(t: &mut Tables<'_>, now: i64, max: u32) -> Result<u64, OpEr
         removed += 1;
         budget -= 1;
     }
-    for k in expired_keys(&t.sub_expiry, now, 56, budget)? {
+    for k in expired_keys(&t.sub_expiry, now, budget)? {
         let (_, ai, dev) = keys::parse_sub_expiry(&k).ok_or_else(|| corrupt_key("subscription_expiry"))?;
         t.sub_expiry.remove(k.as_slice())?;
         remove_subscription(t, &ai, &dev)?;
         removed += 1;
         budget -= 1;
     }
-    for k in expired_keys(&t.pushed_expiry, now, 88, budget)? {
+    for k in expired_keys(&t.pushed_expiry, now, budget)? {
         let (_, pk) = keys::parse_pushed_expiry(&k).ok_or_else(|| corrupt_key("pushed_expiry"))?;
         t.pushed_expiry.remove(k.as_slice())?;
-        t.pushed.remove(pk.as_slice())?;
+        t.accounts.remove(pk.as_slice())?;
         removed += 1;
     }
     Ok(removed)
@@ -248,7 +259,7 @@ pub fn sweep_expired(t: &mut Tables<'_>, now: i64, max: u32) -> Result<u64, OpEr
 /// Adds or replaces a subscription; true when added.
 pub fn upsert_subscription(t: &mut Tables<'_>, sub: &Subscription) -> Result<bool, OpError> {
     let sk = keys::sub(&sub.account_index, &sub.device_id);
-    let old_expiry = match t.subs.get(sk.as_slice())? {
+    let old_expiry = match t.accounts.get(sk.as_slice())? {
         Some(g) => Some(records::sub_expires(g.value())?),
         None => None,
     };
@@ -256,7 +267,7 @@ pub fn upsert_subscription(t: &mut Tables<'_>, sub: &Subscription) -> Result<boo
         t.sub_expiry
             .remove(keys::sub_expiry(exp, &sub.account_index, &sub.device_id).as_slice())?;
     }
-    t.subs
+    t.accounts
         .insert(sk.as_slice(), records::encode_sub(sub).as_slice())?;
     t.sub_expiry.insert(
         keys::sub_expiry(sub.expires_ms, &sub.account_index, &sub.device_id).as_slice(),
@@ -272,7 +283,7 @@ pub fn remove_subscription(
     device_id: &DeviceId,
 ) -> Result<bool, OpError> {
     let sk = keys::sub(account_index, device_id);
-    let old_expiry = match t.subs.remove(sk.as_slice())? {
+    let old_expiry = match t.accounts.remove(sk.as_slice())? {
         Some(g) => Some(records::sub_expires(g.value())?),
         None => None,
     };
@@ -283,12 +294,12 @@ pub fn remove_subscription(
     let lo = keys::sub_job(account_index, device_id, 0);
     let hi = keys::sub_job(account_index, device_id, u64::MAX);
     let mut ids = Vec::new();
-    for item in t.sub_jobs.range(lo.as_slice()..=hi.as_slice())? {
+    for item in t.accounts.range(lo.as_slice()..=hi.as_slice())? {
         let k = item?.0;
-        ids.push(keys::parse_sub_job_id(k.value()).ok_or_else(|| corrupt_key("subscription_jobs"))?);
+        ids.push(keys::parse_sub_job_id(k.value()).ok_or_else(|| corrupt_key("push_accounts"))?);
     }
     for id in ids {
-        t.sub_jobs
+        t.accounts
             .remove(keys::sub_job(account_index, device_id, id).as_slice())?;
         remove_job(t, id)?;
     }
@@ -306,8 +317,10 @@ fn save_job(t: &mut Tables<'_>, rec: &JobRecord) -> Result<(), OpError> {
     let j = &rec.job;
     t.jobs.insert(j.id, records::encode_job(rec).as_slice())?;
     t.due.insert(keys::due(rec.visible_at(), j.id).as_slice(), ())?;
-    t.sub_jobs
-        .insert(keys::sub_job(&j.account_index, &j.device_id, j.id).as_slice(), ())?;
+    t.accounts.insert(
+        keys::sub_job(&j.account_index, &j.device_id, j.id).as_slice(),
+        &[][..],
+    )?;
     Ok(())
 }
 
@@ -319,7 +332,7 @@ fn remove_job(t: &mut Tables<'_>, id: u64) -> Result<Option<JobRecord>, OpError>
     let j = &rec.job;
     t.jobs.remove(id)?;
     t.due.remove(keys::due(rec.visible_at(), id).as_slice())?;
-    t.sub_jobs
+    t.accounts
         .remove(keys::sub_job(&j.account_index, &j.device_id, id).as_slice())?;
     Ok(Some(rec))
 }
@@ -396,7 +409,7 @@ pub fn get_messages(
     let Some(first) = after_seq.checked_add(1) else {
         return Ok(page);
     };
-    let messages = txn.open_table(tables::MESSAGES)?;
+    let messages = txn.open_table(tables::MAILBOXES)?;
     let lo = keys::msg(account, namespace, first);
     let hi = keys::msg(account, namespace, u64::MAX);
     for item in messages.range(lo.as_slice()..=hi.as_slice())? {
@@ -409,7 +422,7 @@ pub fn get_messages(
             page.more = true;
             break;
         }
-        let (_, _, seq) = keys::parse_msg(k.value()).ok_or_else(|| corrupt_key("messages"))?;
+        let (_, _, seq) = keys::parse_msg(k.value()).ok_or_else(|| corrupt_key("mailboxes"))?;
         page.messages.push(StoredMessage {
             hash: head.hash,
             seq,
@@ -428,15 +441,11 @@ pub fn get_message(
     namespace: u32,
     hash: &Hash,
 ) -> Result<Option<StoredMessage>, OpError> {
-    let hashes = txn.open_table(tables::HASHES)?;
-    let Some(seq) = hashes
-        .get(keys::hash(account, namespace, hash).as_slice())?
-        .map(|g| g.value())
-    else {
+    let mailboxes = txn.open_table(tables::MAILBOXES)?;
+    let Some(seq) = get_u64(&mailboxes, &keys::hash(account, namespace, hash), "hash index")? else {
         return Ok(None);
     };
-    let messages = txn.open_table(tables::MESSAGES)?;
-    let Some(v) = messages.get(keys::msg(account, namespace, seq).as_slice())? else {
+    let Some(v) = mailboxes.get(keys::msg(account, namespace, seq).as_slice())? else {
         return Ok(None);
     };
     let (head, data) = records::decode_msg(v.value())?;
@@ -455,7 +464,7 @@ pub fn get_subscription(
     account_index: &AccountIndex,
     device_id: &DeviceId,
 ) -> Result<Option<Subscription>, OpError> {
-    let subs = txn.open_table(tables::SUBS)?;
+    let subs = txn.open_table(tables::ACCOUNTS)?;
     let Some(v) = subs.get(keys::sub(account_index, device_id).as_slice())? else {
         return Ok(None);
     };

@@ -7,13 +7,13 @@
 use crate::store::{Account, AccountIndex, DeviceId, Hash, PushJob, StoreError, Subscription};
 
 /// Reads fixed-size fields off the front of a stored value.
-struct Reader<'a> {
+pub struct Reader<'a> {
     rest: &'a [u8],
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8], what: &'static str) -> Self {
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Self {
         Reader { rest: bytes, what }
     }
 
@@ -21,13 +21,13 @@ impl<'a> Reader<'a> {
         StoreError::Corrupt(format!("truncated {} record", self.what))
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
         let (head, rest) = self.rest.split_first_chunk::<N>().ok_or_else(|| self.short())?;
         self.rest = rest;
         Ok(*head)
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
         if self.rest.len() < n {
             return Err(self.short());
         }
@@ -36,23 +36,23 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, StoreError> {
+    pub fn u8(&mut self) -> Result<u8, StoreError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, StoreError> {
+    pub fn u32(&mut self) -> Result<u32, StoreError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, StoreError> {
+    pub fn u64(&mut self) -> Result<u64, StoreError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, StoreError> {
+    pub fn i64(&mut self) -> Result<i64, StoreError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
-    fn finish(self) -> Result<(), StoreError> {
+    pub fn finish(self) -> Result<(), StoreError> {
         if self.rest.is_empty() {
             Ok(())
         } else {
@@ -244,6 +244,14 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Decodes a big-endian `u64` value (seq counter, hash index, pushed marker expiry).
+pub fn decode_u64(v: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    let mut r = Reader::new(v, what);
+    let n = r.u64()?;
+    r.finish()?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +303,7 @@ mod tests {
             let _ = decode_sub([0; 32], [0; 16], &v);
             let _ = sub_has_namespace(&v, 1);
             let _ = decode_job(1, &v);
+            let _ = decode_u64(&v, "x");
         }
     }
 }

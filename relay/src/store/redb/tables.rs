@@ -12,29 +12,25 @@ use crate::store::StoreError;
 /// Bytes, for keys and values.
 type B = &'static [u8];
 
-/// `msg key` → message record.
-pub const MESSAGES: TableDefinition<B, B> = TableDefinition::new("messages");
-/// `hash key` → seq: idempotency and deletes by hash.
-pub const HASHES: TableDefinition<B, u64> = TableDefinition::new("message_hashes");
-/// `mailbox key` → last seq handed out; never lowered, so seqs are never reused.
-pub const COUNTERS: TableDefinition<B, u64> = TableDefinition::new("mailbox_last_seq");
+/// A mailbox's seq counter (`be64`), messages (record) and hash index (`be64` seq),
+/// under one prefix per mailbox (see [`super::keys`]). The counter is never lowered, so
+/// seqs are never reused.
+pub const MAILBOXES: TableDefinition<B, B> = TableDefinition::new("mailboxes");
 /// `msg expiry key` → (): the sweep's range scan.
 pub const MSG_EXPIRY: TableDefinition<B, ()> = TableDefinition::new("message_expiry");
-/// `sub key` → subscription record. The key starts with the account index, so a prefix
-/// range is the account → devices index of the fan-out.
-pub const SUBS: TableDefinition<B, B> = TableDefinition::new("subscriptions");
+/// An account's subscriptions (record), pushed markers (`be64` expiry of the message:
+/// a job for (device, hash) was created once) and per-subscription job index (empty),
+/// under one prefix per account index. A prefix range over the subscriptions is the
+/// account → devices index of the fan-out.
+pub const ACCOUNTS: TableDefinition<B, B> = TableDefinition::new("push_accounts");
 /// `sub expiry key` → ().
 pub const SUB_EXPIRY: TableDefinition<B, ()> = TableDefinition::new("subscription_expiry");
+/// `pushed expiry key` → ().
+pub const PUSHED_EXPIRY: TableDefinition<B, ()> = TableDefinition::new("pushed_expiry");
 /// job id → job record.
 pub const JOBS: TableDefinition<u64, B> = TableDefinition::new("jobs");
 /// `due key` (visible_at, id) → (): what claim scans.
 pub const DUE: TableDefinition<B, ()> = TableDefinition::new("job_due");
-/// `sub job key` → (): the pending jobs of one subscription.
-pub const SUB_JOBS: TableDefinition<B, ()> = TableDefinition::new("subscription_jobs");
-/// `pushed key` → expiry of the message: a job for (device, hash) was created once.
-pub const PUSHED: TableDefinition<B, i64> = TableDefinition::new("pushed");
-/// `pushed expiry key` → ().
-pub const PUSHED_EXPIRY: TableDefinition<B, ()> = TableDefinition::new("pushed_expiry");
 /// Named counters and the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -46,6 +42,9 @@ pub const META_SCHEMA: &str = "schema_version";
 pub const META_NEXT_JOB: &str = "next_job_id";
 /// Meta key that `check_writable` bumps.
 pub const META_PROBE: &str = "writable_probe";
+/// Meta key of the number of the last batch applied (see `writer`): the write-ahead log's
+/// records up to it are in the database.
+pub const META_LAST_BATCH: &str = "last_batch";
 
 /// Why one operation inside a transaction failed.
 #[derive(Debug)]
@@ -83,17 +82,13 @@ db_error_into_op_error!(
 
 /// All tables, opened in one write transaction.
 pub struct Tables<'t> {
-    pub messages: Table<'t, B, B>,
-    pub hashes: Table<'t, B, u64>,
-    pub counters: Table<'t, B, u64>,
+    pub mailboxes: Table<'t, B, B>,
     pub msg_expiry: Table<'t, B, ()>,
-    pub subs: Table<'t, B, B>,
+    pub accounts: Table<'t, B, B>,
     pub sub_expiry: Table<'t, B, ()>,
+    pub pushed_expiry: Table<'t, B, ()>,
     pub jobs: Table<'t, u64, B>,
     pub due: Table<'t, B, ()>,
-    pub sub_jobs: Table<'t, B, ()>,
-    pub pushed: Table<'t, B, i64>,
-    pub pushed_expiry: Table<'t, B, ()>,
     pub meta: Table<'t, &'static str, u64>,
 }
 
@@ -101,17 +96,13 @@ impl<'t> Tables<'t> {
     /// Opens (and on first use creates) every table.
     pub fn open(txn: &'t WriteTransaction) -> Result<Self, TableError> {
         Ok(Tables {
-            messages: txn.open_table(MESSAGES)?,
-            hashes: txn.open_table(HASHES)?,
-            counters: txn.open_table(COUNTERS)?,
+            mailboxes: txn.open_table(MAILBOXES)?,
             msg_expiry: txn.open_table(MSG_EXPIRY)?,
-            subs: txn.open_table(SUBS)?,
+            accounts: txn.open_table(ACCOUNTS)?,
             sub_expiry: txn.open_table(SUB_EXPIRY)?,
+            pushed_expiry: txn.open_table(PUSHED_EXPIRY)?,
             jobs: txn.open_table(JOBS)?,
             due: txn.open_table(DUE)?,
-            sub_jobs: txn.open_table(SUB_JOBS)?,
-            pushed: txn.open_table(PUSHED)?,
-            pushed_expiry: txn.open_table(PUSHED_EXPIRY)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -148,6 +139,6 @@ pub fn init_schema(db: &Database) -> Result<(), OpError> {
     txn.commit()?;
     // A read right away proves the tables are readable too (catches type mismatches early).
     let read = db.begin_read()?;
-    read.open_table(MESSAGES)?;
+    read.open_table(MAILBOXES)?;
     Ok(())
 }

@@ -145,7 +145,7 @@ async fn a_foreign_file_is_refused() {
     {
         let db = Database::create(other.path().join(FILE_NAME)).unwrap();
         let txn = db.begin_write().unwrap();
-        let def: ::redb::TableDefinition<u64, u64> = ::redb::TableDefinition::new("messages");
+        let def: ::redb::TableDefinition<u64, u64> = ::redb::TableDefinition::new("mailboxes");
         txn.open_table(def).unwrap().insert(1, 2).unwrap();
         txn.commit().unwrap();
     }
@@ -324,7 +324,7 @@ async fn a_failing_write_does_not_fail_its_batch() {
         {
             let db = store.shared.db.read().unwrap();
             let txn = db.as_ref().unwrap().begin_write().unwrap();
-            txn.open_table(tables::SUBS)
+            txn.open_table(tables::ACCOUNTS)
                 .unwrap()
                 .insert(keys::sub(&bad_index, &[1; 16]).as_slice(), &[1u8][..])
                 .unwrap();
@@ -436,37 +436,44 @@ async fn sweep_forgets_pushed_markers_after_the_message_expires() {
 
 /// Rough throughput of acknowledged Stores with 64 concurrent clients; prints, asserts nothing.
 ///
-/// `cargo test -p tidings-relay --release store::redb::tests::throughput -- --ignored --nocapture`
+/// `cargo test -p tidings-relay --release --lib store::redb::tests::throughput -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run by hand"]
 async fn throughput_of_concurrent_puts() {
     const CLIENTS: usize = 64;
     const PUTS: usize = 500;
     let (_dir, store) = fresh().await;
-    for (label, with_sub) in [("no subscription", false), ("one subscription each", true)] {
+    let phases = [
+        ("each put to another mailbox, no subscription", false),
+        ("one mailbox per client, one live subscription each", true),
+    ];
+    for (label, subscribed) in phases {
         let start = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..CLIENTS {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
-                let account: Account = tidings_proto::random_bytes();
+                let mut account: Account = tidings_proto::random_bytes();
                 let index: AccountIndex = tidings_proto::random_bytes();
-                if with_sub {
-                    store
-                        .upsert_subscription(Subscription {
-                            account_index: index,
-                            ..sub([c as u8; 16], T0 + DAY)
-                        })
-                        .await
-                        .unwrap();
+                if subscribed {
+                    let live = Subscription {
+                        account_index: index,
+                        ..sub([c as u8; 16], wall_ms() + DAY)
+                    };
+                    store.upsert_subscription(live).await.unwrap();
                 }
                 for i in 0..PUTS {
+                    if !subscribed {
+                        account = tidings_proto::random_bytes();
+                    }
                     let data = [&(i as u64).to_be_bytes()[..], &[0x5a; 192]].concat();
+                    let now = wall_ms();
                     let m = NewMessage {
                         account_index: index,
-                        ..msg(&account, &data, T0, T0 + DAY)
+                        ..msg(&account, &data, now, now + 14 * DAY)
                     };
-                    store.put_message(m).await.unwrap();
+                    let out = store.put_message(m).await.unwrap();
+                    assert_eq!(out.jobs_enqueued, u32::from(subscribed));
                 }
             }));
         }
@@ -474,10 +481,282 @@ async fn throughput_of_concurrent_puts() {
             t.await.unwrap();
         }
         let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{label}: {} puts in {secs:.2}s = {:.0} puts/s",
-            CLIENTS * PUTS,
-            (CLIENTS * PUTS) as f64 / secs
-        );
+        let n = CLIENTS * PUTS;
+        println!("{label}: {n} puts in {secs:.2}s = {:.0} puts/s", n as f64 / secs);
     }
+}
+
+/// The same measurement without the write-ahead log (every batch commits durably in redb),
+/// for comparison on the same machine at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn throughput_of_concurrent_puts_without_log() {
+    const CLIENTS: usize = 64;
+    const PUTS: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let store = Arc::new(RedbStore::with_opener(Box::new(move || open_file(&path))).unwrap());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PUTS {
+                let account: Account = tidings_proto::random_bytes();
+                let data = [&(i as u64).to_be_bytes()[..], &[0x5a; 192]].concat();
+                let now = wall_ms();
+                store
+                    .put_message(msg(&account, &data, now, now + 14 * DAY))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = CLIENTS * PUTS;
+    println!(
+        "without log, each put to another mailbox: {n} puts in {secs:.2}s = {:.0} puts/s",
+        n as f64 / secs
+    );
+}
+
+fn wall_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    now.as_millis() as i64
+}
+
+/// A store that checkpoints only when opened and closed, so its redb file lags the log.
+fn lagging_store(dir: &Path) -> RedbStore {
+    let never = Checkpoints {
+        every: Duration::from_secs(3600),
+        batches: u64::MAX,
+    };
+    RedbStore::open_with(dir, never).unwrap()
+}
+
+/// What a crash would leave on disk now: the files as the OS has them, with the live
+/// store's non-durable redb commits and its un-checkpointed log.
+fn crash_image(live: &Path) -> TempDir {
+    let image = tempfile::tempdir().unwrap();
+    for name in [FILE_NAME, wal::FILE_NAME] {
+        std::fs::copy(live.join(name), image.path().join(name)).unwrap();
+    }
+    image
+}
+
+fn replay_of(store: &RedbStore) -> writer::Replay {
+    store.shared.last_replay.lock().unwrap().clone().unwrap()
+}
+
+fn wal_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join(wal::FILE_NAME)).unwrap()
+}
+
+/// Offsets of the records of a log.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at + 16 <= bytes.len() {
+        out.push(at);
+        at += 16 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
+
+/// Puts messages "0".."n" one by one (one batch each) and returns their seqs.
+async fn put_each(store: &RedbStore, account: &Account, n: u32) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        let out = store
+            .put_message(msg(account, i.to_string().as_bytes(), T0, T0 + DAY))
+            .await
+            .unwrap();
+        seqs.push(out.seq);
+    }
+    seqs
+}
+
+async fn stored_seqs(store: &RedbStore, account: &Account) -> Vec<(u64, Vec<u8>)> {
+    let page = store.get_messages(account, 20, 0, 1000, T0).await.unwrap();
+    page.messages.into_iter().map(|m| (m.seq, m.data)).collect()
+}
+
+#[tokio::test]
+async fn acknowledged_batches_survive_a_crash_without_checkpoint() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let account = [11u8; 32];
+        let store = lagging_store(dir.path());
+        store.upsert_subscription(sub([3; 16], T0 + DAY)).await.unwrap();
+        let seqs = put_each(&store, &account, 20).await;
+        let jobs = store.claim_jobs("node-a", T0, 60_000, 5).await.unwrap();
+        assert_eq!(jobs.len(), 5);
+        store.finish_job(&jobs[0], JobOutcome::Delivered).await.unwrap();
+        store
+            .delete_messages(&account, 20, &[msg(&account, b"3", 0, 0).hash])
+            .await
+            .unwrap();
+        let expected = stored_seqs(&store, &account).await;
+        let expected_stats = store.outbox_stats().await.unwrap();
+        assert_eq!(expected.len(), 19);
+        assert_eq!(seqs.len(), 20);
+
+        let image = crash_image(dir.path());
+        drop(store);
+        let store = RedbStore::open(image.path()).unwrap();
+        let replay = replay_of(&store);
+        assert!(replay.applied > 0, "redb lagged the log: {replay:?}");
+        assert_eq!(replay.stop, wal::Stop::End);
+        assert_eq!(stored_seqs(&store, &account).await, expected);
+        assert_eq!(store.outbox_stats().await.unwrap(), expected_stats);
+        // The leases taken before the crash still hold; the rest are claimable.
+        let rest = store.claim_jobs("node-b", T0 + 1, 60_000, 100).await.unwrap();
+        assert_eq!(rest.len(), 15);
+        assert!(rest.iter().all(|j| j.id > jobs[4].id));
+        let next = store
+            .put_message(msg(&account, b"after", T0, T0 + DAY))
+            .await
+            .unwrap();
+        assert_eq!(next.seq, seqs[19] + 1, "seqs continue after the replay");
+        store.close().await.unwrap();
+        assert!(
+            wal_bytes(image.path()).is_empty(),
+            "close checkpoints and empties the log"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_torn_tail_record_is_ignored() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let account = [12u8; 32];
+        let store = lagging_store(dir.path());
+        put_each(&store, &account, 5).await;
+        let expected = stored_seqs(&store, &account).await;
+        let image = crash_image(dir.path());
+        drop(store);
+        // A batch that was being appended when the process died: a header promising more
+        // bytes than follow.
+        let path = image.path().join(wal::FILE_NAME);
+        let mut bytes = wal_bytes(image.path());
+        let whole = bytes.len() as u64;
+        bytes.extend_from_slice(&200u32.to_le_bytes());
+        bytes.extend_from_slice(&[0xab; 30]);
+        std::fs::write(&path, bytes).unwrap();
+
+        let store = RedbStore::open(image.path()).unwrap();
+        assert_eq!(replay_of(&store).stop, wal::Stop::TornTail { offset: whole });
+        assert_eq!(stored_seqs(&store, &account).await, expected);
+        assert_eq!(
+            store
+                .put_message(msg(&account, b"next", T0, T0 + DAY))
+                .await
+                .unwrap()
+                .seq,
+            6
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_record_stops_the_replay_there() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let account = [13u8; 32];
+        let store = lagging_store(dir.path());
+        put_each(&store, &account, 5).await;
+        let image = crash_image(dir.path());
+        drop(store);
+        let path = image.path().join(wal::FILE_NAME);
+        let mut bytes = wal_bytes(image.path());
+        let offsets = record_offsets(&bytes);
+        assert_eq!(offsets.len(), 5, "one record per batch");
+        bytes[offsets[2] + 20] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+
+        let store = RedbStore::open(image.path()).unwrap();
+        assert_eq!(
+            replay_of(&store).stop,
+            wal::Stop::Corrupt {
+                offset: offsets[2] as u64
+            }
+        );
+        assert_eq!(
+            stored_seqs(&store, &account).await,
+            [(1, b"0".to_vec()), (2, b"1".to_vec())],
+            "the batches before the damage are replayed, none after"
+        );
+        // The damaged log was emptied, so new batches are not stuck behind the damage.
+        store
+            .put_message(msg(&account, b"new", T0, T0 + DAY))
+            .await
+            .unwrap();
+        let image2 = crash_image(image.path());
+        drop(store);
+        let store = RedbStore::open(image2.path()).unwrap();
+        assert_eq!(stored_seqs(&store, &account).await.len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_replay_to_the_same_state() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(lagging_store(dir.path()));
+        store.upsert_subscription(sub([4; 16], T0 + DAY)).await.unwrap();
+        let mut tasks = Vec::new();
+        for c in 0..16u8 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let account = [c; 32];
+                let mut acked = Vec::new();
+                for i in 0..20u32 {
+                    let m = msg(&account, &i.to_be_bytes(), T0, T0 + DAY);
+                    acked.push(store.put_message(m).await.unwrap().seq);
+                }
+                acked
+            }));
+        }
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.push(t.await.unwrap());
+        }
+        let claimed = store.claim_jobs("n", T0, 1000, 50).await.unwrap();
+        let image = crash_image(dir.path());
+        let reopened = RedbStore::open(image.path()).unwrap();
+        for (c, seqs) in acked.iter().enumerate() {
+            let account = [c as u8; 32];
+            let got: Vec<u64> = stored_seqs(&reopened, &account)
+                .await
+                .iter()
+                .map(|m| m.0)
+                .collect();
+            assert_eq!(&got, seqs);
+            assert_eq!(
+                stored_seqs(&reopened, &account).await,
+                stored_seqs(&store, &account).await
+            );
+        }
+        assert_eq!(
+            reopened.outbox_stats().await.unwrap(),
+            store.outbox_stats().await.unwrap()
+        );
+        let more_live = store.claim_jobs("n", T0, 1000, 1000).await.unwrap();
+        let more_replayed = reopened.claim_jobs("n", T0, 1000, 1000).await.unwrap();
+        assert_eq!(
+            more_live, more_replayed,
+            "job ids, seqs and leases replay identically"
+        );
+        assert_eq!(claimed.len(), 50);
+    })
+    .await;
 }

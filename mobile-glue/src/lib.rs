@@ -1,0 +1,81 @@
+//! The API app developers embed: UniFFI bindings of `tidings-device-link` for Swift and
+//! Kotlin (tested here from Python), with the Fast/Slow Mode driver.
+//!
+//! - [`TidingsClient`]: one install — its state directory (secrets under the app's key),
+//!   its relay, its account (create, restore by phrase, link by QR code), the config
+//!   documents, sending and receiving messages, Fast/Slow Mode.
+//! - [`decrypt_push`] / [`push_key_from_state`]: push decryption with no network and no
+//!   client, for the iOS Notification Service Extension and Android's messaging service.
+//! - [`EventListener`]: the app's callbacks (message, config changed, mode changed, link
+//!   request, progress).
+//!
+//! The generated Swift and Kotlin live in `mobile-glue/bindings/`; `docs/mobile.md` shows
+//! how iOS and Android apps use them.
+
+uniffi::setup_scaffolding!();
+
+mod client;
+mod config_api;
+mod driver;
+mod error;
+mod events;
+mod link;
+mod push;
+mod runtime;
+mod types;
+
+pub use client::TidingsClient;
+pub use error::TidingsError;
+pub use events::EventListener;
+pub use push::{decrypt_push, push_key_from_state};
+pub use types::*;
+
+use tidings_device_link::identity::Identity;
+use zeroize::Zeroizing;
+
+/// Checks a recovery phrase without restoring anything (for live feedback while the user
+/// types it) and returns the account id it belongs to. Fails with `BadWord` (position and
+/// closest words), `BadChecksum` or `WordCount`.
+#[uniffi::export]
+pub fn check_phrase(phrase: String) -> Result<String, TidingsError> {
+    let identity = Identity::restore(&Zeroizing::new(phrase))?;
+    Ok(identity.account_id())
+}
+
+/// The library's version.
+#[uniffi::export]
+pub fn library_version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ABANDON: &str =
+        "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+
+    #[test]
+    fn check_phrase_names_the_problem() {
+        assert!(check_phrase(ABANDON.into()).unwrap().starts_with("01"));
+        match check_phrase(ABANDON.replace("about", "abuot")) {
+            Err(TidingsError::BadWord {
+                position,
+                word,
+                suggestions,
+            }) => {
+                assert_eq!((position, word.as_str()), (12, "abuot"));
+                assert_eq!(suggestions[0], "about");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            check_phrase(ABANDON.replace("about", "abandon")),
+            Err(TidingsError::BadChecksum)
+        );
+        assert_eq!(
+            check_phrase("abandon".into()),
+            Err(TidingsError::WordCount { found: 1 })
+        );
+    }
+}

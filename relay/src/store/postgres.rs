@@ -1,0 +1,298 @@
+//! The scale-out store: PostgreSQL, shared by any number of relay nodes.
+//!
+//! Connections come from a deadpool pool. The schema is migrated when the store opens
+//! (see [`migrations`]), so the first node of a new release upgrades the database. Every
+//! operation is one short statement in autocommit, except a Store: its seq, message,
+//! push jobs and arrival NOTIFY commit together. A commit is durable with PostgreSQL's
+//! default `synchronous_commit = on`; do not turn it off for the relay's database.
+//!
+//! Several nodes stay consistent because the database arbitrates: a per-mailbox counter
+//! row hands out seqs, unique keys make Stores and pushes idempotent, and jobs are
+//! claimed with `FOR UPDATE SKIP LOCKED` under a lease. Arrivals reach the other nodes'
+//! long-polls through LISTEN/NOTIFY ([`Store::arrivals`]).
+//!
+//! Connections are plain TCP unless the URL says `sslmode=require`, which means TLS with
+//! the server verified (see [`tls`]).
+
+pub mod errors;
+mod listener;
+pub mod migrations;
+mod ops;
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod testing;
+pub mod tls;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use self::errors::{db_error, pool_error};
+pub use self::listener::CHANNEL as ARRIVALS_CHANNEL;
+pub use self::migrations::MigrationReport;
+use super::{
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
+    Store, StoreError, StoredMessage, Subscription,
+};
+
+/// How many arrivals may queue for a slow receiver before it misses some (it then only
+/// misses early wake-ups: long-polls re-read when they time out).
+const ARRIVALS_CAPACITY: usize = 4096;
+
+/// Pool and connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Most connections this node keeps open (plus one for LISTEN).
+    pub pool_size: usize,
+    /// How long a call waits for a free pooled connection before it fails as unavailable.
+    pub wait_timeout: Duration,
+    /// How long opening one connection may take, unless the URL sets `connect_timeout`.
+    pub connect_timeout: Duration,
+    /// Whether to listen for other nodes' arrivals ([`Store::arrivals`]).
+    pub listen: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool_size: 16,
+            wait_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            listen: true,
+        }
+    }
+}
+
+/// The PostgreSQL [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    closed: AtomicBool,
+    arrivals: broadcast::Sender<(Account, u32)>,
+    stop_listener: CancellationToken,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a `postgres://` URL (or a `key=value` connection string).
+///
+/// The error names what is wrong but never echoes the URL, which may hold a password.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    url.parse::<tokio_postgres::Config>()
+        .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))
+}
+
+/// Applies pending schema migrations over one connection and reports what it did
+/// (`tidings-relay migrate`). Safe to run while relays run and from several places at
+/// once.
+pub async fn migrate(url: &str) -> Result<MigrationReport, StoreError> {
+    let mut config = parse_url(url)?;
+    prepare_config(&mut config, &PostgresOptions::default());
+    let tls = tls::connector(&mut config)?;
+    let mut connected = tls::connect(&config, tls.as_ref()).await.map_err(db_error)?;
+    let report = migrations::apply(&mut connected.client).await;
+    drop(connected.client);
+    // The connection ends once the client is gone; its own error adds nothing here.
+    let _ = connected.driver.await;
+    report
+}
+
+fn prepare_config(config: &mut tokio_postgres::Config, options: &PostgresOptions) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("tidings-relay");
+    }
+}
+
+impl PostgresStore {
+    /// Opens the store at `url` with default [`PostgresOptions`]: connects, applies
+    /// pending migrations and starts listening for arrivals.
+    ///
+    /// Fails with [`StoreError::Unavailable`] when the database cannot be reached and
+    /// [`StoreError::Corrupt`] when its schema history does not match this binary.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        Self::open_with(parse_url(url)?, PostgresOptions::default()).await
+    }
+
+    /// [`PostgresStore::open`] with a parsed configuration and explicit options.
+    pub async fn open_with(
+        mut config: tokio_postgres::Config,
+        options: PostgresOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        prepare_config(&mut config, &options);
+        let tls = tls::connector(&mut config)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL connection pool: {e}")))?;
+        {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            migrations::apply(&mut client).await?;
+        }
+        let (arrivals, _) = broadcast::channel(ARRIVALS_CAPACITY);
+        let stop_listener = CancellationToken::new();
+        let listener = options
+            .listen
+            .then(|| listener::spawn(config, tls, arrivals.clone(), stop_listener.clone()));
+        Ok(PostgresStore {
+            pool,
+            closed: AtomicBool::new(false),
+            arrivals,
+            stop_listener,
+            listener: Mutex::new(listener),
+        })
+    }
+
+    async fn client(&self) -> Result<Client, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop_listener.cancel();
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn put_message(&self, msg: NewMessage) -> Result<PutOutcome, StoreError> {
+        ops::put_message(&mut self.client().await?, &msg).await
+    }
+
+    async fn get_messages(
+        &self,
+        account: &Account,
+        namespace: u32,
+        after_seq: u64,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<Page, StoreError> {
+        ops::get_messages(
+            &self.client().await?,
+            account,
+            namespace,
+            after_seq,
+            limit,
+            now_ms,
+        )
+        .await
+    }
+
+    async fn get_message(
+        &self,
+        account: &Account,
+        namespace: u32,
+        hash: &Hash,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        ops::get_message(&self.client().await?, account, namespace, hash).await
+    }
+
+    async fn delete_messages(
+        &self,
+        account: &Account,
+        namespace: u32,
+        hashes: &[Hash],
+    ) -> Result<u32, StoreError> {
+        ops::delete_messages(&self.client().await?, account, namespace, hashes).await
+    }
+
+    async fn sweep_expired(&self, now_ms: i64, max: u32) -> Result<u64, StoreError> {
+        ops::sweep_expired(&self.client().await?, now_ms, max).await
+    }
+
+    async fn upsert_subscription(&self, sub: Subscription) -> Result<bool, StoreError> {
+        ops::upsert_subscription(&self.client().await?, &sub).await
+    }
+
+    async fn remove_subscription(
+        &self,
+        account_index: &AccountIndex,
+        device_id: &DeviceId,
+    ) -> Result<bool, StoreError> {
+        ops::remove_subscription(&self.client().await?, account_index, device_id).await
+    }
+
+    async fn get_subscription(
+        &self,
+        account_index: &AccountIndex,
+        device_id: &DeviceId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        ops::get_subscription(&self.client().await?, account_index, device_id).await
+    }
+
+    async fn claim_jobs(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        max: u32,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        ops::claim_jobs(&self.client().await?, node, now_ms, lease_ms, max).await
+    }
+
+    async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError> {
+        ops::finish_job(&self.client().await?, job, outcome).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        ops::outbox_stats(&self.client().await?).await
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        ops::probe(&self.client().await?).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::Release);
+        self.stop_listener.cancel();
+        // Calls in flight finish on the connections they hold; nothing is queued here.
+        self.pool.close();
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(listener) = listener {
+            // A listener that panicked has nothing left to flush.
+            let _ = listener.await;
+        }
+        Ok(())
+    }
+
+    fn arrivals(&self) -> Option<broadcast::Receiver<(Account, u32)>> {
+        Some(self.arrivals.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests;

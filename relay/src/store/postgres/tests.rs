@@ -1,0 +1,528 @@
+//! Tests of the PostgreSQL backend: the conformance suite, then what only several nodes
+//! on one database can show. Each test works in its own schema ([`TestSchema`]) and
+//! skips visibly when no PostgreSQL is reachable.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::testing::TestSchema;
+use super::*;
+use crate::store::conformance;
+
+const T0: i64 = 1_700_000_000_000;
+const DAY: i64 = 86_400_000;
+const NS: u32 = 20;
+
+/// A store on a fresh schema, or `None` after a SKIPPED line.
+async fn fresh(test: &str) -> Option<(TestSchema, Arc<dyn Store>)> {
+    let schema = TestSchema::create(test).await?;
+    let store = PostgresStore::open(schema.url()).await.unwrap();
+    Some((schema, Arc::new(store)))
+}
+
+async fn with_timeout<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test timed out")
+}
+
+/// The conformance suite. `store_conformance_tests!` cannot skip, so the tests are
+/// listed here; `every_conformance_test_runs_here` keeps the list complete.
+macro_rules! pg_conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((_schema, store)) = fresh(stringify!($name)).await else { return };
+                with_timeout(conformance::$name(&*store)).await;
+            }
+        )*
+        const LISTED: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+pg_conformance_tests!(
+    seq_strictly_increasing_and_never_reused,
+    restore_is_idempotent,
+    paging_with_limit_and_more,
+    expired_messages_are_hidden_and_swept,
+    delete_counts_existing,
+    subscriptions_add_replace_remove,
+    jobs_fan_out_to_matching_namespaces,
+    no_job_for_duplicate_store,
+    claim_leases_and_takeover,
+    job_outcomes,
+    same_device_and_hash_enqueued_once,
+    remove_subscription_drops_pending_jobs,
+    sweep_removes_expired_subscriptions,
+    outbox_stats_report_depth_and_oldest,
+    check_writable_when_healthy,
+    closed_store_refuses_work,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_get_distinct_increasing_seqs() {
+    let Some((_schema, store)) = fresh("concurrent_puts_get_distinct_increasing_seqs").await else {
+        return;
+    };
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        conformance::concurrent_puts_get_distinct_increasing_seqs(store),
+    )
+    .await
+    .expect("test timed out");
+}
+
+#[test]
+fn every_conformance_test_runs_here() {
+    let source = include_str!("../conformance.rs");
+    let mut listed: HashSet<&str> = LISTED.iter().copied().collect();
+    listed.insert("concurrent_puts_get_distinct_increasing_seqs");
+    for line in source.lines() {
+        let Some(rest) = line.strip_prefix("pub async fn ") else {
+            continue;
+        };
+        let name = rest.split('(').next().unwrap_or_default();
+        assert!(
+            listed.contains(name),
+            "conformance test {name} is not run against PostgreSQL"
+        );
+    }
+}
+
+struct Fixture {
+    account: Account,
+    index: AccountIndex,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            account: tidings_proto::random_bytes(),
+            index: tidings_proto::random_bytes(),
+        }
+    }
+
+    fn msg(&self, data: &[u8]) -> NewMessage {
+        NewMessage {
+            account: self.account,
+            account_index: self.index,
+            namespace: NS,
+            hash: tidings_proto::hash::message_hash(&self.account, NS, data),
+            data: data.to_vec(),
+            created_ms: T0,
+            expires_ms: T0 + DAY,
+        }
+    }
+
+    fn sub(&self) -> Subscription {
+        Subscription {
+            account_index: self.index,
+            device_id: tidings_proto::random_bytes(),
+            namespaces: vec![NS],
+            want_data: false,
+            sealed: b"sealed".to_vec(),
+            expires_ms: T0 + DAY,
+        }
+    }
+}
+
+/// Two stores on one schema: two relay nodes.
+async fn two_nodes(test: &str) -> Option<(TestSchema, Arc<PostgresStore>, Arc<PostgresStore>)> {
+    let schema = TestSchema::create(test).await?;
+    let a = PostgresStore::open(schema.url()).await.unwrap();
+    let b = PostgresStore::open(schema.url()).await.unwrap();
+    Some((schema, Arc::new(a), Arc::new(b)))
+}
+
+/// Stores from both nodes into one mailbox get distinct seqs, and a reader following
+/// the mailbox by `after_seq` meanwhile misses none: seqs become visible in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_store_into_one_mailbox_in_order() {
+    const TASKS: usize = 16;
+    const PER_TASK: usize = 10;
+    let Some((_schema, a, b)) = two_nodes("two_nodes_store_into_one_mailbox_in_order").await else {
+        return;
+    };
+    with_timeout(async {
+        let f = Arc::new(Fixture::new());
+        let mut writers = Vec::new();
+        for task in 0..TASKS {
+            let store: Arc<dyn Store> = if task % 2 == 0 { a.clone() } else { b.clone() };
+            let f = Arc::clone(&f);
+            writers.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..PER_TASK {
+                    let out = store
+                        .put_message(f.msg(format!("{task}/{i}").as_bytes()))
+                        .await
+                        .unwrap();
+                    seqs.push(out.seq);
+                }
+                seqs
+            }));
+        }
+        let reader = {
+            let (b, f) = (b.clone(), Arc::clone(&f));
+            tokio::spawn(async move {
+                let (mut seen, mut after) = (Vec::new(), 0);
+                while seen.len() < TASKS * PER_TASK {
+                    let page = b.get_messages(&f.account, NS, after, 7, T0).await.unwrap();
+                    for m in page.messages {
+                        assert!(m.seq > after);
+                        after = m.seq;
+                        seen.push(m.seq);
+                    }
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+        };
+        let mut all = HashSet::new();
+        for w in writers {
+            let seqs = w.await.unwrap();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+            all.extend(seqs);
+        }
+        assert_eq!(all.len(), TASKS * PER_TASK, "seqs must be distinct across nodes");
+        let seen = reader.await.unwrap();
+        assert_eq!(
+            seen.into_iter().collect::<HashSet<_>>(),
+            all,
+            "the reader missed a message"
+        );
+    })
+    .await;
+}
+
+/// The same message stored through both nodes at once is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_storing_the_same_message_store_it_once() {
+    let Some((_schema, a, b)) = two_nodes("two_nodes_storing_the_same_message_store_it_once").await else {
+        return;
+    };
+    with_timeout(async {
+        let f = Fixture::new();
+        a.upsert_subscription(f.sub()).await.unwrap();
+        for round in 0..20u8 {
+            let m = f.msg(&[round]);
+            let (x, y) = tokio::join!(a.put_message(m.clone()), b.put_message(m));
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert_eq!(x.seq, y.seq);
+            assert!(x.duplicate != y.duplicate, "exactly one of them stored it");
+            assert_eq!(x.jobs_enqueued + y.jobs_enqueued, 1);
+        }
+        assert_eq!(a.outbox_stats().await.unwrap().depth, 20);
+    })
+    .await;
+}
+
+/// A job leased by node A is invisible to node B until A's lease ends; then B takes
+/// it over. Claims racing from both nodes never hand out a job twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_hides_a_job_from_the_other_node_until_it_ends() {
+    let Some((_schema, a, b)) = two_nodes("lease_hides_a_job_from_the_other_node_until_it_ends").await else {
+        return;
+    };
+    with_timeout(async {
+        let f = Fixture::new();
+        a.upsert_subscription(f.sub()).await.unwrap();
+        a.put_message(f.msg(b"one")).await.unwrap();
+        let held = a.claim_jobs("node-a", T0, 30_000, 10).await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert!(
+            b.claim_jobs("node-b", T0 + 29_999, 30_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let taken = b.claim_jobs("node-b", T0 + 30_000, 30_000, 10).await.unwrap();
+        assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), vec![held[0].id]);
+        b.finish_job(&taken[0], JobOutcome::Delivered).await.unwrap();
+
+        for i in 0..60u8 {
+            a.put_message(f.msg(&[b'x', i])).await.unwrap();
+        }
+        let claim_all = |store: Arc<PostgresStore>, node: &'static str| async move {
+            let mut ids = Vec::new();
+            loop {
+                let jobs = store.claim_jobs(node, T0 + 60_000, 60_000, 3).await.unwrap();
+                if jobs.is_empty() {
+                    return ids;
+                }
+                ids.extend(jobs.iter().map(|j| j.id));
+            }
+        };
+        let (x, y) = tokio::join!(
+            tokio::spawn(claim_all(a.clone(), "node-a")),
+            tokio::spawn(claim_all(b.clone(), "node-b"))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let all: HashSet<u64> = x.iter().chain(&y).copied().collect();
+        assert_eq!(all.len(), x.len() + y.len(), "a job was claimed by both nodes");
+        assert_eq!(all.len(), 60);
+    })
+    .await;
+}
+
+/// A Store on node A reaches node B's (and A's own) arrivals; a duplicate Store does
+/// not notify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrivals_from_one_node_reach_the_other() {
+    let Some((_schema, a, b)) = two_nodes("arrivals_from_one_node_reach_the_other").await else {
+        return;
+    };
+    with_timeout(async {
+        let f = Fixture::new();
+        let mut on_b = b.arrivals().unwrap();
+        let mut on_a = a.arrivals().unwrap();
+        // The listeners connect in the background; store until B hears one.
+        let mut n = 0u32;
+        let heard = loop {
+            n += 1;
+            a.put_message(f.msg(&n.to_be_bytes())).await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(500), next_for(&mut on_b, &f.account)).await {
+                Ok(arrival) => break arrival,
+                Err(_) => continue,
+            }
+        };
+        assert_eq!(heard, (f.account, NS));
+        assert_eq!(next_for(&mut on_a, &f.account).await, (f.account, NS));
+
+        let other = Fixture::new();
+        b.put_message(other.msg(b"from b")).await.unwrap();
+        assert_eq!(next_for(&mut on_a, &other.account).await, (other.account, NS));
+    })
+    .await;
+}
+
+/// The next arrival for `account` (other tests' schemas share the channel).
+async fn next_for(rx: &mut broadcast::Receiver<(Account, u32)>, account: &Account) -> (Account, u32) {
+    loop {
+        match rx.recv().await {
+            Ok(arrival) if arrival.0 == *account => return arrival,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(e) => panic!("arrivals closed: {e}"),
+        }
+    }
+}
+
+/// Migrations run by several nodes at once apply once; running them again does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_safe_concurrently() {
+    let Some(schema) = TestSchema::create("migrations_are_idempotent_and_safe_concurrently").await else {
+        return;
+    };
+    with_timeout(async {
+        let runs: Vec<_> = (0..4)
+            .map(|_| tokio::spawn(migrate_owned(schema.url().to_owned())))
+            .collect();
+        let mut applied = Vec::new();
+        for r in runs {
+            let report = r.await.unwrap().unwrap();
+            assert_eq!(report.version, 1);
+            applied.extend(report.applied);
+        }
+        assert_eq!(applied, vec![1], "exactly one run applies the migration");
+        let again = migrate(schema.url()).await.unwrap();
+        assert!(again.applied.is_empty());
+        // Stores open on the migrated schema and migrate nothing more.
+        let store = PostgresStore::open(schema.url()).await.unwrap();
+        store.check_writable().await.unwrap();
+        store.close().await.unwrap();
+    })
+    .await;
+}
+
+async fn migrate_owned(url: String) -> Result<MigrationReport, StoreError> {
+    migrate(&url).await
+}
+
+/// A database whose recorded migration differs from this binary's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_migration_is_refused() {
+    let Some((schema, store)) = fresh("an_edited_migration_is_refused").await else {
+        return;
+    };
+    with_timeout(async {
+        store.close().await.unwrap();
+        let (client, conn) = parse_url(schema.url()).unwrap().connect(NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+            .await
+            .unwrap();
+        let e = PostgresStore::open(schema.url()).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt(m) if m.contains("differs")),
+            "{e}"
+        );
+    })
+    .await;
+}
+
+/// A read-only database (a standby, a full disk put in read-only mode) opens, and every
+/// write fails as unavailable, naming the cause; reads keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_database_is_unavailable_for_writes() {
+    let Some((schema, store)) = fresh("read_only_database_is_unavailable_for_writes").await else {
+        return;
+    };
+    with_timeout(async {
+        let f = Fixture::new();
+        store.put_message(f.msg(b"before")).await.unwrap();
+        let ro = PostgresStore::open(&schema.url_with_options("-c default_transaction_read_only=on"))
+            .await
+            .unwrap();
+        let unavailable = |r: Result<(), StoreError>| {
+            assert!(
+                matches!(&r, Err(StoreError::Unavailable(m)) if m.contains("read-only")),
+                "{r:?}"
+            );
+        };
+        unavailable(ro.check_writable().await);
+        unavailable(ro.put_message(f.msg(b"after")).await.map(drop));
+        unavailable(ro.sweep_expired(T0, 10).await.map(drop));
+        assert_eq!(
+            ro.get_messages(&f.account, NS, 0, 10, T0)
+                .await
+                .unwrap()
+                .messages
+                .len(),
+            1
+        );
+    })
+    .await;
+}
+
+/// No server at the address: opening fails as unavailable with the cause, no panic.
+#[tokio::test]
+async fn unreachable_database_is_unavailable() {
+    let options = PostgresOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresOptions::default()
+    };
+    // Port 1 on loopback: nothing listens there, so the connection is refused.
+    let config = parse_url("postgres://postgres@127.0.0.1:1/postgres").unwrap();
+    let e = with_timeout(PostgresStore::open_with(config, options))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Unavailable(m) if m.contains("connect")),
+        "{e}"
+    );
+    let e = with_timeout(migrate("postgres://postgres@127.0.0.1:1/postgres"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    let e = parse_url("postgres://u:hunter2@h:notaport/db").unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+}
+
+/// Sweeps from two nodes at once remove each expired entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sweeps_remove_each_entry_once() {
+    let Some((_schema, a, b)) = two_nodes("concurrent_sweeps_remove_each_entry_once").await else {
+        return;
+    };
+    with_timeout(async {
+        let f = Fixture::new();
+        for i in 0..200u16 {
+            let mut m = f.msg(&i.to_be_bytes());
+            m.expires_ms = T0 + 10;
+            a.put_message(m).await.unwrap();
+        }
+        let sweep = |s: Arc<PostgresStore>| async move {
+            let mut total = 0;
+            loop {
+                let n = s.sweep_expired(T0 + 100, 7).await.unwrap();
+                if n == 0 {
+                    return total;
+                }
+                total += n;
+            }
+        };
+        let (x, y) = tokio::join!(tokio::spawn(sweep(a.clone())), tokio::spawn(sweep(b.clone())));
+        assert_eq!(x.unwrap() + y.unwrap(), 200);
+    })
+    .await;
+}
+
+/// `sslmode=require` means a verified server: the test server's certificate (self-signed,
+/// or none at all) is refused as unavailable, naming TLS.
+#[tokio::test]
+async fn required_tls_refuses_an_unverified_server() {
+    let Some(schema) = TestSchema::create("required_tls_refuses_an_unverified_server").await else {
+        return;
+    };
+    let url = schema.url_with_options("");
+    let url = if url.contains("://") {
+        format!("{url}&sslmode=require")
+    } else {
+        format!("{url} sslmode=require")
+    };
+    let e = with_timeout(PostgresStore::open(&url)).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Unavailable(m) if m.contains("TLS")),
+        "{e}"
+    );
+}
+
+/// When the database drops the store's connections (a restart, a failover), calls fail
+/// as unavailable at worst and then succeed on new connections, and the arrivals
+/// listener reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_listener_recover_from_dropped_connections() {
+    let Some(schema) = TestSchema::create("store_and_listener_recover_from_dropped_connections").await else {
+        return;
+    };
+    with_timeout(async {
+        let app = schema.name().to_owned();
+        let url = format!("{}&application_name={app}", schema.url());
+        let store = PostgresStore::open(&url).await.unwrap();
+        let mut arrivals = store.arrivals().unwrap();
+        let f = Fixture::new();
+        heard_after_put(&store, &f, &mut arrivals).await;
+
+        let (admin, conn) = parse_url(schema.url()).unwrap().connect(NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let killed: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(killed >= 2, "the pool's connection and the listener's");
+
+        let mut failures = 0;
+        loop {
+            match store.put_message(f.msg(b"after the drop")).await {
+                Ok(_) => break,
+                Err(StoreError::Unavailable(_)) if failures < 16 => failures += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        heard_after_put(&store, &f, &mut arrivals).await;
+    })
+    .await;
+}
+
+/// Stores until the store's own listener hears one of them (it may be reconnecting).
+async fn heard_after_put(store: &PostgresStore, f: &Fixture, rx: &mut broadcast::Receiver<(Account, u32)>) {
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        if store.put_message(f.msg(&n.to_le_bytes())).await.is_err() {
+            continue;
+        }
+        if tokio::time::timeout(Duration::from_millis(500), next_for(rx, &f.account))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+}

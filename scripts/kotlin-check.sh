@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Compiles the committed Kotlin bindings (mobile-glue/bindings/kotlin) with a smoke test
+# (mobile-glue/tests/kotlin/Smoke.kt) against JNA and runs it on the JVM with the library.
+#
+# Needs a JDK, JNA (Debian: libjna-java) and kotlinc (npm: kotlin-compiler, which also
+# ships kotlinx-coroutines). `scripts/kotlin-check.sh --install` installs the last two
+# (kotlinc into target/kotlinc); without them the check prints why it skips and succeeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KOTLIN_COMPILER_VERSION=2.4.20
+kotlin_home="target/kotlinc/node_modules/kotlin-compiler"
+
+if [ "${1:-}" = "--install" ]; then
+  if [ ! -f /usr/share/java/jna.jar ]; then
+    apt-get install -y -qq libjna-java >/dev/null
+  fi
+  if [ ! -x "$kotlin_home/bin/kotlinc" ]; then
+    npm install --silent --no-audit --no-fund --prefix target/kotlinc "kotlin-compiler@$KOTLIN_COMPILER_VERSION"
+  fi
+fi
+
+jna="${JNA_JAR:-/usr/share/java/jna.jar}"
+kotlinc="${KOTLINC:-$kotlin_home/bin/kotlinc}"
+if ! command -v java >/dev/null 2>&1 || [ ! -f "$jna" ] || [ ! -x "$kotlinc" ]; then
+  echo "kotlin-check.sh: SKIPPING the Kotlin compile check: needs java, $jna (libjna-java) and $kotlinc (run scripts/kotlin-check.sh --install)"
+  exit 0
+fi
+kotlin_lib="$(dirname "$(dirname "$(readlink -f "$kotlinc")")")/lib"
+coroutines="$kotlin_lib/kotlinx-coroutines-core-jvm.jar"
+
+cargo rustc -q -p tidings-mobile --lib --crate-type cdylib
+out="target/kotlin-check"
+rm -rf "$out" && mkdir -p "$out"
+"$kotlinc" -nowarn mobile-glue/bindings/kotlin/tidings/mobile/tidings_mobile.kt mobile-glue/tests/kotlin/Smoke.kt \
+  -cp "$jna:$coroutines" -d "$out/smoke.jar"
+java -Djna.library.path=target/debug -cp "$out/smoke.jar:$jna:$coroutines:$kotlin_lib/kotlin-stdlib.jar" SmokeKt

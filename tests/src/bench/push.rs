@@ -1,0 +1,718 @@
+//! `tidings-bench push`: Fast Mode figures of issue 3 — end-to-end pushes/s (Store → mock
+//! provider receipt) with many subscribed devices over APNs and FCM, and the Store-ack →
+//! receipt latency at a fixed message rate.
+//!
+//! The mock providers run in this process; the relay runs as its own process. Each
+//! receipt is decrypted with its device's push key, so every push is matched to the very
+//! message it announces (and duplicates or strays are caught).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context;
+use ed25519_dalek::SigningKey;
+use tidings_device_link::client::{ClientOptions, RelayClient, RetryPolicy};
+use tidings_mock_push::{
+    ApnsKey, ApnsMockConfig, FcmMockConfig, MockApns, MockFcm, ServiceAccount, Transport,
+};
+use tidings_proto::v1::{DeviceRegistration, PushService, StoreRequest};
+
+use super::{
+    MB, data_for, describe_failures, environment_notes,
+    load::{CALL_LIMIT, Limit, closed_loop},
+    pool::Pool,
+    relay::{Relay, RelayArgs},
+    report::{Report, Target},
+    stats::{CpuMeter, Latencies},
+};
+
+const APP_ID: &str = "com.example.tidings-bench";
+const KEY_ID: &str = "BENCHKEY01";
+const TEAM_ID: &str = "BENCHTEAM1";
+const PROJECT: &str = "tidings-bench";
+const BENCH_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// Options of the `push` scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// Where the relay comes from.
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    /// Subscribed devices, one account each, half APNs and half FCM.
+    #[arg(long, default_value_t = 10_000)]
+    pub devices: usize,
+    /// Messages of the throughput phase, spread over the devices (default: one per device).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Concurrent clients storing (and subscribing).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// HTTP/2 connections those clients share.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Messages per second of the latency phase.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Whether devices ask for the message bytes inside the push.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub want_data: bool,
+    /// The relay's `[push] concurrency` (default: the relay's own default).
+    #[arg(long)]
+    pub push_concurrency: Option<u32>,
+    /// Serve the mocks over TLS instead of h2c.
+    #[arg(long)]
+    pub tls: bool,
+    /// Longest wait for a phase's pushes to arrive, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub drain_timeout: f64,
+}
+
+/// One subscribed device.
+struct Device {
+    key: SigningKey,
+    account: [u8; 32],
+    push_key: [u8; 32],
+    token: String,
+    apns: bool,
+}
+
+/// The mock providers and the credentials the relay uses with them.
+struct Providers {
+    apns: MockApns,
+    fcm: MockFcm,
+    _files: tempfile::TempDir,
+    config: String,
+}
+
+/// Send and acknowledgement times of each message of a phase, in µs after `base` + 1
+/// (0: not yet, or failed).
+struct Ledger {
+    base: SystemTime,
+    sent: Vec<AtomicU64>,
+    acked: Vec<AtomicU64>,
+    errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Ledger {
+    fn new(count: usize) -> Self {
+        Self {
+            base: SystemTime::now(),
+            sent: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            acked: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            errors: AtomicU64::new(0),
+            first_error: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn stamp(&self, slot: &AtomicU64) {
+        let us = SystemTime::now()
+            .duration_since(self.base)
+            .unwrap_or_default()
+            .as_micros();
+        slot.store(u64::try_from(us).unwrap_or(u64::MAX - 1) + 1, Ordering::Relaxed);
+    }
+
+    fn fail(&self, e: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self
+            .first_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        first.get_or_insert(e);
+    }
+
+    fn micros(slot: &AtomicU64) -> Option<u64> {
+        slot.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.iter().filter(|a| Self::micros(a).is_some()).count()
+    }
+
+    fn first_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A push as a mock received it.
+struct Receipt {
+    token: String,
+    enc: Option<String>,
+    at: SystemTime,
+}
+
+/// What the receipts of a phase say about its messages.
+#[derive(Default)]
+struct Matched {
+    /// Acknowledged messages pushed at least once.
+    delivered: usize,
+    duplicates: usize,
+    /// Receipts that did not decrypt or named no message of the phase.
+    strays: usize,
+    /// Latest receipt, µs after the ledger's base.
+    last_us: u64,
+    after_ack: Latencies,
+    from_send: Latencies,
+    before_ack: usize,
+}
+
+/// Runs the scenario and reports.
+pub async fn run(args: PushArgs) -> anyhow::Result<Report> {
+    let mut report = Report::new("push");
+    let load_before = super::stats::load_average();
+    settings(&mut report, &args);
+    eprintln!("[push] starting the mock providers…");
+    let providers = start_providers(&args).await?;
+    let relay = Relay::start(&args.relay, &providers.config).await?;
+    report.note(relay.describe());
+    report.note(format!(
+        "mock APNs and mock FCM ({}) run inside the bench process, so 'bench CPU' includes them",
+        if args.tls { "TLS" } else { "h2c" }
+    ));
+    let result = measure(&args, &relay, &providers, &mut report).await;
+    if let Some(peak) = relay.rss_peak() {
+        report.metric(
+            "relay_rss_peak_mb",
+            "relay RSS, peak of the run",
+            peak as f64 / MB,
+            "MB",
+            None,
+        );
+    }
+    if result.is_err() {
+        eprintln!("relay log tail:\n{}", relay.log_tail());
+    }
+    relay.stop().await;
+    providers.apns.shutdown().await;
+    providers.fcm.shutdown().await;
+    result?;
+    environment_notes(&mut report, load_before);
+    Ok(report)
+}
+
+fn settings(report: &mut Report, args: &PushArgs) {
+    report.setting("devices", args.devices);
+    report.setting("count", throughput_count(args));
+    report.setting("clients", args.clients);
+    report.setting("connections", args.connections);
+    report.setting("rate", args.rate);
+    report.setting("seconds", args.seconds);
+    report.setting("size", args.size);
+    report.setting("want_data", args.want_data);
+    if let Some(c) = args.push_concurrency {
+        report.setting("push_concurrency", c);
+    }
+}
+
+fn throughput_count(args: &PushArgs) -> u64 {
+    args.count.unwrap_or(args.devices as u64)
+}
+
+async fn start_providers(args: &PushArgs) -> anyhow::Result<Providers> {
+    let transport = if args.tls { Transport::Tls } else { Transport::H2c };
+    let files = tempfile::Builder::new()
+        .prefix("tidings-bench-creds")
+        .tempdir()
+        .context("temp dir for credentials")?;
+    let key = ApnsKey::generate(KEY_ID, TEAM_ID);
+    let apns = MockApns::start(ApnsMockConfig::new(&key, APP_ID, transport))
+        .await
+        .context("mock APNs")?;
+    let mut account = ServiceAccount::generate(PROJECT);
+    let fcm = MockFcm::start(FcmMockConfig::new(&account, transport))
+        .await
+        .context("mock FCM")?;
+    account.token_uri = fcm.token_uri();
+    let p8 = key.write_p8(files.path())?;
+    let sa = account.write_json(files.path())?;
+    let ca = |name: &str, pem: Option<&str>| -> anyhow::Result<String> {
+        match pem {
+            Some(pem) => {
+                let path = files.path().join(name);
+                std::fs::write(&path, pem)?;
+                Ok(format!("ca_file = {}\n", toml_path(&path)))
+            }
+            None => Ok(String::new()),
+        }
+    };
+    let apns_ca = ca("apns-ca.pem", apns.ca_pem())?;
+    let fcm_ca = ca("fcm-ca.pem", fcm.ca_pem())?;
+    let push = args
+        .push_concurrency
+        .map_or(String::new(), |c| format!("[push]\nconcurrency = {c}\n\n"));
+    let config = format!(
+        "{push}[[apps]]\nid = \"{APP_ID}\"\n\
+         [apps.apns]\nkey_file = {}\nkey_id = \"{KEY_ID}\"\nteam_id = \"{TEAM_ID}\"\ntopic = \"{APP_ID}\"\n\
+         endpoint = \"{apns_url}\"\nsandbox_endpoint = \"{apns_url}\"\n{apns_ca}\
+         [apps.fcm]\nservice_account_file = {}\nendpoint = \"{fcm_url}\"\n{fcm_ca}",
+        toml_path(&p8),
+        toml_path(&sa),
+        apns_url = apns.endpoint(),
+        fcm_url = fcm.endpoint(),
+    );
+    Ok(Providers {
+        apns,
+        fcm,
+        _files: files,
+        config,
+    })
+}
+
+/// A TOML basic string holding `path`.
+fn toml_path(path: &Path) -> String {
+    let s = path.display().to_string();
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+async fn measure(
+    args: &PushArgs,
+    relay: &Relay,
+    providers: &Providers,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let pool = Pool::connect(relay.addr, args.connections).await?;
+    let devices = Arc::new(make_devices(args.devices.max(1)));
+    subscribe_all(args, &pool, &devices, relay, report).await?;
+
+    let count = throughput_count(args);
+    eprintln!("[push] throughput: {count} Stores to {} devices…", devices.len());
+    throughput_phase(args, &pool, &devices, relay, providers, report).await?;
+
+    providers.apns.clear();
+    providers.fcm.clear();
+    eprintln!("[push] latency: {} messages/s for {} s…", args.rate, args.seconds);
+    latency_phase(args, &pool, &devices, relay, providers, report).await
+}
+
+fn make_devices(n: usize) -> Vec<Device> {
+    (0..n)
+        .map(|i| {
+            let key = SigningKey::from_bytes(&tidings_proto::random_bytes());
+            let apns = i % 2 == 0;
+            let token = if apns {
+                hex::encode(tidings_proto::random_bytes::<32>())
+            } else {
+                format!("bench:{}", hex::encode(tidings_proto::random_bytes::<64>()))
+            };
+            Device {
+                account: key.verifying_key().to_bytes(),
+                key,
+                push_key: tidings_proto::random_bytes(),
+                token,
+                apns,
+            }
+        })
+        .collect()
+}
+
+async fn subscribe_all(
+    args: &PushArgs,
+    pool: &Pool,
+    devices: &Arc<Vec<Device>>,
+    relay: &Relay,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    eprintln!("[push] subscribing {} devices…", devices.len());
+    let options = ClientOptions {
+        retry: RetryPolicy::no_retry(),
+        rpc_timeout: CALL_LIMIT,
+        ..ClientOptions::default()
+    };
+    let mut clients = Vec::with_capacity(pool.len());
+    for i in 0..pool.len() {
+        let client = RelayClient::from_channel(pool.channel(i), options.clone());
+        // Caches the relay's sealing key in the client.
+        client.relay_info().await.context("GetRelayInfo")?;
+        clients.push(client);
+    }
+    let clients = Arc::new(clients);
+    let wanted = devices.len() as u64;
+    let devices = Arc::clone(devices);
+    let want_data = args.want_data;
+    let limit = Limit {
+        count: Some(devices.len() as u64),
+        duration: Duration::from_secs(600),
+    };
+    let out = closed_loop(args.clients, limit, relay.pid(), move |n, c| {
+        let (clients, devices) = (Arc::clone(&clients), Arc::clone(&devices));
+        async move {
+            let d = &devices[n as usize];
+            let registration = DeviceRegistration {
+                service: if d.apns {
+                    PushService::Apns
+                } else {
+                    PushService::Fcm
+                } as i32,
+                token: d.token.clone(),
+                app_id: APP_ID.to_owned(),
+                push_key: d.push_key.to_vec(),
+                device_id: tidings_proto::random_bytes::<16>().to_vec(),
+            };
+            let client = &clients[c % clients.len()];
+            client
+                .subscribe(&d.key, &[0], want_data, registration)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(1)
+        }
+    })
+    .await;
+    report.metric("subscribes_per_s", "Subscribes/s", out.rate(), "/s", None);
+    report.cpu("subscribe", "Subscribe phase", out.cpu);
+    let ok = out.errors == 0 && out.ok == wanted;
+    report.check(
+        "every device subscribed",
+        ok,
+        describe_failures(out.ok, out.errors, out.first_error.as_deref()),
+    );
+    anyhow::ensure!(ok, "subscribing failed: {:?}", out.first_error);
+    Ok(())
+}
+
+/// The Store of message `n` of a phase: to device `n % devices`.
+fn store_request(devices: &[Device], n: u64, run: &[u8; 8], size: usize) -> StoreRequest {
+    StoreRequest {
+        account: devices[n as usize % devices.len()].account.to_vec(),
+        namespace: 0,
+        data: data_for(n, run, size),
+        ttl_ms: BENCH_TTL_MS,
+        ..Default::default()
+    }
+}
+
+async fn throughput_phase(
+    args: &PushArgs,
+    pool: &Pool,
+    devices: &Arc<Vec<Device>>,
+    relay: &Relay,
+    providers: &Providers,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let count = throughput_count(args);
+    let ledger = Arc::new(Ledger::new(usize::try_from(count)?));
+    let run = tidings_proto::random_bytes::<8>();
+    let limit = Limit {
+        count: Some(count),
+        duration: Duration::from_secs(600),
+    };
+    let meter = CpuMeter::start(relay.pid());
+    let stores = {
+        let (pool, devices, ledger, size) =
+            (pool.clone(), Arc::clone(devices), Arc::clone(&ledger), args.size);
+        closed_loop(args.clients, limit, relay.pid(), move |n, c| {
+            let mut mailbox = pool.mailbox(c);
+            let request = store_request(&devices, n, &run, size);
+            let ledger = Arc::clone(&ledger);
+            async move {
+                ledger.stamp(&ledger.sent[n as usize]);
+                let result = mailbox.store(request).await;
+                match result {
+                    Ok(_) => {
+                        ledger.stamp(&ledger.acked[n as usize]);
+                        Ok(1)
+                    }
+                    Err(s) => Err(s.to_string()),
+                }
+            }
+        })
+        .await
+    };
+    report.metric(
+        "push_phase_stores_per_s",
+        "throughput phase: Stores/s",
+        stores.rate(),
+        "/s",
+        None,
+    );
+    report.check(
+        "every Store acknowledged",
+        stores.errors == 0,
+        describe_failures(stores.ok, stores.errors, stores.first_error.as_deref()),
+    );
+    let receipts = await_receipts(args, devices, &ledger, providers).await;
+    let cpu = meter.stop();
+    let matched = match_receipts(&receipts, devices, &ledger, &run, args.size);
+    let span_s = matched.last_us as f64 / 1e6;
+    report.metric(
+        "pushes_per_s",
+        "end-to-end pushes/s (first Store → last receipt)",
+        matched.delivered as f64 / span_s.max(1e-9),
+        "/s",
+        Some(Target::AtLeast(5_000.0)),
+    );
+    report.latency(
+        "throughput_push_latency",
+        "under full load, Store ack → receipt",
+        matched.after_ack.summary(),
+        None,
+    );
+    report.cpu("push_throughput", "throughput phase", cpu);
+    check_matched(report, "throughput phase", &matched, ledger.acked_count());
+    Ok(())
+}
+
+async fn latency_phase(
+    args: &PushArgs,
+    pool: &Pool,
+    devices: &Arc<Vec<Device>>,
+    relay: &Relay,
+    providers: &Providers,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let total = (args.rate as f64 * args.seconds).round() as usize;
+    anyhow::ensure!(
+        total > 0 && args.rate > 0,
+        "--rate and --seconds must give at least one message"
+    );
+    let ledger = Arc::new(Ledger::new(total));
+    let run = tidings_proto::random_bytes::<8>();
+    let meter = CpuMeter::start(relay.pid());
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..total {
+        let due = started + Duration::from_secs_f64(k as f64 / args.rate as f64);
+        tokio::time::sleep_until(due).await;
+        let mut mailbox = pool.mailbox(k);
+        let request = store_request(devices, k as u64, &run, args.size);
+        let ledger = Arc::clone(&ledger);
+        tasks.spawn(async move {
+            ledger.stamp(&ledger.sent[k]);
+            match tokio::time::timeout(CALL_LIMIT, mailbox.store(request)).await {
+                Ok(Ok(_)) => ledger.stamp(&ledger.acked[k]),
+                Ok(Err(s)) => ledger.fail(s.to_string()),
+                Err(_) => ledger.fail("Store timed out".into()),
+            }
+        });
+    }
+    let sending = started.elapsed();
+    while tasks.join_next().await.is_some() {}
+    report.metric(
+        "latency_phase_rate",
+        "latency phase: achieved Store rate",
+        total as f64 / sending.as_secs_f64().max(1e-9),
+        "/s",
+        None,
+    );
+    let errors = ledger.errors.load(Ordering::Relaxed);
+    report.check(
+        "every Store acknowledged at the fixed rate",
+        errors == 0,
+        describe_failures(
+            ledger.acked_count() as u64,
+            errors,
+            ledger.first_error().as_deref(),
+        ),
+    );
+    let receipts = await_receipts(args, devices, &ledger, providers).await;
+    let cpu = meter.stop();
+    let matched = match_receipts(&receipts, devices, &ledger, &run, args.size);
+    report.latency(
+        "push_latency",
+        &format!("at {}/s, Store ack → mock receipt", args.rate),
+        matched.after_ack.summary(),
+        Some(50.0),
+    );
+    report.latency(
+        "push_latency_from_send",
+        &format!("at {}/s, Store sent → mock receipt", args.rate),
+        matched.from_send.summary(),
+        None,
+    );
+    if matched.before_ack > 0 {
+        report.note(format!(
+            "{} pushes arrived before their Store's acknowledgement (counted as 0 ms)",
+            matched.before_ack
+        ));
+    }
+    report.cpu("push_latency", "latency phase", cpu);
+    check_matched(report, "latency phase", &matched, ledger.acked_count());
+    Ok(())
+}
+
+/// Waits until every acknowledged message of the ledger has been received by its
+/// provider (or the drain timeout), and returns what the mocks received.
+async fn await_receipts(
+    args: &PushArgs,
+    devices: &[Device],
+    ledger: &Ledger,
+    providers: &Providers,
+) -> Vec<Receipt> {
+    let (mut apns_n, mut fcm_n) = (0, 0);
+    for (n, a) in ledger.acked.iter().enumerate() {
+        if Ledger::micros(a).is_some() {
+            if devices[n % devices.len()].apns {
+                apns_n += 1;
+            } else {
+                fcm_n += 1;
+            }
+        }
+    }
+    let limit = Duration::from_secs_f64(args.drain_timeout);
+    // A timeout is reported as missing pushes by the caller.
+    let _ = tokio::join!(
+        providers.apns.wait_for(apns_n, limit),
+        providers.fcm.wait_for(fcm_n, limit)
+    );
+    // Let stragglers (duplicates, if the relay sends any) arrive before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    collect_all(providers)
+}
+
+fn collect_all(providers: &Providers) -> Vec<Receipt> {
+    let mut receipts: Vec<Receipt> = providers
+        .apns
+        .delivered()
+        .into_iter()
+        .map(|r| Receipt {
+            enc: r.body.get("enc").and_then(|v| v.as_str()).map(str::to_owned),
+            token: r.token,
+            at: r.at,
+        })
+        .collect();
+    receipts.extend(providers.fcm.delivered().into_iter().map(|r| Receipt {
+        enc: r.data.get("enc").cloned(),
+        token: r.token,
+        at: r.at,
+    }));
+    receipts
+}
+
+/// Decrypts every receipt with its device's push key and matches it to its message.
+fn match_receipts(
+    receipts: &[Receipt],
+    devices: &[Device],
+    ledger: &Ledger,
+    run: &[u8; 8],
+    size: usize,
+) -> Matched {
+    let by_token: HashMap<&str, &Device> = devices.iter().map(|d| (d.token.as_str(), d)).collect();
+    let mut by_hash: HashMap<[u8; 32], usize> = HashMap::new();
+    for (n, a) in ledger.acked.iter().enumerate() {
+        if Ledger::micros(a).is_some() {
+            let d = &devices[n % devices.len()];
+            let data = data_for(n as u64, run, size);
+            by_hash.insert(tidings_proto::hash::message_hash(&d.account, 0, &data), n);
+        }
+    }
+    let mut m = Matched::default();
+    let mut seen = HashSet::new();
+    for r in receipts {
+        let Some(n) = identify(r, &by_token, &by_hash) else {
+            m.strays += 1;
+            continue;
+        };
+        if !seen.insert(n) {
+            m.duplicates += 1;
+            continue;
+        }
+        m.delivered += 1;
+        let at_us = r.at.duration_since(ledger.base).unwrap_or_default().as_micros() as u64;
+        m.last_us = m.last_us.max(at_us);
+        let (Some(sent), Some(acked)) = (Ledger::micros(&ledger.sent[n]), Ledger::micros(&ledger.acked[n]))
+        else {
+            continue;
+        };
+        if at_us < acked {
+            m.before_ack += 1;
+        }
+        m.after_ack
+            .push(Duration::from_micros(at_us.saturating_sub(acked)));
+        m.from_send
+            .push(Duration::from_micros(at_us.saturating_sub(sent)));
+    }
+    m
+}
+
+/// The message number a receipt announces, if it decrypts and names one of the phase.
+fn identify(
+    r: &Receipt,
+    by_token: &HashMap<&str, &Device>,
+    by_hash: &HashMap<[u8; 32], usize>,
+) -> Option<usize> {
+    let device = by_token.get(r.token.as_str())?;
+    let note = tidings_proto::push::decrypt_push(&device.push_key, r.enc.as_deref()?).ok()?;
+    if note.account != device.account {
+        return None;
+    }
+    let hash: [u8; 32] = note.hash.as_slice().try_into().ok()?;
+    by_hash.get(&hash).copied()
+}
+
+fn check_matched(report: &mut Report, phase: &str, m: &Matched, acked: usize) {
+    let missing = acked.saturating_sub(m.delivered);
+    report.check(
+        &format!("{phase}: every acknowledged Store pushed exactly once"),
+        missing == 0 && m.duplicates == 0 && m.strays == 0,
+        format!(
+            "{} of {acked} pushed; {missing} missing, {} duplicates, {} unmatched receipts",
+            m.delivered, m.duplicates, m.strays
+        ),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// TOML basic strings escape `\\` and `"` like JSON strings do.
+    fn parse_toml_path(s: &str) -> PathBuf {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        PathBuf::from(v.as_str().unwrap())
+    }
+
+    #[test]
+    fn toml_paths_round_trip() {
+        let p = Path::new("/tmp/a b/\"q\"/c.json");
+        assert_eq!(parse_toml_path(&toml_path(p)), p);
+    }
+
+    #[test]
+    fn receipts_match_their_messages_once() {
+        let devices = make_devices(2);
+        let ledger = Ledger::new(3);
+        for n in 0..3 {
+            ledger.stamp(&ledger.sent[n]);
+            ledger.stamp(&ledger.acked[n]);
+        }
+        let run = [9; 8];
+        let receipt = |n: u64| {
+            let d = &devices[n as usize % 2];
+            let data = data_for(n, &run, 32);
+            let note = tidings_proto::v1::PushNotification {
+                account: d.account.to_vec(),
+                hash: tidings_proto::hash::message_hash(&d.account, 0, &data).to_vec(),
+                ..Default::default()
+            };
+            Receipt {
+                token: d.token.clone(),
+                enc: Some(tidings_proto::push::encrypt_push(&d.push_key, &note)),
+                at: SystemTime::now(),
+            }
+        };
+        let mut wrong_key = receipt(1);
+        wrong_key.token = devices[0].token.clone();
+        let receipts = vec![receipt(0), receipt(1), receipt(1), wrong_key];
+        let m = match_receipts(&receipts, &devices, &ledger, &run, 32);
+        assert_eq!((m.delivered, m.duplicates, m.strays), (2, 1, 1));
+        assert_eq!(m.after_ack.len(), 2);
+    }
+}

@@ -1,0 +1,112 @@
+//! `tidings-testbed`: a relay with Fast Mode wired to the mock APNs and FCM, for tests
+//! written in other languages (the Python binding tests of `mobile-glue`).
+//!
+//! On start it prints one JSON line on stdout:
+//!
+//! ```json
+//! {"relay": "http://127.0.0.1:P", "control": "http://127.0.0.1:Q",
+//!  "app_id": "com.example.messenger", "apns_only_app_id": "com.example.ios-only"}
+//! ```
+//!
+//! and runs until its standard input closes. The control endpoint (HTTP/1.1) serves:
+//!
+//! - `GET /pushes`: every request the mock providers received, oldest first, as a JSON
+//!   list of `{"provider": "apns"|"apns_sandbox"|"fcm", "token", "status", "enc", "kind"}`
+//!   (`kind` is the APNs push type, or `"data"` for FCM).
+//! - `POST /dead/{provider}/{token}`: the provider answers that token as dead from now on
+//!   (APNs 410 `Unregistered`, FCM 404 `UNREGISTERED`), so the relay prunes it.
+//! - `POST /settle`: answers once the relay's push outbox is empty.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+use tidings_tests::push::{APNS_ONLY_APP_ID, APP_ID, PushRig};
+use tokio::io::AsyncReadExt;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let rig = Arc::new(PushRig::start().await);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("binding the control endpoint")?;
+    let control = listener.local_addr()?;
+    let app = Router::new()
+        .route("/pushes", get(pushes))
+        .route("/dead/{provider}/{token}", post(dead))
+        .route("/settle", post(settle))
+        .with_state(rig.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let hello = json!({
+        "relay": rig.relay().endpoint(),
+        "control": format!("http://{control}"),
+        "app_id": APP_ID,
+        "apns_only_app_id": APNS_ONLY_APP_ID,
+    });
+    println!("{hello}");
+
+    // Runs until whoever started it closes our stdin (or exits, which closes it).
+    let mut sink = Vec::new();
+    tokio::io::stdin()
+        .read_to_end(&mut sink)
+        .await
+        .context("reading stdin")?;
+    server.abort();
+    Ok(())
+}
+
+async fn pushes(State(rig): State<Arc<PushRig>>) -> String {
+    let mut out: Vec<(std::time::SystemTime, Value)> = Vec::new();
+    for (provider, mock) in [("apns", &rig.apns), ("apns_sandbox", &rig.sandbox)] {
+        for r in mock.attempts() {
+            let v = json!({
+                "provider": provider,
+                "token": r.token,
+                "status": r.status,
+                "enc": r.body.get("enc").and_then(Value::as_str),
+                "kind": r.header("apns-push-type"),
+            });
+            out.push((r.at, v));
+        }
+    }
+    for r in rig.fcm.attempts() {
+        let v = json!({
+            "provider": "fcm",
+            "token": r.token,
+            "status": r.status,
+            "enc": r.data.get("enc"),
+            "kind": "data",
+        });
+        out.push((r.at, v));
+    }
+    out.sort_by_key(|(at, _)| *at);
+    Value::Array(out.into_iter().map(|(_, v)| v).collect()).to_string()
+}
+
+async fn dead(
+    State(rig): State<Arc<PushRig>>,
+    Path((provider, token)): Path<(String, String)>,
+) -> StatusCode {
+    match provider.as_str() {
+        "apns" => rig.apns.mark_dead(&token),
+        "apns_sandbox" => rig.sandbox.mark_dead(&token),
+        "fcm" => rig.fcm.mark_dead(&token),
+        _ => return StatusCode::NOT_FOUND,
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn settle(State(rig): State<Arc<PushRig>>) -> StatusCode {
+    rig.settle().await;
+    StatusCode::NO_CONTENT
+}
