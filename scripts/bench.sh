@@ -4,6 +4,7 @@
 #            with 10 000 parked waiters, relay RSS;
 #   push:    end-to-end pushes/s with 10 000 devices over mock APNs + FCM, and push
 #            latency at 1 000 messages/s.
+#   restore: phrase → converged documents for an account with 10 000 contacts.
 # Extra arguments go to both runs (e.g. --json). Run it on an otherwise idle machine:
 # the relay, the clients and the mock providers share its cores.
 set -euo pipefail
@@ -18,4 +19,5 @@ echo "bench.sh: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 status=0
 "$bench" mailbox --relay-bin "$relay" --clients 64 --duration 10 --waiters 10000 --wakes 1000 "$@" || status=$?
 "$bench" push --relay-bin "$relay" --devices 10000 --count 20000 --rate 1000 --seconds 5 "$@" || status=$?
+"$bench" restore --relay-bin "$relay" --contacts 10000 "$@" || status=$?
 exit "$status"

@@ -372,7 +372,10 @@ impl ApnsState {
             Some((scheme, jwt)) if scheme.eq_ignore_ascii_case("bearer") => jwt.trim(),
             _ => return Err(INVALID),
         };
-        let iat = match lock(&self.verified).get(jwt).copied() {
+        // Bound first: a guard in the match scrutinee would live through the arms and
+        // deadlock with verify_provider_token's insert.
+        let cached = lock(&self.verified).get(jwt).copied();
+        let iat = match cached {
             Some(iat) => iat,
             None => self.verify_provider_token(jwt)?,
         };
