@@ -263,6 +263,12 @@ impl RelayClient {
             ts: 0,
             signature: Vec::new(),
         };
+        self.send_store(make).await
+    }
+
+    /// Sends a Store built by `make` (rebuilt per attempt, so a retry re-signs with a fresh
+    /// `ts`) and checks the answer's hash.
+    async fn send_store(&self, make: impl Fn() -> StoreRequest) -> Result<StoreResponse, ClientError> {
         let resp = self
             .call(
                 self.options.rpc_timeout,
@@ -299,18 +305,7 @@ impl RelayClient {
                 signature: sign::sign(owner.signing_key(), &msg).to_vec(),
             }
         };
-        let resp = self
-            .call(
-                self.options.rpc_timeout,
-                |req| {
-                    let mut c = self.mailbox.clone();
-                    async move { c.store(req).await }
-                },
-                make,
-            )
-            .await?;
-        check_hash(&resp.hash)?;
-        Ok(resp)
+        self.send_store(make).await
     }
 
     /// Fetches up to `limit` messages with `seq > after_seq` (0: the relay's default).
