@@ -2,7 +2,7 @@
 //! account (device-link's [`Account`] engine: config sync, inbox, push handling).
 //!
 //! Every exported async method hands its work to the crate's runtime
-//! ([`crate::runtime::run`]); the background loops (polling, the Fast Mode supervisor) run
+//! ([`Inner::run`], tracked so `stop` can wait for it); the background loops (polling, the Fast Mode supervisor) run
 //! there too, from `connect` until `close` or the object is freed.
 
 use std::{
@@ -21,7 +21,7 @@ use tidings_device_link::{
     state::DeviceState,
 };
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -40,6 +40,9 @@ use crate::{
 
 /// The blob device-link keeps the config replica in (removed at sign-out).
 const CONFIG_BLOB: &str = "config";
+/// How long `stop` waits for running tasks: each ends at its next await, so only a state
+/// write or a callback in progress can hold it up.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Shared by the client object and its background tasks.
 pub(crate) struct Inner {
@@ -62,6 +65,9 @@ pub(crate) struct Inner {
     pub wake: tokio::sync::watch::Sender<u64>,
     pub link: tokio::sync::Mutex<LinkState>,
     pub shutdown: CancellationToken,
+    /// Every task of this client (calls and loops), so `stop` can wait for them.
+    calls: TaskTracker,
+    /// The background loops, aborted at sign-out and stop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -136,6 +142,7 @@ impl TidingsClient {
             wake,
             link: tokio::sync::Mutex::new(LinkState::default()),
             shutdown: CancellationToken::new(),
+            calls: TaskTracker::new(),
             tasks: Mutex::new(Vec::new()),
         });
         Ok(Arc::new(TidingsClient { inner }))
@@ -152,12 +159,13 @@ impl TidingsClient {
     /// retry. Calling it again only re-checks the relay.
     pub async fn connect(&self) -> Result<()> {
         let inner = self.inner.clone();
-        runtime::run(async move {
-            inner.start_loops();
-            inner.relay.relay_info().await?;
-            Ok(())
-        })
-        .await
+        self.inner
+            .run(async move {
+                inner.start_loops();
+                inner.relay.relay_info().await?;
+                Ok(())
+            })
+            .await
     }
 
     /// Stops the background loops for good (also done when the object is freed). Queued
@@ -193,16 +201,18 @@ impl TidingsClient {
     pub async fn restore_account(&self, phrase: String) -> Result<String> {
         let phrase = Zeroizing::new(phrase);
         let inner = self.inner.clone();
-        runtime::run(async move {
-            if inner.account().is_some() {
-                return Err(TidingsError::AlreadySignedIn);
-            }
-            let progress = inner.progress_reporter(Operation::Restore);
-            let account =
-                Account::restore(&inner.dir, &inner.key, inner.settings.clone(), &phrase, progress).await?;
-            Ok(inner.adopt(account))
-        })
-        .await
+        self.inner
+            .run(async move {
+                if inner.account().is_some() {
+                    return Err(TidingsError::AlreadySignedIn);
+                }
+                let progress = inner.progress_reporter(Operation::Restore);
+                let account =
+                    Account::restore(&inner.dir, &inner.key, inner.settings.clone(), &phrase, progress)
+                        .await?;
+                Ok(inner.adopt(account))
+            })
+            .await
     }
 
     /// The recovery phrase, if signed in. Show it only on the user's request.
@@ -230,7 +240,7 @@ impl TidingsClient {
     /// this install. The phrase is the only way back.
     pub async fn sign_out(&self) -> Result<()> {
         let inner = self.inner.clone();
-        runtime::run(async move { inner.sign_out().await }).await
+        self.inner.run(async move { inner.sign_out().await }).await
     }
 
     // ---- messages -------------------------------------------------------------------
@@ -243,19 +253,20 @@ impl TidingsClient {
                 value: recipient_account_id.clone(),
             })?;
         let inner = self.inner.clone();
-        runtime::run(async move {
-            let resp = inner
-                .relay
-                .store(&recipient, MESSAGE_NAMESPACE, &data, inner.options.message_ttl_ms)
-                .await?;
-            Ok(SendReceipt {
-                hash: hash_hex(&resp.hash),
-                seq: resp.seq,
-                expires_ms: resp.expires_ms,
-                duplicate: resp.duplicate,
+        self.inner
+            .run(async move {
+                let resp = inner
+                    .relay
+                    .store(&recipient, MESSAGE_NAMESPACE, &data, inner.options.message_ttl_ms)
+                    .await?;
+                Ok(SendReceipt {
+                    hash: hash_hex(&resp.hash),
+                    seq: resp.seq,
+                    expires_ms: resp.expires_ms,
+                    duplicate: resp.duplicate,
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Fetches everything new once — messages and config — without waiting: for a
@@ -263,7 +274,7 @@ impl TidingsClient {
     /// New messages are also reported through `on_message`.
     pub async fn sync_now(&self) -> Result<SyncSummary> {
         let inner = self.inner.clone();
-        runtime::run(async move { inner.sync_now().await }).await
+        self.inner.run(async move { inner.sync_now().await }).await
     }
 
     /// Handles a push the app received (the `enc` field of the APNs payload or the FCM
@@ -272,7 +283,7 @@ impl TidingsClient {
     /// driver that pushes arrive.
     pub async fn handle_push(&self, enc: String) -> Result<PushOutcome> {
         let inner = self.inner.clone();
-        runtime::run(async move { inner.handle_push(&enc).await }).await
+        self.inner.run(async move { inner.handle_push(&enc).await }).await
     }
 }
 
@@ -342,7 +353,7 @@ impl Inner {
         }
         self.set_signed_out_mode();
         // Stop the loops first, so no sync of the old account writes after this.
-        let running = self.stop_loops();
+        let running = self.stop_loops().await;
         *self.account_slot() = None;
         {
             let mut st = self.lock_store();
@@ -362,25 +373,51 @@ impl Inner {
             return;
         }
         let handle = runtime::handle();
-        tasks.push(handle.spawn(crate::driver::poll_loop(self.clone(), MESSAGE_NAMESPACE)));
-        tasks.push(handle.spawn(crate::driver::poll_loop(self.clone(), CONFIG_NAMESPACE)));
-        tasks.push(handle.spawn(crate::driver::supervisor(self.clone())));
+        let calls = &self.calls;
+        tasks.push(calls.spawn_on(crate::driver::poll_loop(self.clone(), MESSAGE_NAMESPACE), handle));
+        tasks.push(calls.spawn_on(crate::driver::poll_loop(self.clone(), CONFIG_NAMESPACE), handle));
+        tasks.push(calls.spawn_on(crate::driver::supervisor(self.clone()), handle));
     }
 
     /// Aborts the loops; true when they were running.
-    fn stop_loops(&self) -> bool {
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    fn abort_loops(&self) -> bool {
+        let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         let running = !tasks.is_empty();
-        for t in tasks.drain(..) {
+        for t in tasks.iter() {
             t.abort();
         }
         running
     }
 
-    /// Stops the loops for good.
+    /// Aborts the loops and waits until they have ended (an abort takes effect at the
+    /// task's next await, possibly after a state write); true when they were running.
+    async fn stop_loops(&self) -> bool {
+        let running = self.abort_loops();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            // Aborted, or ended on its own: either way it no longer runs.
+            let _ = t.await;
+        }
+        running
+    }
+
+    /// Runs one exported call on the runtime, tracked and cancelled by `stop`.
+    pub(crate) async fn run<T, F>(&self, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        runtime::run(&self.calls, &self.shutdown, fut).await
+    }
+
+    /// Stops everything for good: no callback is made, and (called off the runtime) no
+    /// task touches the state directory once this returns, so the app may delete it.
     pub(crate) fn stop(&self) {
         self.shutdown.cancel();
-        self.stop_loops();
+        self.abort_loops();
+        self.calls.close();
+        self.events.close();
+        runtime::wait_blocking(&self.calls, STOP_WAIT);
     }
 
     /// One round of polling `namespace` (long-polling up to `wait_ms`). Returns how many
@@ -563,5 +600,19 @@ mod tests {
             .block_on(c.send("02abc".into(), b"x".to_vec()))
             .unwrap_err();
         assert!(matches!(err, TidingsError::InvalidAccountId { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn after_stop_calls_fail_closed_and_the_directory_can_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        c.create_account().unwrap();
+        // The loops run (against a relay that never answers) until stop.
+        let _ = runtime::handle().block_on(c.connect());
+        c.stop();
+        assert!(c.inner.calls.is_empty(), "a task outlived stop");
+        let err = runtime::handle().block_on(c.sync_now()).unwrap_err();
+        assert_eq!(err, TidingsError::Closed);
+        std::fs::remove_dir_all(dir.path()).unwrap();
     }
 }

@@ -12,7 +12,6 @@ use tidings_device_link::{
 use crate::{
     client::TidingsClient,
     error::{Result, TidingsError},
-    runtime,
     types::{Avatar, ConfigDocuments, Contact, Conversation, NotificationMode, Profile, Settings},
 };
 
@@ -244,17 +243,18 @@ impl TidingsClient {
     /// Applies one edit, saved and queued at once, uploaded now if the relay answers.
     async fn change(&self, change: Change) -> Result<bool> {
         let inner = self.inner.clone();
-        runtime::run(async move {
-            let account = inner.require_account()?;
-            let changed = account
-                .edit(move |e| {
-                    change(e)?;
-                    Ok(e.changed())
-                })
-                .await?;
-            Ok(changed)
-        })
-        .await
+        self.inner
+            .run(async move {
+                let account = inner.require_account()?;
+                let changed = account
+                    .edit(move |e| {
+                        change(e)?;
+                        Ok(e.changed())
+                    })
+                    .await?;
+                Ok(changed)
+            })
+            .await
     }
 }
 

@@ -35,7 +35,6 @@ use crate::{
     client::{Inner, TidingsClient, now_ms},
     error::{Result, TidingsError},
     events::Event,
-    runtime,
     types::{IncomingMessage, Mode, ModeChange, ModeReason, ModeStatus, PushService},
 };
 
@@ -187,14 +186,18 @@ impl TidingsClient {
         app_id: String,
     ) -> Result<ModeChange> {
         let inner = self.inner.clone();
-        runtime::run(async move { inner.enable_fast_mode(service, token, app_id).await }).await
+        self.inner
+            .run(async move { inner.enable_fast_mode(service, token, app_id).await })
+            .await
     }
 
     /// Slow Mode: removes the push registration from the relay (retried in the background
     /// when the relay is unreachable) and polls.
     pub async fn disable_fast_mode(&self) -> Result<()> {
         let inner = self.inner.clone();
-        runtime::run(async move { inner.disable_fast_mode().await }).await
+        self.inner
+            .run(async move { inner.disable_fast_mode().await })
+            .await
     }
 
     /// The driver's current mode and why.

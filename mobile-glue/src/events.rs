@@ -7,7 +7,11 @@
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, Mutex, PoisonError, mpsc},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
 };
 
@@ -47,6 +51,8 @@ type Slot = Arc<Mutex<Option<Arc<dyn EventListener>>>>;
 pub(crate) struct Events {
     tx: mpsc::Sender<(Arc<dyn EventListener>, Event)>,
     listener: Slot,
+    /// Set by `close`: queued events are dropped instead of delivered.
+    closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Events {
@@ -60,14 +66,23 @@ impl Events {
     pub(crate) fn start(listener: Option<Arc<dyn EventListener>>) -> Events {
         let (tx, rx) = mpsc::channel();
         let listener: Slot = Arc::new(Mutex::new(listener));
+        let closed = Arc::new(AtomicBool::new(false));
+        let dispatcher_closed = closed.clone();
         let spawned = thread::Builder::new()
             .name("tidings-events".into())
-            .spawn(move || dispatch(&rx));
+            .spawn(move || dispatch(&rx, &dispatcher_closed));
         if let Err(e) = spawned {
             // Without the thread, events are dropped (send fails); the API still works.
             tracing::error!(error = %e, "cannot start the event thread; events will not be reported");
         }
-        Events { tx, listener }
+        Events { tx, listener, closed }
+    }
+
+    /// Stops reporting for good: the app may be tearing down (a foreign runtime called
+    /// back after it ended can abort the process), so queued events are dropped too.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.set_listener(None);
     }
 
     /// Replaces the listener (`None`: stop reporting).
@@ -89,8 +104,11 @@ impl Events {
     }
 }
 
-fn dispatch(rx: &mpsc::Receiver<(Arc<dyn EventListener>, Event)>) {
+fn dispatch(rx: &mpsc::Receiver<(Arc<dyn EventListener>, Event)>, closed: &AtomicBool) {
     while let Ok((listener, event)) = rx.recv() {
+        if closed.load(Ordering::SeqCst) {
+            continue;
+        }
         // A callback that throws on the foreign side surfaces as a panic here; one bad
         // callback must not end the reporting of every later event.
         let outcome = catch_unwind(AssertUnwindSafe(|| match event {
@@ -191,5 +209,19 @@ pub(crate) mod tests {
         events.set_listener(Some(rec.clone()));
         events.send(Event::LinkRequest(LinkRequest { sas: "2".into() }));
         assert_eq!(rec.wait_for(1), vec!["link 2"]);
+    }
+
+    #[test]
+    fn nothing_is_reported_after_close() {
+        let rec = Arc::new(Recorder::default());
+        let events = Events::start(Some(rec.clone()));
+        events.close();
+        events.send(Event::LinkRequest(LinkRequest { sas: "1".into() }));
+        events.set_listener(Some(rec.clone()));
+        events.send(Event::LinkRequest(LinkRequest { sas: "2".into() }));
+        // Give a (wrongly) delivering dispatcher time to deliver; a pass cannot be a fluke
+        // of a slow thread in the other direction, only a miss.
+        thread::sleep(Duration::from_millis(100));
+        assert!(rec.events.lock().unwrap().is_empty());
     }
 }

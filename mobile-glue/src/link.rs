@@ -16,7 +16,6 @@ use crate::{
     client::{Inner, TidingsClient},
     error::{Result, TidingsError},
     events::Event,
-    runtime,
     types::{LinkRequest, Operation},
 };
 
@@ -33,68 +32,74 @@ impl TidingsClient {
     /// any earlier offer of this client.
     pub async fn begin_link(&self) -> Result<String> {
         let inner = self.inner.clone();
-        runtime::run(async move {
-            if inner.account().is_some() {
-                return Err(TidingsError::AlreadySignedIn);
-            }
-            let offer = {
-                let _guard = crate::runtime::handle().enter();
-                Arc::new(Account::link_offer(inner.settings.clone())?)
-            };
-            let payload = offer.qr_payload();
-            let mut link = inner.link.lock().await;
-            link.offer = Some(offer);
-            link.pending = None;
-            Ok(payload)
-        })
-        .await
+        self.inner
+            .run(async move {
+                if inner.account().is_some() {
+                    return Err(TidingsError::AlreadySignedIn);
+                }
+                let offer = {
+                    let _guard = crate::runtime::handle().enter();
+                    Arc::new(Account::link_offer(inner.settings.clone())?)
+                };
+                let payload = offer.qr_payload();
+                let mut link = inner.link.lock().await;
+                link.offer = Some(offer);
+                link.pending = None;
+                Ok(payload)
+            })
+            .await
     }
 
     /// New device: waits up to `timeout_ms` for a linked device to send the account.
     /// Returns the code to compare (also reported through `on_link_request`).
     pub async fn wait_for_link(&self, timeout_ms: u64) -> Result<LinkRequest> {
         let inner = self.inner.clone();
-        runtime::run(async move { inner.wait_for_link(Duration::from_millis(timeout_ms)).await }).await
+        self.inner
+            .run(async move { inner.wait_for_link(Duration::from_millis(timeout_ms)).await })
+            .await
     }
 
     /// New device: the codes matched. Adopts the account, restores its config (progress
     /// through `on_progress`) and returns the account id.
     pub async fn confirm_link(&self) -> Result<String> {
         let inner = self.inner.clone();
-        runtime::run(async move {
-            if inner.account().is_some() {
-                return Err(TidingsError::AlreadySignedIn);
-            }
-            let pending = inner.link.lock().await.pending.take().ok_or_else(no_request)?;
-            let progress = inner.progress_reporter(Operation::Restore);
-            let account = pending.confirm(&inner.dir, &inner.key, progress).await?;
-            inner.link.lock().await.offer = None;
-            Ok(inner.adopt(account))
-        })
-        .await
+        self.inner
+            .run(async move {
+                if inner.account().is_some() {
+                    return Err(TidingsError::AlreadySignedIn);
+                }
+                let pending = inner.link.lock().await.pending.take().ok_or_else(no_request)?;
+                let progress = inner.progress_reporter(Operation::Restore);
+                let account = pending.confirm(&inner.dir, &inner.key, progress).await?;
+                inner.link.lock().await.offer = None;
+                Ok(inner.adopt(account))
+            })
+            .await
     }
 
     /// New device: the codes differed. Forgets what was sent; `wait_for_link` may wait
     /// for another attempt with the same QR code.
     pub async fn reject_link(&self) -> Result<()> {
         let inner = self.inner.clone();
-        runtime::run(async move {
-            let pending = inner.link.lock().await.pending.take().ok_or_else(no_request)?;
-            pending.reject().await;
-            Ok(())
-        })
-        .await
+        self.inner
+            .run(async move {
+                let pending = inner.link.lock().await.pending.take().ok_or_else(no_request)?;
+                pending.reject().await;
+                Ok(())
+            })
+            .await
     }
 
     /// Linked device: sends the account to the new device whose QR code was scanned.
     /// Returns the code to show; the new device's user compares it with theirs.
     pub async fn link_device(&self, qr_payload: String) -> Result<String> {
         let inner = self.inner.clone();
-        runtime::run(async move {
-            let account = inner.require_account()?;
-            Ok(account.approve_link(&qr_payload).await?)
-        })
-        .await
+        self.inner
+            .run(async move {
+                let account = inner.require_account()?;
+                Ok(account.approve_link(&qr_payload).await?)
+            })
+            .await
     }
 }
 

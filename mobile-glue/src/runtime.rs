@@ -6,9 +6,10 @@
 //! owns one small multi-threaded runtime, created on first use, and exported async
 //! functions hand their work to it.
 
-use std::{future::Future, sync::OnceLock};
+use std::{future::Future, sync::OnceLock, time::Duration};
 
 use tokio::runtime::{Builder, Handle, Runtime};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::error::{Result, TidingsError};
 
@@ -33,14 +34,26 @@ pub fn handle() -> &'static Handle {
         .handle()
 }
 
-/// Runs `fut` on the crate's runtime and waits for it from whatever executor the caller
-/// (UniFFI's foreign future, or a test) uses.
-pub async fn run<T, F>(fut: F) -> Result<T>
+/// Runs `fut` on the crate's runtime as one of a client's calls and waits for it from
+/// whatever executor the caller (UniFFI's foreign future, or a test) uses.
+///
+/// The call is tracked by `calls`, so stopping the client can wait for it, and it is
+/// abandoned at its next await once `shutdown` fires: after `stop` returns, no call of
+/// that client touches its state directory any more.
+pub async fn run<T, F>(calls: &TaskTracker, shutdown: &CancellationToken, fut: F) -> Result<T>
 where
     F: Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    match handle().spawn(fut).await {
+    let shutdown = shutdown.clone();
+    let guarded = async move {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Err(TidingsError::Closed),
+            r = fut => r,
+        }
+    };
+    match calls.spawn_on(guarded, handle()).await {
         Ok(result) => result,
         // The task was aborted (client closed) or panicked: neither should reach the app
         // as a panic across the FFI.
@@ -49,4 +62,20 @@ where
             reason: format!("internal task failed: {e}"),
         }),
     }
+}
+
+/// Waits up to `limit` for every task of `calls` to end, once `calls` is closed.
+///
+/// Blocking is only done off the runtime (an app thread, or the event thread): on one of
+/// the runtime's own threads it would stall the very tasks it waits for, so there the
+/// wait is skipped and the tasks end at their next await.
+pub fn wait_blocking(calls: &TaskTracker, limit: Duration) {
+    if Handle::try_current().is_ok() {
+        return;
+    }
+    handle().block_on(async {
+        if tokio::time::timeout(limit, calls.wait()).await.is_err() {
+            tracing::warn!("client tasks still running after stop; they end at their next await");
+        }
+    });
 }
