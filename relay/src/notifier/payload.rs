@@ -157,6 +157,7 @@ mod tests {
             expires_ms: 20,
             attempts: 0,
             enqueued_ms: 10,
+            lease: Default::default(),
         };
         let msg = StoredMessage {
             hash: [4; 32],

@@ -455,6 +455,91 @@ pub async fn claim_leases_and_takeover(store: &dyn Store) {
     );
 }
 
+/// A node whose lease ran out and whose job was claimed again (by another node, or by
+/// itself) finishes it too late: that changes nothing, whatever the outcome; the current
+/// claim still finishes it. A claim whose lease ran out but that nobody took over still
+/// finishes its job.
+pub async fn finish_after_losing_the_lease_changes_nothing(store: &dyn Store) {
+    let f = Fixture::new();
+    store
+        .upsert_subscription(f.sub(device(), &[NS], T0 + DAY))
+        .await
+        .unwrap();
+    f.put(store, b"m").await;
+    let a = store.claim_jobs("node-a", T0, 1000, 10).await.unwrap();
+    assert_eq!(a.len(), 1);
+    let b = store.claim_jobs("node-b", T0 + 1000, 1000, 10).await.unwrap();
+    assert_eq!(b.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a[0].id]);
+
+    // node-a is late with every outcome but TokenDead (which removes the subscription,
+    // whoever holds the job): node-b's lease stands, the job stays.
+    for late in [
+        JobOutcome::Retry { not_before_ms: T0 },
+        JobOutcome::Dropped,
+        JobOutcome::Delivered,
+    ] {
+        store.finish_job(&a[0], late).await.unwrap();
+        assert_eq!(store.outbox_stats().await.unwrap().depth, 1, "{late:?}");
+        assert!(
+            store
+                .claim_jobs("node-c", T0 + 1999, 1000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{late:?} released node-b's lease"
+        );
+    }
+
+    // node-b's Retry counts once; node-a's did not.
+    store
+        .finish_job(
+            &b[0],
+            JobOutcome::Retry {
+                not_before_ms: T0 + 5000,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_jobs("node-c", T0 + 4999, 1000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A finish of a released job by an earlier claim changes nothing either.
+    store.finish_job(&b[0], JobOutcome::Dropped).await.unwrap();
+    store.finish_job(&a[0], JobOutcome::Dropped).await.unwrap();
+    let c1 = store.claim_jobs("node-c", T0 + 5000, 1000, 10).await.unwrap();
+    assert_eq!(c1.len(), 1);
+    assert_eq!((c1[0].id, c1[0].attempts), (a[0].id, 1));
+
+    // node-c's own lease runs out (a provider call hung) and it claims the job again:
+    // only the second claim counts.
+    let c2 = store.claim_jobs("node-c", T0 + 6000, 1000, 10).await.unwrap();
+    assert_eq!(c2.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a[0].id]);
+    store.finish_job(&c1[0], JobOutcome::Dropped).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 1);
+
+    // node-c finishes after its second lease ran out, but nobody took the job over.
+    assert!(
+        store
+            .claim_jobs("node-d", T0 + 6999, 1000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.finish_job(&c2[0], JobOutcome::Delivered).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
+    assert!(
+        store
+            .claim_jobs("node-d", T0 + DAY, 1000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Each [`JobOutcome`] does what its doc says.
 pub async fn job_outcomes(store: &dyn Store) {
     let f = Fixture::new();
@@ -749,6 +834,7 @@ macro_rules! store_conformance_tests {
             jobs_fan_out_to_matching_namespaces,
             no_job_for_duplicate_store,
             claim_leases_and_takeover,
+            finish_after_losing_the_lease_changes_nothing,
             job_outcomes,
             same_device_and_hash_enqueued_once,
             remove_subscription_drops_pending_jobs,

@@ -13,7 +13,7 @@
 //! - Expired messages (`expires_ms <= now_ms`) are never returned by `get_messages`,
 //!   whether or not they were swept yet.
 //! - A leased job is invisible to `claim_jobs` until its lease ends, then any node may
-//!   take it over.
+//!   take it over; from then on only the new claim can finish it.
 //!
 //! The conformance suite in `conformance` (compiled for tests and with the `conformance`
 //! feature) checks all of this for every backend.
@@ -114,6 +114,23 @@ pub struct PushJob {
     pub attempts: u32,
     /// When the job was first enqueued (for the give-up age and outbox metrics).
     pub enqueued_ms: i64,
+    /// The claim this job was handed out under ([`Lease::default`] when not claimed).
+    pub lease: Lease,
+}
+
+/// Which claim of a job a [`PushJob`] came from: [`Store::claim_jobs`] fills it in, and
+/// [`Store::finish_job`] takes effect only while the job is still held under it.
+///
+/// The owner alone cannot tell two claims of one node apart (its own lease ran out while
+/// a provider call hung, and it claimed the job again); the lease end can, because a job
+/// is claimable only once its lease has ended, and lease times are positive, so every
+/// claim ends later than the one before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// The node that claimed the job (as the store keeps it: a backend may shorten it).
+    pub owner: String,
+    /// When that claim's lease ends.
+    pub until_ms: i64,
 }
 
 /// How a claimed job ended, as [`Store::finish_job`] records it.
@@ -227,10 +244,13 @@ pub trait Store: Send + Sync + 'static {
         max: u32,
     ) -> Result<Vec<PushJob>, StoreError>;
 
-    /// Records how a claimed job ended. A job that is gone already (its lease ran out
-    /// and another node finished it) is no error; the outcome then changes nothing,
-    /// except that `Delivered` still remembers (device, hash) and `TokenDead` still
-    /// removes the subscription.
+    /// Records how a claimed job ended, if `job.lease` is still the job's current claim:
+    /// the same owner and lease end, also when that lease has run out meanwhile but
+    /// nobody claimed the job again. Otherwise (the job is gone, or another node, or
+    /// this one, claimed it again after the lease ran out) the job is left alone for the
+    /// current holder and this is no error, only a debug log; `Delivered` still
+    /// remembers (device, hash) and `TokenDead` still removes the subscription (with its
+    /// pending jobs), since both are facts about the device, not about the claim.
     async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError>;
 
     /// Outbox depth and age of the oldest job.

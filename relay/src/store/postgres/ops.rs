@@ -11,8 +11,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use super::errors::{corrupt, db_error};
 use super::listener;
 use crate::store::{
-    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
-    StoreError, StoredMessage, Subscription,
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, OutboxStats, Page, PushJob,
+    PutOutcome, StoreError, StoredMessage, Subscription,
 };
 
 /// The most entries one sweep call removes, whatever the caller asks (as in redb).
@@ -426,7 +426,7 @@ const CLAIM: &str = "WITH due AS (
      UPDATE push_jobs j SET lease_owner = $3, lease_until_ms = $4
      FROM due WHERE j.id = due.id
      RETURNING j.id, j.account, j.account_index, j.device_id, j.namespace, j.hash, j.seq,
-               j.created_ms, j.expires_ms, j.attempts, j.enqueued_ms";
+               j.created_ms, j.expires_ms, j.attempts, j.enqueued_ms, j.lease_owner, j.lease_until_ms";
 
 /// Leases up to `max` due jobs to `node`.
 pub async fn claim_jobs(
@@ -459,48 +459,83 @@ fn job_from(row: &Row) -> Result<PushJob> {
         expires_ms: col(row, 8)?,
         attempts: u32_of(col(row, 9)?, "job attempts")?,
         enqueued_ms: col(row, 10)?,
+        lease: Lease {
+            owner: col(row, 11)?,
+            until_ms: col(row, 12)?,
+        },
     })
 }
 
-/// Records how a claimed job ended; a job that is gone already changes nothing, except
-/// that `Delivered` still remembers (device, hash) and `TokenDead` still removes the
-/// subscription.
+/// Records how a claimed job ended, if `job.lease` is still its current claim (see
+/// [`crate::store::Store::finish_job`]). Every statement touches the job row only under
+/// `lease_owner` and `lease_until_ms` as claimed; a node that claimed the job since has
+/// moved `lease_until_ms` on, so a late finish of a node that lost its lease matches no
+/// row. `Delivered` still remembers (device, hash) and `TokenDead` still removes the
+/// subscription and its jobs.
 pub async fn finish_job(client: &Client, job: &PushJob, outcome: JobOutcome) -> Result<()> {
     let id = i64::try_from(job.id).map_err(|_| corrupt("job id"))?;
     let (index, device, hash) = (&job.account_index[..], &job.device_id[..], &job.hash[..]);
-    match outcome {
+    let (owner, until) = (&job.lease.owner, &job.lease.until_ms);
+    let finished = match outcome {
         JobOutcome::Delivered => {
-            execute(
+            let row = query_one(
                 client,
-                "WITH done AS (DELETE FROM push_jobs WHERE id = $1)
-                 INSERT INTO pushed (account_index, device_id, hash, expires_ms) VALUES ($2, $3, $4, $5)
-                 ON CONFLICT DO NOTHING",
-                &[&id, &index, &device, &hash, &job.expires_ms],
+                "WITH done AS (
+                     DELETE FROM push_jobs WHERE id = $1 AND lease_owner = $6 AND lease_until_ms = $7
+                     RETURNING 1
+                 ), marked AS (
+                     INSERT INTO pushed (account_index, device_id, hash, expires_ms) VALUES ($2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING
+                 )
+                 SELECT count(*) FROM done",
+                &[&id, &index, &device, &hash, &job.expires_ms, owner, until],
             )
             .await?;
+            col::<i64>(&row, 0)?
         }
         JobOutcome::TokenDead => {
-            execute(
+            // The token is dead whoever holds the job: the subscription and all its jobs
+            // go (a current holder's finish then matches nothing).
+            let row = query_one(
                 client,
-                "WITH dead AS (DELETE FROM subscriptions WHERE account_index = $2 AND device_id = $3)
-                 DELETE FROM push_jobs WHERE id = $1 OR (account_index = $2 AND device_id = $3)",
-                &[&id, &index, &device],
+                "WITH dead AS (DELETE FROM subscriptions WHERE account_index = $2 AND device_id = $3),
+                 gone AS (
+                     DELETE FROM push_jobs WHERE id = $1 OR (account_index = $2 AND device_id = $3)
+                     RETURNING id, lease_owner, lease_until_ms
+                 )
+                 SELECT count(*) FROM gone WHERE id = $1 AND lease_owner = $4 AND lease_until_ms = $5",
+                &[&id, &index, &device, owner, until],
             )
             .await?;
+            col::<i64>(&row, 0)?
         }
         JobOutcome::Retry { not_before_ms } => {
-            execute(
+            let n = execute(
                 client,
                 "UPDATE push_jobs SET not_before_ms = $2, lease_owner = NULL, lease_until_ms = NULL,
                      attempts = LEAST(attempts + 1, 4294967295)
-                 WHERE id = $1",
-                &[&id, &not_before_ms],
+                 WHERE id = $1 AND lease_owner = $3 AND lease_until_ms = $4",
+                &[&id, &not_before_ms, owner, until],
             )
             .await?;
+            i64::try_from(n).unwrap_or(i64::MAX)
         }
         JobOutcome::Dropped => {
-            execute(client, "DELETE FROM push_jobs WHERE id = $1", &[&id]).await?;
+            let n = execute(
+                client,
+                "DELETE FROM push_jobs WHERE id = $1 AND lease_owner = $2 AND lease_until_ms = $3",
+                &[&id, owner, until],
+            )
+            .await?;
+            i64::try_from(n).unwrap_or(i64::MAX)
         }
+    };
+    if finished == 0 {
+        tracing::debug!(
+            job = job.id,
+            ?outcome,
+            "push job no longer held under this claim (finished, or claimed again after the lease ran out); the job is left as it is"
+        );
     }
     Ok(())
 }

@@ -52,6 +52,7 @@ pg_conformance_tests!(
     jobs_fan_out_to_matching_namespaces,
     no_job_for_duplicate_store,
     claim_leases_and_takeover,
+    finish_after_losing_the_lease_changes_nothing,
     job_outcomes,
     same_device_and_hash_enqueued_once,
     remove_subscription_drops_pending_jobs,

@@ -10,8 +10,8 @@ use super::keys;
 use super::records::{self, JobRecord, MsgHead};
 use super::tables::{self, META_NEXT_JOB, META_PROBE, OpError, Tables};
 use crate::store::{
-    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
-    StoreError, StoredMessage, Subscription,
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, OutboxStats, Page, PushJob,
+    PutOutcome, StoreError, StoredMessage, Subscription,
 };
 
 /// The most entries one sweep call removes, whatever the caller asks: a sweep shares its
@@ -109,6 +109,7 @@ fn fan_out(t: &mut Tables<'_>, msg: &NewMessage, seq: u64, now: i64) -> Result<u
             expires_ms: msg.expires_ms,
             attempts: 0,
             enqueued_ms: now,
+            lease: Lease::default(),
         };
         save_job(
             t,
@@ -356,27 +357,42 @@ pub fn claim_jobs(
         t.due.remove(keys::due(visible_at, id).as_slice())?;
         let Some(mut rec) = load_job(t, id)? else { continue };
         rec.lease_until_ms = now.saturating_add(lease_ms.max(0));
-        rec.lease_owner = node.to_owned();
+        rec.lease_owner = records::stored_owner(node).to_owned();
         save_job(t, &rec)?;
+        // The claim as stored, so that `finish_job` can tell whether it still holds.
+        rec.job.lease = Lease {
+            owner: rec.lease_owner,
+            until_ms: rec.lease_until_ms,
+        };
         claimed.push(rec.job);
     }
     Ok(claimed)
 }
 
-/// Records how a claimed job ended. A job that is gone already (finished by a node that
-/// took it over) is not an error.
+/// Records how a claimed job ended, if `job.lease` is still its current claim (see
+/// [`crate::store::Store::finish_job`]). Only one process opens the file, but one node
+/// can still lose a lease to itself (a provider call outlasting it), and the semantics
+/// match the PostgreSQL store's.
 pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome) -> Result<(), OpError> {
+    let held = match load_job(t, job.id)? {
+        // A Retry sets `lease_until_ms` to `i64::MIN`, which no claim carries.
+        Some(rec) => rec.lease_owner == job.lease.owner && rec.lease_until_ms == job.lease.until_ms,
+        None => false,
+    };
     match outcome {
         JobOutcome::Delivered => {
-            remove_job(t, job.id)?;
+            if held {
+                remove_job(t, job.id)?;
+            }
             mark_pushed(t, &job.account_index, &job.device_id, &job.hash, job.expires_ms)?;
         }
         JobOutcome::TokenDead => {
+            // The token is dead whoever holds the job: the subscription and all its jobs go.
             remove_job(t, job.id)?;
             remove_subscription(t, &job.account_index, &job.device_id)?;
         }
         JobOutcome::Retry { not_before_ms } => {
-            if let Some(mut rec) = remove_job(t, job.id)? {
+            if held && let Some(mut rec) = remove_job(t, job.id)? {
                 rec.not_before_ms = not_before_ms;
                 rec.lease_until_ms = i64::MIN;
                 rec.job.attempts = rec.job.attempts.saturating_add(1);
@@ -384,8 +400,17 @@ pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome) -> Res
             }
         }
         JobOutcome::Dropped => {
-            remove_job(t, job.id)?;
+            if held {
+                remove_job(t, job.id)?;
+            }
         }
+    }
+    if !held {
+        tracing::debug!(
+            job = job.id,
+            ?outcome,
+            "push job no longer held under this claim (finished, or claimed again after the lease ran out); the job is left as it is"
+        );
     }
     Ok(())
 }

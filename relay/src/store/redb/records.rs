@@ -4,7 +4,7 @@
 //! serialisation crate: they are tiny, stable, and a decode failure is reported as
 //! [`StoreError::Corrupt`] instead of a panic.
 
-use crate::store::{Account, AccountIndex, DeviceId, Hash, PushJob, StoreError, Subscription};
+use crate::store::{Account, AccountIndex, DeviceId, Hash, Lease, PushJob, StoreError, Subscription};
 
 /// Reads fixed-size fields off the front of a stored value.
 pub struct Reader<'a> {
@@ -170,8 +170,14 @@ impl JobRecord {
     }
 }
 
-/// Longest lease owner name kept; longer names are cut (they only serve operators).
+/// Longest lease owner name kept; longer names are cut (they only serve operators, and,
+/// with the lease end, identify a claim).
 const MAX_OWNER_LEN: usize = 255;
+
+/// A lease owner name as a job record keeps it.
+pub fn stored_owner(node: &str) -> &str {
+    truncate_utf8(node, MAX_OWNER_LEN)
+}
 
 /// Encodes a job value (the key is the job id).
 pub fn encode_job(rec: &JobRecord) -> Vec<u8> {
@@ -226,6 +232,8 @@ pub fn decode_job(id: u64, v: &[u8]) -> Result<JobRecord, StoreError> {
         expires_ms,
         attempts,
         enqueued_ms,
+        // The record's lease fields below are the job's current claim, if any.
+        lease: Lease::default(),
     };
     Ok(JobRecord {
         job,
@@ -287,6 +295,7 @@ mod tests {
             let job = PushJob {
                 id, account, account_index: ai, device_id: dev, namespace, hash, seq,
                 created_ms: times.0, expires_ms: times.1, attempts, enqueued_ms: times.2,
+                lease: Lease::default(),
             };
             let rec = JobRecord { job, not_before_ms: times.3, lease_until_ms: times.4, lease_owner: owner };
             let back = decode_job(id, &encode_job(&rec)).unwrap();

@@ -13,7 +13,7 @@ use super::ops;
 use super::records::{self, JobRecord, Reader};
 use super::tables::{OpError, Tables};
 use crate::store::{
-    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, PushJob, PutOutcome, StoreError,
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, PushJob, PutOutcome, StoreError,
     Subscription,
 };
 
@@ -190,12 +190,15 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             out.push(tag);
             out.extend_from_slice(&not_before_ms.to_be_bytes());
             out.extend_from_slice(&job.id.to_be_bytes());
-            // The job record's layout carries every field of a job but its id.
+            // The job record's layout carries every field of a job but its id, its lease
+            // fields the claim being finished. (A log written before finishing checked the
+            // claim has zeros there: replayed, such a finish changes nothing and the job is
+            // pushed again after its lease, at least once as ever.)
             let rec = JobRecord {
                 job: job.clone(),
                 not_before_ms: 0,
-                lease_until_ms: 0,
-                lease_owner: String::new(),
+                lease_until_ms: job.lease.until_ms,
+                lease_owner: job.lease.owner.clone(),
             };
             put_bytes(out, &records::encode_job(&rec));
         }
@@ -299,7 +302,14 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
             };
             let id = r.u64()?;
             let n = get_len(r)?;
-            let job = records::decode_job(id, r.bytes(n)?)?.job;
+            let rec = records::decode_job(id, r.bytes(n)?)?;
+            let job = PushJob {
+                lease: Lease {
+                    owner: rec.lease_owner,
+                    until_ms: rec.lease_until_ms,
+                },
+                ..rec.job
+            };
             WriteOp::FinishJob { job, outcome }
         }
         PROBE => WriteOp::Probe,
@@ -376,30 +386,39 @@ mod tests {
                     max
                 }
             ),
-            (any::<u64>(), b32, any::<u32>(), any::<i64>(), 0u8..4).prop_map(|(id, b, n, t, o)| {
-                let outcome = match o {
-                    0 => JobOutcome::Delivered,
-                    1 => JobOutcome::TokenDead,
-                    2 => JobOutcome::Retry { not_before_ms: t },
-                    _ => JobOutcome::Dropped,
-                };
-                WriteOp::FinishJob {
-                    job: PushJob {
-                        id,
-                        account: b,
-                        account_index: b,
-                        device_id: [n as u8; 16],
-                        namespace: n,
-                        hash: b,
-                        seq: id,
-                        created_ms: t,
-                        expires_ms: t,
-                        attempts: n,
-                        enqueued_ms: t,
-                    },
-                    outcome,
-                }
-            }),
+            (
+                any::<u64>(),
+                b32,
+                any::<u32>(),
+                any::<i64>(),
+                0u8..4,
+                "[a-z0-9-]{0,40}"
+            )
+                .prop_map(|(id, b, n, t, o, owner)| {
+                    let outcome = match o {
+                        0 => JobOutcome::Delivered,
+                        1 => JobOutcome::TokenDead,
+                        2 => JobOutcome::Retry { not_before_ms: t },
+                        _ => JobOutcome::Dropped,
+                    };
+                    WriteOp::FinishJob {
+                        job: PushJob {
+                            id,
+                            account: b,
+                            account_index: b,
+                            device_id: [n as u8; 16],
+                            namespace: n,
+                            hash: b,
+                            seq: id,
+                            created_ms: t,
+                            expires_ms: t,
+                            attempts: n,
+                            enqueued_ms: t,
+                            lease: Lease { owner, until_ms: t },
+                        },
+                        outcome,
+                    }
+                }),
             Just(WriteOp::Probe),
         ]
     }
