@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 pg_url="${TIDINGS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   echo "test.sh: PostgreSQL reachable; PostgreSQL tests use $pg_url"
+elif [ -n "${TIDINGS_TEST_REQUIRE_POSTGRES:-}" ] && [ -z "${TIDINGS_TEST_POSTGRES_URL:-}" ]; then
+  # CI (.ci/run) sets this: PostgreSQL tests must run, not skip.
+  echo "test.sh: nothing listens on 127.0.0.1:5432 but TIDINGS_TEST_REQUIRE_POSTGRES is set" >&2
+  exit 1
 else
   echo "test.sh: SKIPPING PostgreSQL tests: nothing listens on 127.0.0.1:5432 (set TIDINGS_TEST_POSTGRES_URL)"
 fi
