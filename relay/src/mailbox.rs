@@ -23,6 +23,7 @@ use crate::{
     config::Limits,
     keys::RelayKeys,
     longpoll::Waiters,
+    metrics::Metrics,
     store::{NewMessage, Page, Store, StoreError, StoredMessage},
 };
 
@@ -41,6 +42,8 @@ pub struct MailboxService {
     waiters: Arc<Waiters>,
     shutdown: CancellationToken,
     push_wake: Arc<Notify>,
+    guards: Arc<Guards>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl MailboxService {
@@ -63,7 +66,67 @@ impl MailboxService {
             waiters,
             shutdown,
             push_wake,
+            guards,
+            metrics: None,
         }
+    }
+
+    /// Records message sizes in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The answer to a Retrieve, its size recorded.
+    fn retrieved(&self, page: Page) -> Response<RetrieveResponse> {
+        if let Some(m) = &self.metrics {
+            m.retrieved(page.messages.iter().map(|msg| msg.data.len()).sum());
+        }
+        Response::new(page_response(page))
+    }
+
+    /// Applies these rate limits and long-poll caps (shared with the Relay service).
+    #[must_use]
+    pub fn with_guards(mut self, guards: Arc<Guards>) -> Self {
+        self.guards = guards;
+        self
+    }
+
+    /// Refuses a Store into a mailbox holding `max_messages_per_mailbox` unexpired
+    /// messages, unless it repeats one of them (which changes nothing and is answered as
+    /// the duplicate it is). Concurrent Stores may overshoot the cap by a few.
+    async fn check_room(
+        &self,
+        account: &[u8; 32],
+        namespace: u32,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> Result<(), Status> {
+        let max = self.limits.max_messages_per_mailbox;
+        let held = self
+            .store
+            .count_messages(account, namespace, now_ms, max)
+            .await
+            .map_err(storage_status)?;
+        if held < max {
+            return Ok(());
+        }
+        let stored = self
+            .store
+            .get_message(account, namespace, hash)
+            .await
+            .map_err(storage_status)?;
+        if stored.is_some_and(|m| m.expires_ms > now_ms) {
+            return Ok(());
+        }
+        Err(exhausted(
+            format!(
+                "Store: mailbox is full ({max} messages, the most one namespace of an account holds); \
+                 room comes when the owner deletes messages or they expire"
+            ),
+            FULL_MAILBOX_RETRY,
+        ))
     }
 
     /// Reads up to `limit` messages after `after_seq` in chunks, stopping early (with
@@ -181,6 +244,9 @@ impl Mailbox for MailboxService {
             expires_ms: now_ms.saturating_add(v.ttl_ms),
         };
         let out = self.store.put_message(msg).await.map_err(storage_status)?;
+        if let Some(m) = &self.metrics {
+            m.stored(size);
+        }
         if !out.duplicate {
             self.waiters.notify_arrival(&v.account, v.namespace);
         }
@@ -212,7 +278,7 @@ impl Mailbox for MailboxService {
             .read_page(&v.account, v.namespace, v.after_seq, v.limit)
             .await?;
         if !page.messages.is_empty() || v.wait_ms == 0 || self.shutdown.is_cancelled() {
-            return Ok(Response::new(page_response(page)));
+            return Ok(self.retrieved(page));
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(v.wait_ms));
         tracing::debug!(account = %self.keys.fingerprint(&v.account), namespace = v.namespace, wait_ms = v.wait_ms, "long-poll parked");
@@ -226,7 +292,7 @@ impl Mailbox for MailboxService {
             })
             .await?;
         // A deadline or a shutdown answers "nothing new" (the client simply polls again).
-        Ok(Response::new(page_response(waited.unwrap_or_default())))
+        Ok(self.retrieved(waited.unwrap_or_default()))
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {

@@ -3,7 +3,8 @@
 //! - `serve [--config FILE]`: run the relay (no arguments: Slow Mode on the embedded
 //!   store in `./tidings-data`, gRPC on 127.0.0.1:7400). Prints
 //!   `tidings-relay listening on grpc=ADDR admin=ADDR` on stdout once it serves.
-//!   SIGTERM or Ctrl-C drain in-flight calls and flush storage, then exit 0.
+//!   SIGTERM or Ctrl-C drain in-flight calls and flush storage, then exit 0. SIGHUP
+//!   re-reads `tls_cert` and `tls_key` (a bad file keeps the old certificate).
 //! - `keygen [--out PATH]`: write a new relay secret (never overwrites one).
 //! - `check-config FILE`: validate a config file; names the first bad key.
 //! - `migrate [--config FILE]`: apply pending PostgreSQL schema migrations (the relay
@@ -114,14 +115,35 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let relay = server::start(config).await.context("cannot start the relay")?;
         announce(&relay)?;
-        tokio::select! {
-            signal = shutdown_signal() => {
-                tracing::info!(signal = signal?, "shutdown requested");
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                signal = &mut shutdown => {
+                    tracing::info!(signal = signal?, "shutdown requested");
+                    break;
+                }
+                () = relay.stopped() => {
+                    tracing::error!("the gRPC server stopped unexpectedly");
+                    break;
+                }
+                _ = hangup.recv() => reload_tls(&relay).await,
             }
-            () = relay.stopped() => tracing::error!("the gRPC server stopped unexpectedly"),
         }
         relay.shutdown().await.context("unclean shutdown")
     })
+}
+
+/// SIGHUP: new TLS connections get the certificate and key now in the files. The relay
+/// logs the outcome itself; a failed reload keeps serving the old certificate.
+async fn reload_tls(relay: &server::RunningRelay) {
+    match relay.reload_tls().await {
+        Ok(()) | Err(server::ServerError::Tls(_)) => {}
+        Err(server::ServerError::NoTls) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+        Err(e) => tracing::error!("SIGHUP: TLS reload failed: {e}"),
+    }
 }
 
 /// The line scripts and tests wait for: the real addresses, also when ports were 0.

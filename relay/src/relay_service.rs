@@ -27,8 +27,9 @@ use crate::{
     config::Limits,
     keys::RelayKeys,
     mailbox::storage_status,
+    metrics::{Metrics, SubscriptionChange},
     registration::{self, AppCatalog},
-    store::{Store, Subscription},
+    store::{AccountIndex, DeviceId, Store, Subscription},
 };
 
 /// The largest sealed registration accepted: a registration is a few hundred bytes.
@@ -45,6 +46,8 @@ pub struct RelayService {
     store: Arc<dyn Store>,
     apps: Arc<dyn AppCatalog + Send + Sync>,
     clock: Arc<dyn Clock>,
+    rates: Option<Arc<RateLimiter>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl RelayService {
@@ -65,7 +68,46 @@ impl RelayService {
             store,
             apps,
             clock,
+            rates: None,
+            metrics: None,
         }
+    }
+
+    /// Counts subscription changes in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The push service of a stored subscription, for counting its removal: one read and
+    /// one decryption, paid only when metrics are on. `unknown` if it cannot be read.
+    async fn subscribed_service(&self, account_index: &AccountIndex, device_id: &DeviceId) -> &'static str {
+        let Ok(Some(sub)) = self.store.get_subscription(account_index, device_id).await else {
+            return "unknown";
+        };
+        registration::open_at_rest(self.keys.at_rest_key(), account_index, device_id, &sub.sealed)
+            .map_or("unknown", |reg| reg.service.label())
+    }
+
+    /// Limits Subscribe and Unsubscribe per client IP and per account with `rates`.
+    #[must_use]
+    pub fn with_rate_limits(mut self, rates: Arc<RateLimiter>) -> Self {
+        self.rates = Some(rates);
+        self
+    }
+
+    fn check_ip<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.rates
+            .as_ref()
+            .map_or(Ok(()), |r| r.check_ip(Op::Subscribe, request))
+    }
+
+    /// After the signature check, so only the owner spends the account's budget.
+    fn check_account(&self, account: &[u8; 32]) -> Result<(), Status> {
+        self.rates.as_ref().map_or(Ok(()), |r| {
+            r.check_account(Op::Subscribe, account, Spender::Owner)
+        })
     }
 }
 
@@ -118,6 +160,14 @@ impl Relay for RelayService {
             .upsert_subscription(sub)
             .await
             .map_err(storage_status)?;
+        if let Some(m) = &self.metrics {
+            let change = if added {
+                SubscriptionChange::Added
+            } else {
+                SubscriptionChange::Renewed
+            };
+            m.subscription_changed(reg.service.label(), change);
+        }
         debug!(account = %self.keys.fingerprint(&account), service = reg.service.label(), added, "subscribed");
         Ok(Response::new(SubscribeResponse { added, expires_ms }))
     }
@@ -127,27 +177,21 @@ impl Relay for RelayService {
         request: Request<UnsubscribeRequest>,
     ) -> Result<Response<UnsubscribeResponse>, Status> {
         let req = request.into_inner();
-        let account = auth::parse_account(&req.account)?;
-        let device_id: [u8; DEVICE_ID_LEN] = req.device_id.as_slice().try_into().map_err(|_| {
-            Status::invalid_argument(format!(
-                "device_id: must be {DEVICE_ID_LEN} bytes (got {})",
-                req.device_id.len()
-            ))
-        })?;
-        let now_s = self.clock.now_s();
-        auth::authenticate(
-            &account,
-            req.ts,
-            &req.signature,
-            now_s,
-            self.limits.clock_window_s,
-            || sign::unsubscribe_bytes(&account, &device_id, req.ts),
-        )?;
+        let (account, device_id) = validate_unsubscribe(&req, &self.limits, self.clock.now_s())?;
+        self.check_account(&account)?;
+        let account_index = self.keys.account_index(&account);
+        let service = match &self.metrics {
+            Some(_) => Some(self.subscribed_service(&account_index, &device_id).await),
+            None => None,
+        };
         let removed = self
             .store
-            .remove_subscription(&self.keys.account_index(&account), &device_id)
+            .remove_subscription(&account_index, &device_id)
             .await
             .map_err(storage_status)?;
+        if let (true, Some(m), Some(service)) = (removed, &self.metrics, service) {
+            m.subscription_changed(service, SubscriptionChange::Unsubscribed);
+        }
         Ok(Response::new(UnsubscribeResponse { removed }))
     }
 }

@@ -9,12 +9,12 @@
 //! # }
 //! ```
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tidings_proto::v1::{mailbox_server::MailboxServer, relay_server::RelayServer};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
     admin,
@@ -23,11 +23,15 @@ use crate::{
     keys::{self, KeyError, RelayKeys},
     longpoll::Waiters,
     mailbox::MailboxService,
-    notifier::{self, NotifierHandle, NotifierSettings, PushTexts, providers::Providers},
+    metrics::{Metrics, layer::GrpcMetricsLayer},
+    notifier::{
+        self, NotifierHandle, NotifierSettings, PushTexts, breaker::BreakerSettings, providers::Providers,
+    },
     registration::AppCatalog,
     relay_service::RelayService,
     store::{Store, StoreError, postgres::PostgresStore, redb::RedbStore},
     sweeper::{self, SweepSettings, SweeperHandle},
+    tls::{self, CertReloader, TlsError},
 };
 
 /// How long shutdown waits for in-flight calls before cutting them off.
@@ -62,7 +66,10 @@ pub enum ServerError {
     },
     /// TLS files or setup.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
+    /// `reload_tls` on a relay started without TLS.
+    #[error("TLS is not configured (tls_cert and tls_key)")]
+    NoTls,
     /// The reflection service could not be built from the descriptor set.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -93,6 +100,8 @@ pub struct RunningRelay {
     sweeper_task: JoinHandle<()>,
     stop_notifier: CancellationToken,
     notifier: NotifierHandle,
+    metrics: Arc<Metrics>,
+    tls: Option<Arc<CertReloader>>,
 }
 
 impl std::fmt::Debug for RunningRelay {
@@ -182,11 +191,17 @@ async fn serve(
     let grpc_exited = CancellationToken::new();
     let waiters = Arc::new(Waiters::new());
     let push_wake = Arc::new(Notify::new());
+    let metrics = Arc::new(Metrics::new());
     let providers = Arc::new(
-        Providers::from_config(&config.apps, Duration::from_millis(config.push.timeout_ms))
-            .await
-            .map_err(|e| ServerError::Push(e.to_string()))?,
+        Providers::from_config(
+            &config.apps,
+            Duration::from_millis(config.push.timeout_ms),
+            &metrics,
+        )
+        .await
+        .map_err(|e| ServerError::Push(e.to_string()))?,
     );
+    let tls = load_tls(&config).await?;
 
     let mailbox = MailboxService::new(
         Arc::clone(&store),
@@ -196,7 +211,9 @@ async fn serve(
         Arc::clone(&waiters),
         draining.clone(),
         Arc::clone(&push_wake),
-    );
+    )
+    .with_guards(Arc::clone(&guards))
+    .with_metrics(Arc::clone(&metrics));
     let relay = RelayService::new(
         Arc::clone(&keys),
         config.app_ids(),
@@ -204,7 +221,10 @@ async fn serve(
         Arc::clone(&store),
         Arc::clone(&providers) as Arc<dyn AppCatalog + Send + Sync>,
         Arc::clone(&clock),
-    );
+    )
+    .with_rate_limits(Arc::clone(&guards.rates))
+    .with_metrics(Arc::clone(&metrics));
+    let max_connections = config.limits.max_connections as usize;
     let max_request = config.limits.max_request_bytes();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MailboxServer<MailboxService>>().await;
@@ -218,13 +238,11 @@ async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let mut builder = Server::builder().http2_keepalive_interval(Some(KEEPALIVE));
-    if let Some(tls) = tls_config(&config).await? {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
-    }
-    let router = builder
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .concurrency_limit_per_connection(config.limits.max_requests_per_connection as usize)
+        // Outermost, so it counts the status the client really gets (renamed below).
+        .layer(GrpcMetricsLayer::new(Arc::clone(&metrics)))
         .layer(tower::util::MapResponseLayer::new(move |res| {
             oversize_as_resource_exhausted(res, max_request)
         }))
@@ -233,20 +251,46 @@ async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(MailboxServer::new(mailbox).max_decoding_message_size(max_request))
         .add_service(RelayServer::new(relay).max_decoding_message_size(max_request));
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_task = {
         let (draining, exited) = (draining.clone(), grpc_exited.clone());
+        let tls_config = tls.as_ref().map(CertReloader::server_config).transpose()?;
         tokio::spawn(async move {
-            let result = router
-                .serve_with_incoming_shutdown(incoming, draining.cancelled_owned())
-                .await;
+            let stop = draining.cancelled_owned();
+            let result = match tls_config {
+                Some(tls_config) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            CappedIncoming::new(
+                                Box::pin(tls::incoming(grpc_listener, tls_config)),
+                                max_connections,
+                            ),
+                            stop,
+                        )
+                        .await
+                }
+                None => {
+                    let incoming = CappedIncoming::new(
+                        TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                        max_connections,
+                    );
+                    router.serve_with_incoming_shutdown(incoming, stop).await
+                }
+            };
             exited.cancel();
             result
         })
     };
+    let admin_state = admin::AdminState {
+        store: Arc::clone(&store),
+        draining: draining.clone(),
+        metrics: Arc::clone(&metrics),
+        waiters: Arc::clone(&waiters),
+        clock: Arc::clone(&clock),
+        missing_providers: providers.missing(&config.apps).into(),
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        admin::router(Arc::clone(&store), draining.clone()),
+        admin::router(admin_state),
         stop_admin.clone(),
     ));
     let settings = SweepSettings {
@@ -261,7 +305,7 @@ async fn serve(
         *keys.at_rest_key(),
         providers,
         Arc::clone(&clock),
-        notifier_settings(&config),
+        notifier_settings(&config, Arc::clone(&metrics)),
         Arc::clone(&push_wake),
         stop_notifier.clone(),
     );
@@ -292,6 +336,8 @@ async fn serve(
         sweeper_task,
         stop_notifier,
         notifier,
+        metrics,
+        tls,
     })
 }
 
@@ -321,7 +367,7 @@ async fn forward_arrivals(
     }
 }
 
-fn notifier_settings(config: &Config) -> NotifierSettings {
+fn notifier_settings(config: &Config, metrics: Arc<Metrics>) -> NotifierSettings {
     NotifierSettings {
         // Leases name their node; a random suffix keeps two processes on one host apart.
         node: format!("node-{}", hex::encode(tidings_proto::random_bytes::<6>())),
@@ -333,6 +379,7 @@ fn notifier_settings(config: &Config) -> NotifierSettings {
             title: config.push.alert_title.clone(),
             body: config.push.alert_body.clone(),
         },
+        metrics: Some(metrics),
     }
 }
 
@@ -370,6 +417,28 @@ impl RunningRelay {
     /// The clock the relay reads.
     pub fn clock(&self) -> Arc<dyn Clock> {
         Arc::clone(&self.clock)
+    }
+
+    /// The relay's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Re-reads `tls_cert` and `tls_key` (the binary calls this on SIGHUP): connections
+    /// made afterwards get the new certificate, open ones keep theirs. If the files are
+    /// unusable the old certificate stays and the error is returned (and logged).
+    pub async fn reload_tls(&self) -> Result<(), ServerError> {
+        let tls = self.tls.clone().ok_or(ServerError::NoTls)?;
+        match blocking(move || tls.reload()).await? {
+            Ok(()) => {
+                tracing::info!("TLS certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("TLS certificate not reloaded, keeping the old one: {e}");
+                Err(e.into())
+            }
+        }
     }
 
     /// The background sweeper's counters and trigger.
@@ -426,20 +495,13 @@ impl RunningRelay {
     }
 }
 
-async fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, ServerError> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+/// Loads the configured certificate and key, if any (both or neither: `Config::validate`).
+async fn load_tls(config: &Config) -> Result<Option<Arc<CertReloader>>, ServerError> {
+    let (Some(cert), Some(key)) = (config.tls_cert.clone(), config.tls_key.clone()) else {
         return Ok(None);
     };
-    let read = |p: &PathBuf| {
-        let p = p.clone();
-        async move {
-            tokio::fs::read(&p)
-                .await
-                .map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", p.display())))
-        }
-    };
-    let identity = Identity::from_pem(read(cert).await?, read(key).await?);
-    Ok(Some(ServerTlsConfig::new().identity(identity)))
+    let reloader = blocking(move || CertReloader::load(&cert, &key)).await??;
+    Ok(Some(Arc::new(reloader)))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServerError> {

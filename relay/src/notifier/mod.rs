@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     clock::Clock,
+    metrics::{Metrics, PushResult, SubscriptionChange},
     push::Outcome,
     registration::{self, Service},
     store::{JobOutcome, PushJob, Store},
@@ -52,6 +53,8 @@ pub struct NotifierSettings {
     pub idle_poll: Duration,
     /// Placeholder texts of alert pushes.
     pub texts: PushTexts,
+    /// Where push outcomes are counted, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// The shared pieces a delivery needs.
@@ -176,6 +179,9 @@ async fn deliver(shared: &Shared, job: PushJob) {
         }
         Err(give_up) => {
             debug!(job = job.id, "dropping push job: {give_up}");
+            if let Some(m) = &shared.settings.metrics {
+                m.push_outcome("none", PushResult::Skipped);
+            }
             JobOutcome::Dropped
         }
     };
@@ -240,7 +246,8 @@ fn record(
     expires_ms: i64,
 ) -> JobOutcome {
     let service = reg.service.label();
-    match outcome {
+    let mut result = PushResult::of(&outcome);
+    let decided = match outcome {
         Outcome::Delivered => {
             debug!(job = job.id, service, "push delivered");
             JobOutcome::Delivered
@@ -266,7 +273,18 @@ fn record(
             );
             retry_or_drop(shared, job, now, expires_ms, after)
         }
+    };
+    if decided == JobOutcome::Dropped && result == PushResult::Retried {
+        // A retry that ran out of time is a failure in the end.
+        result = PushResult::Failed;
     }
+    if let Some(m) = &shared.settings.metrics {
+        m.push_outcome(service, result);
+        if decided == JobOutcome::TokenDead {
+            m.subscription_changed(service, SubscriptionChange::TokenDead);
+        }
+    }
+    decided
 }
 
 fn retry_or_drop(

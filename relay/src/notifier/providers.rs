@@ -4,7 +4,8 @@ use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use crate::{
     config::App,
-    push::{ApnsSender, ApnsSettings, FcmSender, FcmSettings, PushConfigError},
+    metrics::Metrics,
+    push::{ApnsSender, ApnsSettings, FcmSender, FcmSettings, PushConfigError, TokenRefreshes},
     registration::AppCatalog,
 };
 
@@ -37,19 +38,56 @@ pub struct ProviderSetupError {
 
 impl Providers {
     /// Reads the key files and builds (and, for FCM, warms) every sender.
-    pub async fn from_config(apps: &[App], timeout: Duration) -> Result<Self, ProviderSetupError> {
+    /// Token refreshes are counted in `metrics`.
+    pub async fn from_config(
+        apps: &[App],
+        timeout: Duration,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, ProviderSetupError> {
         let mut out = HashMap::new();
         for app in apps {
             let mut p = AppProviders::default();
             if let Some(apns) = &app.apns {
-                p.apns = Some(Arc::new(build_apns(apns, timeout).map_err(err(app, "apns"))?));
+                let sender = build_apns(apns, timeout).map_err(err(app, "apns"))?;
+                p.apns = Some(Arc::new(
+                    sender.with_token_refreshes(metrics.token_refreshes("apns")),
+                ));
             }
             if let Some(fcm) = &app.fcm {
-                p.fcm = Some(Arc::new(build_fcm(fcm, timeout).await.map_err(err(app, "fcm"))?));
+                let refreshes = metrics.token_refreshes("fcm");
+                p.fcm = Some(Arc::new(
+                    build_fcm(fcm, timeout, refreshes)
+                        .await
+                        .map_err(err(app, "fcm"))?,
+                ));
             }
             out.insert(app.id.clone(), p);
         }
-        Ok(Self { apps: out })
+        Ok(Self {
+            apps: out,
+            breakers: Breakers::default(),
+        })
+    }
+
+    /// Apps of `apps` whose configured providers have no sender (empty when every
+    /// configured provider was set up). `/readyz` reports these.
+    pub fn missing(&self, apps: &[App]) -> Vec<String> {
+        let mut out = Vec::new();
+        for app in apps {
+            let have = self.app(&app.id);
+            if app.apns.is_some() && have.is_none_or(|p| p.apns.is_none()) {
+                out.push(format!("{}.apns", app.id));
+            }
+            if app.fcm.is_some() && have.is_none_or(|p| p.fcm.is_none()) {
+                out.push(format!("{}.fcm", app.id));
+            }
+        }
+        out
+    }
+
+    /// The per-(app, provider) circuit breakers every push goes through.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
     }
 
     /// The senders of `app_id`, if it is configured.
@@ -108,12 +146,16 @@ fn build_apns(c: &crate::config::Apns, timeout: Duration) -> Result<ApnsSender, 
     })?)
 }
 
-async fn build_fcm(c: &crate::config::Fcm, timeout: Duration) -> Result<FcmSender, SetupError> {
-    Ok(FcmSender::new(FcmSettings {
+async fn build_fcm(
+    c: &crate::config::Fcm,
+    timeout: Duration,
+    refreshes: TokenRefreshes,
+) -> Result<FcmSender, SetupError> {
+    let settings = FcmSettings {
         service_account_json: read(&c.service_account_file)?,
         endpoint: c.endpoint.clone(),
         ca_pem: read_ca(c.ca_file.as_deref())?,
         timeout,
-    })
-    .await?)
+    };
+    Ok(FcmSender::new_with_refreshes(settings, refreshes).await?)
 }

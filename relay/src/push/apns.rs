@@ -13,7 +13,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::http::{describe_transport_error, endpoint_base, http2_client, retry_after};
-use super::{Outcome, PushConfigError, scrub, unix_now};
+use super::{Outcome, PushConfigError, TokenRefreshes, scrub, unix_now};
 
 /// Apple's production endpoint.
 pub const APNS_PRODUCTION_ENDPOINT: &str = "https://api.push.apple.com";
@@ -138,6 +138,13 @@ impl ApnsSender {
             topic,
             tokens,
         })
+    }
+
+    /// Reports every re-signed provider token to `refreshes` (the metrics).
+    #[must_use]
+    pub fn with_token_refreshes(mut self, refreshes: TokenRefreshes) -> Self {
+        self.tokens.refreshes = refreshes;
+        self
     }
 
     /// The `apns-topic` this sender uses.
@@ -312,6 +319,7 @@ struct ProviderTokens {
     header: Header,
     team_id: String,
     current: Mutex<SignedToken>,
+    refreshes: TokenRefreshes,
 }
 
 struct SignedToken {
@@ -341,6 +349,7 @@ impl ProviderTokens {
             key,
             header,
             team_id: team_id.to_owned(),
+            refreshes: TokenRefreshes::default(),
             current: Mutex::new(SignedToken {
                 jwt: Arc::from(""),
                 signed_at: Instant::now(),
@@ -378,7 +387,9 @@ impl ProviderTokens {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.stale || current.signed_at.elapsed() >= TOKEN_REFRESH {
-            *current = self.sign()?;
+            let signed = self.sign();
+            self.refreshes.record(signed.is_ok());
+            *current = signed?;
         }
         Ok(current.jwt.clone())
     }

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::http::{describe_transport_error, endpoint_base, http2_client, retry_after};
-use super::{Outcome, PushConfigError, scrub, unix_now};
+use super::{Outcome, PushConfigError, TokenRefreshes, scrub, unix_now};
 
 /// Google's FCM endpoint.
 pub const FCM_ENDPOINT: &str = "https://fcm.googleapis.com";
@@ -92,6 +92,15 @@ impl FcmSender {
     /// Credentials the token endpoint refuses are an error; an unreachable endpoint is only
     /// logged (the first send tries again), so a provider outage does not stop the relay.
     pub async fn new(settings: FcmSettings) -> Result<FcmSender, PushConfigError> {
+        Self::new_with_refreshes(settings, TokenRefreshes::default()).await
+    }
+
+    /// [`FcmSender::new`], reporting every OAuth token fetch (the first included) to
+    /// `refreshes` (the metrics).
+    pub async fn new_with_refreshes(
+        settings: FcmSettings,
+        refreshes: TokenRefreshes,
+    ) -> Result<FcmSender, PushConfigError> {
         if settings.timeout.is_zero() {
             return Err(PushConfigError::BadSetting("FCM timeout must be positive".into()));
         }
@@ -99,7 +108,8 @@ impl FcmSender {
         let client = http2_client(settings.ca_pem.as_deref(), settings.timeout)?;
         let base = endpoint_base(&settings.endpoint)?;
         let send_url = format!("{base}/v1/projects/{}/messages:send", account.project_id);
-        let oauth = OAuth::new(client.clone(), &account)?;
+        let mut oauth = OAuth::new(client.clone(), &account)?;
+        oauth.refreshes = refreshes;
         let sender = FcmSender {
             client,
             send_url,
@@ -307,6 +317,7 @@ struct OAuth {
     header: Header,
     cached: RwLock<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
+    refreshes: TokenRefreshes,
 }
 
 #[derive(Clone)]
@@ -361,6 +372,7 @@ impl OAuth {
             header,
             cached: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
+            refreshes: TokenRefreshes::default(),
         };
         // Signing once proves the key is an RSA key before the first push.
         oauth
@@ -420,7 +432,14 @@ impl OAuth {
         jsonwebtoken::encode(&self.header, &claims, &self.key)
     }
 
+    /// Fetches a new access token and reports the attempt to the watcher.
     async fn fetch(&self) -> Result<Arc<str>, Outcome> {
+        let fetched = self.request_token().await;
+        self.refreshes.record(fetched.is_ok());
+        fetched
+    }
+
+    async fn request_token(&self) -> Result<Arc<str>, Outcome> {
         let assertion = self.assertion().map_err(|e| Outcome::ConfigError {
             reason: format!("cannot sign OAuth assertion: {e}"),
         })?;

@@ -81,6 +81,34 @@ pub enum PushConfigError {
     OAuthRejected(String),
 }
 
+/// Tells whoever watches (the relay's metrics) each time a sender mints provider
+/// credentials: an APNs provider JWT signed, an FCM OAuth access token fetched. `true`
+/// for success. The default watches nothing, so senders stay usable on their own.
+#[derive(Clone, Default)]
+pub struct TokenRefreshes(Option<std::sync::Arc<dyn Fn(bool) + Send + Sync>>);
+
+impl TokenRefreshes {
+    /// Calls `hook` with each refresh's success.
+    pub fn new(hook: impl Fn(bool) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(hook)))
+    }
+
+    /// Reports one refresh.
+    pub fn record(&self, ok: bool) {
+        if let Some(hook) = &self.0 {
+            hook(ok);
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenRefreshes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRefreshes")
+            .field("watched", &self.0.is_some())
+            .finish()
+    }
+}
+
 /// Removes every occurrence of `token` from provider-supplied text and bounds its length,
 /// so reasons are safe to log.
 pub(crate) fn scrub(text: &str, token: &str) -> String {
