@@ -17,7 +17,7 @@ const DAY: i64 = 86_400_000;
 
 async fn fresh() -> (TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(dir.path()).unwrap();
+    let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
     (dir, Arc::new(store))
 }
 
@@ -58,7 +58,7 @@ async fn everything_survives_a_reopen_and_counters_continue() {
         let dir = tempfile::tempdir().unwrap();
         let account = [5u8; 32];
         let (max_job, seq3) = {
-            let store = RedbStore::open(dir.path()).unwrap();
+            let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
             store.upsert_subscription(sub([9; 16], T0 + DAY)).await.unwrap();
             for d in [&b"1"[..], b"2", b"3"] {
                 store.put_message(msg(&account, d, T0, T0 + DAY)).await.unwrap();
@@ -77,7 +77,7 @@ async fn everything_survives_a_reopen_and_counters_continue() {
             (jobs[0].id + 2, seq3)
         };
         {
-            let store = RedbStore::open(dir.path()).unwrap();
+            let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
             let page = store.get_messages(&account, 20, 0, 10, T0).await.unwrap();
             assert_eq!(
                 page.messages.iter().map(|m| m.data.clone()).collect::<Vec<_>>(),
@@ -100,7 +100,7 @@ async fn everything_survives_a_reopen_and_counters_continue() {
             assert!(jobs[0].id > max_job, "job ids continue after a restart");
             // Dropped without close: the drop still finishes and releases the file.
         }
-        let store = RedbStore::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
         assert_eq!(
             store
                 .get_messages(&account, 20, 0, 10, T0)
@@ -118,7 +118,7 @@ async fn everything_survives_a_reopen_and_counters_continue() {
 #[tokio::test]
 async fn an_unknown_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    drop(RedbStore::open(dir.path()).unwrap());
+    drop(RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap());
     {
         let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
         let txn = db.begin_write().unwrap();
@@ -128,7 +128,7 @@ async fn an_unknown_schema_version_is_refused() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let err = RedbStore::open(dir.path()).unwrap_err();
+    let err = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap_err();
     assert!(
         matches!(&err, StoreError::Corrupt(m) if m.contains("99")),
         "{err:?}"
@@ -139,7 +139,7 @@ async fn an_unknown_schema_version_is_refused() {
 async fn a_foreign_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(FILE_NAME), vec![0x42; 8192]).unwrap();
-    assert!(RedbStore::open(dir.path()).is_err());
+    assert!(RedbStore::open(dir.path(), crate::store::linkage::test_keys()).is_err());
 
     let other = tempfile::tempdir().unwrap();
     {
@@ -149,15 +149,15 @@ async fn a_foreign_file_is_refused() {
         txn.open_table(def).unwrap().insert(1, 2).unwrap();
         txn.commit().unwrap();
     }
-    let err = RedbStore::open(other.path()).unwrap_err();
+    let err = RedbStore::open(other.path(), crate::store::linkage::test_keys()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
 #[tokio::test]
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = RedbStore::open(dir.path()).unwrap();
-    let err = RedbStore::open(dir.path()).unwrap_err();
+    let _first = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
+    let err = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
 
@@ -247,24 +247,27 @@ impl StorageBackend for FlakyBackend {
 
 fn flaky_store(dir: &Path, full: Arc<AtomicBool>) -> RedbStore {
     let path = dir.join(FILE_NAME);
-    RedbStore::with_opener(Box::new(move || {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let backend = FlakyBackend {
-            inner: FileBackend::new(file).map_err(open_error)?,
-            full: Arc::clone(&full),
-        };
-        let db = Database::builder()
-            .create_with_backend(backend)
-            .map_err(open_error)?;
-        tables::init_schema(&db).map_err(op_error)?;
-        Ok(db)
-    }))
+    RedbStore::with_opener(
+        Box::new(move || {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let backend = FlakyBackend {
+                inner: FileBackend::new(file).map_err(open_error)?,
+                full: Arc::clone(&full),
+            };
+            let db = Database::builder()
+                .create_with_backend(backend)
+                .map_err(open_error)?;
+            tables::init_schema(&db, &crate::store::linkage::test_keys()).map_err(op_error)?;
+            Ok(db)
+        }),
+        crate::store::linkage::test_keys(),
+    )
     .unwrap()
 }
 
@@ -318,7 +321,7 @@ async fn a_full_disk_fails_writes_cleanly_and_the_store_recovers() {
 async fn a_failing_write_does_not_fail_its_batch() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let store = Arc::new(RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap());
         // A subscription record that cannot be decoded makes the fan-out of its account fail.
         let bad_index = [0xbb; 32];
         {
@@ -376,7 +379,7 @@ async fn a_failing_write_does_not_fail_its_batch() {
 async fn close_finishes_queued_writes() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let store = Arc::new(RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap());
         let account = [6u8; 32];
         let mut tasks = Vec::new();
         for i in 0..200u32 {
@@ -398,7 +401,7 @@ async fn close_finishes_queued_writes() {
             }
         }
         drop(store);
-        let store = RedbStore::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
         let page = store.get_messages(&account, 20, 0, 1000, T0).await.unwrap();
         let stored: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
         acked.sort_unstable();
@@ -495,7 +498,13 @@ async fn throughput_of_concurrent_puts_without_log() {
     const PUTS: usize = 500;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    let store = Arc::new(RedbStore::with_opener(Box::new(move || open_file(&path))).unwrap());
+    let store = Arc::new(
+        RedbStore::with_opener(
+            Box::new(move || open_file(&path, &crate::store::linkage::test_keys())),
+            crate::store::linkage::test_keys(),
+        )
+        .unwrap(),
+    );
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
@@ -536,7 +545,7 @@ fn lagging_store(dir: &Path) -> RedbStore {
         every: Duration::from_secs(3600),
         batches: u64::MAX,
     };
-    RedbStore::open_with(dir, never).unwrap()
+    RedbStore::open_with(dir, never, crate::store::linkage::test_keys()).unwrap()
 }
 
 /// What a crash would leave on disk now: the files as the OS has them, with the live
@@ -557,15 +566,15 @@ fn wal_bytes(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join(wal::FILE_NAME)).unwrap()
 }
 
-/// Offsets of the records of a log.
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+/// Offsets of the records of a log, and where it ends.
+fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
     let mut at = 0;
     let mut out = Vec::new();
-    while at + 16 <= bytes.len() {
+    for record in wal::parse(bytes).0 {
         out.push(at);
-        at += 16 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 16 + record.payload.len();
     }
-    out
+    (out, at)
 }
 
 /// Puts messages "0".."n" one by one (one batch each) and returns their seqs.
@@ -608,7 +617,7 @@ async fn acknowledged_batches_survive_a_crash_without_checkpoint() {
 
         let image = crash_image(dir.path());
         drop(store);
-        let store = RedbStore::open(image.path()).unwrap();
+        let store = RedbStore::open(image.path(), crate::store::linkage::test_keys()).unwrap();
         let replay = replay_of(&store);
         assert!(replay.applied > 0, "redb lagged the log: {replay:?}");
         assert_eq!(replay.stop, wal::Stop::End);
@@ -625,7 +634,7 @@ async fn acknowledged_batches_survive_a_crash_without_checkpoint() {
         assert_eq!(next.seq, seqs[19] + 1, "seqs continue after the replay");
         store.close().await.unwrap();
         assert!(
-            wal_bytes(image.path()).is_empty(),
+            wal::parse(&wal_bytes(image.path())).0.is_empty(),
             "close checkpoints and empties the log"
         );
     })
@@ -642,16 +651,23 @@ async fn a_torn_tail_record_is_ignored() {
         let expected = stored_seqs(&store, &account).await;
         let image = crash_image(dir.path());
         drop(store);
-        // A batch that was being appended when the process died: a header promising more
-        // bytes than follow.
+        // A batch that was being appended when the process died: the next batch's header,
+        // promising more bytes than made it to disk.
         let path = image.path().join(wal::FILE_NAME);
         let mut bytes = wal_bytes(image.path());
-        let whole = bytes.len() as u64;
-        bytes.extend_from_slice(&200u32.to_le_bytes());
-        bytes.extend_from_slice(&[0xab; 30]);
+        let (offsets, end) = record_offsets(&bytes);
+        assert_eq!(offsets.len(), 5, "one record per batch");
+        let whole = end as u64;
+        let mut torn = Vec::new();
+        torn.extend_from_slice(&200u32.to_le_bytes());
+        torn.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+        let next = wal::parse(&bytes).0.last().unwrap().batch + 1;
+        torn.extend_from_slice(&next.to_le_bytes());
+        torn.extend_from_slice(&[0xab; 30]);
+        bytes[end..end + torn.len()].copy_from_slice(&torn);
         std::fs::write(&path, bytes).unwrap();
 
-        let store = RedbStore::open(image.path()).unwrap();
+        let store = RedbStore::open(image.path(), crate::store::linkage::test_keys()).unwrap();
         assert_eq!(replay_of(&store).stop, wal::Stop::TornTail { offset: whole });
         assert_eq!(stored_seqs(&store, &account).await, expected);
         assert_eq!(
@@ -677,12 +693,12 @@ async fn a_corrupt_record_stops_the_replay_there() {
         drop(store);
         let path = image.path().join(wal::FILE_NAME);
         let mut bytes = wal_bytes(image.path());
-        let offsets = record_offsets(&bytes);
+        let (offsets, _) = record_offsets(&bytes);
         assert_eq!(offsets.len(), 5, "one record per batch");
         bytes[offsets[2] + 20] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
 
-        let store = RedbStore::open(image.path()).unwrap();
+        let store = RedbStore::open(image.path(), crate::store::linkage::test_keys()).unwrap();
         assert_eq!(
             replay_of(&store).stop,
             wal::Stop::Corrupt {
@@ -701,7 +717,7 @@ async fn a_corrupt_record_stops_the_replay_there() {
             .unwrap();
         let image2 = crash_image(image.path());
         drop(store);
-        let store = RedbStore::open(image2.path()).unwrap();
+        let store = RedbStore::open(image2.path(), crate::store::linkage::test_keys()).unwrap();
         assert_eq!(stored_seqs(&store, &account).await.len(), 3);
     })
     .await;
@@ -732,7 +748,7 @@ async fn concurrent_batches_replay_to_the_same_state() {
         }
         let claimed = store.claim_jobs("n", T0, 1000, 50).await.unwrap();
         let image = crash_image(dir.path());
-        let reopened = RedbStore::open(image.path()).unwrap();
+        let reopened = RedbStore::open(image.path(), crate::store::linkage::test_keys()).unwrap();
         for (c, seqs) in acked.iter().enumerate() {
             let account = [c as u8; 32];
             let got: Vec<u64> = stored_seqs(&reopened, &account)
