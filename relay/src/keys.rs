@@ -9,6 +9,7 @@
 //! | `relay/x25519` | the X25519 secret that clients seal their push registrations to |
 //! | `relay/at-rest` | the XChaCha20-Poly1305 key of tokens and push keys at rest |
 //! | `relay/account-index` | the key of [`RelayKeys::account_index`] |
+//! | `relay/pushed-marker` | the MAC key of the store's pushed markers (see `store::linkage`) |
 //!
 //! `account_index(account)` is keyed BLAKE2b-256 (BLAKE2b's built-in MAC mode, RFC 7693
 //! §2.5, key = the account-index key, output 32 bytes) of the 32-byte account key. It
@@ -33,6 +34,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::store::linkage::StoreKeys;
+
 /// HKDF salt of every relay key.
 pub const SALT: &[u8] = b"tidings/relay/v1";
 /// HKDF info of the X25519 sealing secret.
@@ -41,6 +44,8 @@ pub const INFO_X25519: &[u8] = b"relay/x25519";
 pub const INFO_AT_REST: &[u8] = b"relay/at-rest";
 /// HKDF info of the account-index key.
 pub const INFO_ACCOUNT_INDEX: &[u8] = b"relay/account-index";
+/// HKDF info of the pushed-marker key.
+pub const INFO_PUSHED_MARKER: &[u8] = b"relay/pushed-marker";
 /// Length of the relay secret file.
 pub const SECRET_LEN: usize = 32;
 
@@ -77,6 +82,7 @@ pub struct RelayKeys {
     x25519_public: [u8; 32],
     at_rest: [u8; 32],
     account_index_key: [u8; 32],
+    pushed_marker_key: [u8; 32],
 }
 
 impl RelayKeys {
@@ -89,6 +95,7 @@ impl RelayKeys {
             x25519_public,
             at_rest: derive(secret, INFO_AT_REST),
             account_index_key: derive(secret, INFO_ACCOUNT_INDEX),
+            pushed_marker_key: derive(secret, INFO_PUSHED_MARKER),
         }
     }
 
@@ -105,6 +112,11 @@ impl RelayKeys {
     /// The XChaCha20-Poly1305 key for secrets at rest (tokens, push keys).
     pub fn at_rest_key(&self) -> &[u8; 32] {
         &self.at_rest
+    }
+
+    /// The keys a store hides the account ↔ subscription linkage with.
+    pub fn store_keys(&self) -> StoreKeys {
+        StoreKeys::new(self.at_rest, self.pushed_marker_key)
     }
 
     /// Keyed BLAKE2b-256 of `account`: the opaque index of its subscriptions.
@@ -248,6 +260,8 @@ mod tests {
         assert_eq!(a.x25519_public(), b.x25519_public());
         assert_eq!(a.at_rest_key(), b.at_rest_key());
         assert_ne!(a.at_rest_key(), &a.account_index_key);
+        assert_ne!(a.pushed_marker_key, a.account_index_key);
+        assert_ne!(&a.pushed_marker_key, a.at_rest_key());
         assert_ne!(a.x25519.to_bytes(), *a.at_rest_key());
         let c = RelayKeys::from_secret(&[2u8; 32]);
         assert_ne!(a.x25519_public(), c.x25519_public());

@@ -29,7 +29,7 @@ use crate::{
     },
     registration::AppCatalog,
     relay_service::RelayService,
-    store::{Store, StoreError, postgres::PostgresStore, redb::RedbStore},
+    store::{Store, StoreError, linkage::StoreKeys, postgres::PostgresStore, redb::RedbStore},
     sweeper::{self, SweepSettings, SweeperHandle},
     tls::{self, CertReloader, TlsError},
 };
@@ -124,7 +124,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     config.validate()?;
     let key_path = config.relay_key_path();
     let keys = blocking(move || keys::load_or_create(&key_path)).await??;
-    let store = open_store(&config).await?;
+    let store = open_store(&config, keys.store_keys()).await?;
     start_with_store(config, store, Arc::new(keys), clock).await
 }
 
@@ -145,17 +145,17 @@ pub async fn start_with_store(
     }
 }
 
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+async fn open_store(config: &Config, store_keys: StoreKeys) -> Result<Arc<dyn Store>, ServerError> {
     match config.storage.backend {
         Backend::Embedded => {
             let dir = config.data_dir.clone();
-            let store = blocking(move || RedbStore::open(&dir)).await??;
+            let store = blocking(move || RedbStore::open(&dir, store_keys)).await??;
             Ok(Arc::new(store))
         }
         Backend::Postgres => {
             // `Config::validate` insists on the URL for this backend.
             let url = config.storage.postgres_url.as_deref().unwrap_or_default();
-            Ok(Arc::new(PostgresStore::open(url).await?))
+            Ok(Arc::new(PostgresStore::open(url, store_keys).await?))
         }
     }
 }

@@ -141,7 +141,8 @@ mod tests {
     #[tokio::test]
     async fn a_sweep_drains_a_backlog_in_batches_and_stops_on_shutdown() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap());
         for i in 0..5 {
             put(&*store, i, 1_000).await;
         }

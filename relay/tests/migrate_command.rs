@@ -82,11 +82,11 @@ async fn migrate_applies_the_schema_once() {
         .await
         .unwrap();
     assert!(
-        first.contains("applied PostgreSQL schema migration(s) [1]"),
+        first.contains("applied PostgreSQL schema migration(s) [1, 2]"),
         "{first}"
     );
-    assert!(second.contains("up to date (version 1)"), "{second}");
-    assert_eq!(version, 1);
+    assert!(second.contains("up to date (version 2)"), "{second}");
+    assert_eq!(version, 2);
 
     std::fs::write(&file, format!("data_dir = {:?}\n", dir.path().join("data"))).unwrap();
     let embedded = stdout(&run_migrate(&file).await);

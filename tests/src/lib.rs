@@ -88,6 +88,14 @@ macro_rules! require_backend {
 #[derive(Clone, Debug, Default)]
 pub struct SharedStorage(Option<Arc<TestSchema>>);
 
+impl SharedStorage {
+    /// The PostgreSQL URL of the schema, when the relays run on PostgreSQL (tests that
+    /// inspect the tables directly).
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.0.as_deref().map(TestSchema::url)
+    }
+}
+
 /// A relay running in this process for one test.
 pub struct TestRelay {
     /// The gRPC address.

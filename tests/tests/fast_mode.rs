@@ -1488,3 +1488,270 @@ async fn the_database_holds_no_token_push_key_or_subscriber_account() {
     assert!(!contains(&bob.id()), "a subscriber's account key in clear");
     assert!(!contains(hex::encode(bob.id()).as_bytes()));
 }
+
+// ======================================================= every field, every service
+
+/// Issue 3's first end-to-end test, once per service: exactly one push, and decrypting
+/// `enc` with the device's push key gives back every field of the stored message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_delivers_one_push_that_decrypts_to_every_field() {
+    tidings_tests::require_backend!();
+    for service in [PushService::Apns, PushService::ApnsSandbox, PushService::Fcm] {
+        let rig = PushRig::start().await;
+        let (alice, device) = (Account::random(), Device::new(service));
+        rig.subscribe(&alice, &device, &[0], true).await;
+        let before = now_ms();
+        let data = format!("hello over {service:?}").into_bytes();
+        let stored = rig.deposit(&alice, 0, &data).await;
+        let after = now_ms();
+        let enc = match service {
+            PushService::Fcm => {
+                rig.fcm.wait_for(1, PUSH_WAIT).await.unwrap();
+                rig.settle().await;
+                let pushes = rig.fcm.attempts();
+                assert_eq!(pushes.len(), 1, "{service:?}: exactly one push");
+                assert_eq!(pushes[0].token, device.token);
+                enc_of_fcm(&pushes[0]).to_owned()
+            }
+            _ => {
+                let (mock, other) = if service == PushService::Apns {
+                    (&rig.apns, &rig.sandbox)
+                } else {
+                    (&rig.sandbox, &rig.apns)
+                };
+                mock.wait_for(1, PUSH_WAIT).await.unwrap();
+                rig.settle().await;
+                let pushes = mock.attempts();
+                assert_eq!(pushes.len(), 1, "{service:?}: exactly one push");
+                assert_eq!(pushes[0].token, device.token);
+                assert!(
+                    other.attempts().is_empty(),
+                    "{service:?}: the other APNs endpoint got none"
+                );
+                enc_of_apns(&pushes[0]).to_owned()
+            }
+        };
+        if service != PushService::Fcm {
+            assert!(rig.fcm.attempts().is_empty(), "{service:?}: FCM got none");
+        }
+        let note = device.decrypt(&enc);
+        assert_eq!(note.account, alice.id().to_vec(), "{service:?}: account");
+        assert_eq!(note.namespace, 0, "{service:?}: namespace");
+        assert_eq!(note.hash, stored.hash, "{service:?}: hash");
+        assert_eq!(note.seq, stored.seq, "{service:?}: seq");
+        assert_eq!(note.data, data, "{service:?}: the message bytes");
+        assert_eq!(note.data_len as usize, data.len(), "{service:?}: data_len");
+        assert!(!note.data_omitted, "{service:?}: nothing omitted");
+        assert_eq!(note.expires_ms, stored.expires_ms, "{service:?}: expiry");
+        // The relay's clock stamps created_ms between the test's readings around the Store
+        // (the clocks are the same; a second of slack covers the seconds-based Store ts).
+        assert!(
+            note.created_ms >= before - 1_000 && note.created_ms <= after + 1_000,
+            "{service:?}: created_ms {} not within [{before}, {after}]",
+            note.created_ms
+        );
+        assert!(
+            note.expires_ms > note.created_ms,
+            "{service:?}: expires after created"
+        );
+    }
+}
+
+// ======================================================= at rest, with pushes pending
+
+/// `needle` as PostgreSQL prints a bytea (`\x` and lowercase hex, without the prefix).
+fn pg_hex(needle: &[u8]) -> String {
+    hex::encode(needle)
+}
+
+/// Whether `a` and `b` both occur in `hay` within `span` bytes of each other.
+fn near(hay: &[u8], a: &[u8], b: &[u8], span: usize) -> bool {
+    let starts = |n: &[u8]| -> Vec<usize> {
+        hay.windows(n.len())
+            .enumerate()
+            .filter(|(_, w)| *w == n)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (xs, ys) = (starts(a), starts(b));
+    xs.iter().any(|x| ys.iter().any(|y| x.abs_diff(*y) <= span))
+}
+
+/// A dump taken while pushes are queued (the providers answer 503), the embedded store's
+/// write-ahead log included, links no account to a subscription: no job or marker holds
+/// the account or the message hash, and no index sits next to its account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_with_pushes_pending_links_no_account_to_a_device() {
+    tidings_tests::require_backend!();
+    let mut rig = PushRig::start().await;
+    let (alice, bob) = (Account::random(), Account::random());
+    let (phone, droid, bobs_phone) = (Device::apns(), Device::fcm(), Device::apns_sandbox());
+    rig.subscribe(&alice, &phone, &[0, 12], true).await;
+    rig.subscribe(&alice, &droid, &[0], true).await;
+    rig.subscribe(&bob, &bobs_phone, &[0], false).await;
+    rig.apns.set_outage(Some(ApnsFailure::unavailable()));
+    rig.sandbox.set_outage(Some(ApnsFailure::unavailable()));
+    rig.fcm.set_outage(Some(FcmFailure::unavailable()));
+    let to_alice = rig.deposit(&alice, 0, b"queued for alice").await;
+    let to_bob = rig.deposit(&bob, 0, b"queued for bob").await;
+    // Every job was tried once and is now waiting for its retry.
+    within(PUSH_WAIT, "a first attempt at every device", async {
+        while rig.apns.attempts().is_empty()
+            || rig.sandbox.attempts().is_empty()
+            || rig.fcm.attempts().is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let pending = rig.relay().store().outbox_stats().await.unwrap().depth;
+    assert_eq!(pending, 3, "the dump is taken with every push pending");
+    let keys = rig.relay().relay().keys();
+    let (alice_index, bob_index) = (keys.account_index(&alice.id()), keys.account_index(&bob.id()));
+    let secrets = |d: &Device| {
+        let mut s = vec![
+            d.token.as_bytes().to_vec(),
+            d.token.to_uppercase().into_bytes(),
+            d.push_key.to_vec(),
+        ];
+        s.extend(hex::decode(&d.token).ok());
+        s
+    };
+    let linked = [
+        (
+            alice.id(),
+            alice_index,
+            to_alice.hash.clone(),
+            [phone.device_id, droid.device_id].to_vec(),
+        ),
+        (
+            bob.id(),
+            bob_index,
+            to_bob.hash.clone(),
+            [bobs_phone.device_id].to_vec(),
+        ),
+    ];
+
+    if let Some(url) = rig.relay().storage().postgres_url() {
+        let url = url.to_owned();
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let rows = |table: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .query(&format!("SELECT t::text FROM {table} t"), &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<String>>()
+            }
+        };
+        let (jobs, markers) = (rows("push_jobs").await, rows("pushed").await);
+        assert_eq!(jobs.len(), 3, "{jobs:?}");
+        assert_eq!(markers.len(), 3, "{markers:?}");
+        let mut all = Vec::new();
+        for table in [
+            "messages",
+            "mailbox_counters",
+            "subscriptions",
+            "pushed",
+            "push_jobs",
+        ] {
+            all.extend(rows(table).await);
+        }
+        for (account, index, hash, devices) in &linked {
+            for row in jobs.iter().chain(&markers) {
+                assert!(
+                    !row.contains(&pg_hex(account)),
+                    "a job or marker names the account: {row}"
+                );
+                assert!(
+                    !row.contains(&pg_hex(hash)),
+                    "a job or marker names the message: {row}"
+                );
+            }
+            for row in &markers {
+                for d in devices {
+                    assert!(!row.contains(&pg_hex(d)), "a marker names the device: {row}");
+                }
+            }
+            for row in &all {
+                assert!(
+                    !(row.contains(&pg_hex(account)) && row.contains(&pg_hex(index))),
+                    "a row holds an account and its index: {row}"
+                );
+            }
+        }
+        let everything = all.concat();
+        for d in [&phone, &droid, &bobs_phone] {
+            for s in secrets(d) {
+                assert!(
+                    !everything.contains(&pg_hex(&s)),
+                    "a {:?} token or push key in clear",
+                    d.service
+                );
+                if let Ok(text) = std::str::from_utf8(&s) {
+                    assert!(!everything.contains(text), "a {:?} token in clear", d.service);
+                }
+            }
+        }
+        assert!(!everything.contains(APP_ID), "the app id is sealed too");
+    } else {
+        // The store file and the write-ahead log, as they are on disk right now (a crash
+        // would leave the same), and again after a clean shutdown.
+        let dump_dir = |dir: &std::path::Path| {
+            let mut dump = Vec::new();
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().is_some_and(|n| n != "relay.key") && path.is_file() {
+                    dump.extend(std::fs::read(&path).unwrap());
+                }
+            }
+            dump
+        };
+        let live = dump_dir(&rig.data_dir());
+        let wal = std::fs::read(rig.data_dir().join("tidings.wal")).unwrap_or_default();
+        rig.shutdown_relay().await;
+        let closed = dump_dir(&rig.data_dir());
+        // (Between checkpoints the file may not have the latest commits yet: the log does.)
+        let contains = |needle: &[u8]| closed.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            contains(&alice_index) && contains(&bob_index),
+            "subscriptions are in the dump"
+        );
+        for dump in [&live, &closed] {
+            let contains = |needle: &[u8]| dump.windows(needle.len()).any(|w| w == needle);
+            for (account, index, hash, devices) in &linked {
+                // Jobs and markers of version 1 put these side by side; nothing may now.
+                assert!(!near(dump, account, index, 128), "an account next to its index");
+                assert!(
+                    !near(dump, hash, index, 128),
+                    "a message hash next to an account index"
+                );
+                for d in devices {
+                    assert!(!near(dump, hash, d, 128), "a message hash next to a device id");
+                    assert!(!near(dump, account, d, 128), "an account next to a device id");
+                }
+            }
+            for d in [&phone, &droid, &bobs_phone] {
+                for s in secrets(d) {
+                    assert!(!contains(&s), "a {:?} token or push key in clear", d.service);
+                }
+            }
+            assert!(!contains(APP_ID.as_bytes()), "the app id is sealed too");
+        }
+        // The log is sealed as a whole: not even the messages' accounts are in it.
+        for (account, index, hash, _) in &linked {
+            for needle in [&account[..], &index[..], &hash[..]] {
+                assert!(
+                    !wal.windows(needle.len()).any(|w| w == needle),
+                    "the write-ahead log in clear"
+                );
+            }
+        }
+    }
+}

@@ -388,9 +388,10 @@ async fn fcm_answers_map_to_outcomes() {
     mock.fail_next(1, FcmFailure::internal());
     mock.fail_next(1, FcmFailure::sender_id_mismatch());
     mock.fail_next(1, FcmFailure::invalid_argument());
+    mock.fail_next(1, FcmFailure::invalid_token());
     let kinds: Vec<Outcome> = {
         let mut outcomes = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..6 {
             outcomes.push(sender.send(&fcm_push("live")).await);
         }
         outcomes
@@ -408,7 +409,16 @@ async fn fcm_answers_map_to_outcomes() {
         "{kinds:?}"
     );
     assert!(matches!(&kinds[3], Outcome::ConfigError { reason } if reason.contains("SENDER_ID_MISMATCH")));
-    assert!(matches!(kinds[4], Outcome::Failed { .. }), "{kinds:?}");
+    // An invalid argument that is not about the token: the relay's request or the project.
+    assert!(matches!(kinds[4], Outcome::ConfigError { .. }), "{kinds:?}");
+    assert!(
+        matches!(&kinds[5], Outcome::TokenDead { reason } if reason.contains("INVALID_ARGUMENT")),
+        "{kinds:?}"
+    );
+
+    // The mock, like FCM, refuses a token it cannot parse by naming the token.
+    let unparsable = sender.send(&fcm_push("")).await;
+    assert!(matches!(unparsable, Outcome::TokenDead { .. }), "{unparsable:?}");
 
     let fits = FcmPush {
         enc: "A".repeat(FCM_MAX_ENC_LEN),
@@ -419,7 +429,8 @@ async fn fcm_answers_map_to_outcomes() {
         enc: "A".repeat(FCM_MAX_ENC_LEN + 1),
         ..fcm_push("live")
     };
-    assert!(matches!(sender.send(&over).await, Outcome::Failed { .. }));
+    // Too big is the relay's bug, never the device's: reported as a configuration problem.
+    assert!(matches!(sender.send(&over).await, Outcome::ConfigError { .. }));
 }
 
 #[tokio::test]

@@ -210,16 +210,39 @@ fn classify(status: u16, error: &GoogleError, after: Option<Duration>, token: &s
         text = format!("{text}: {message}");
     }
     let text = scrub(&text, token);
+    let invalid_argument = code == "INVALID_ARGUMENT" || error.status.as_deref() == Some("INVALID_ARGUMENT");
     match (status, code) {
         (_, "UNREGISTERED") | (404, _) => Outcome::TokenDead { reason: text },
+        // FCM answers a token it cannot parse (or no longer knows the format of) with
+        // 400 INVALID_ARGUMENT too; only what names the token means the token is dead.
+        (400, _) if invalid_argument && about_the_token(error) => Outcome::TokenDead { reason: text },
         (429 | 500..=599, _) | (_, "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL") => {
             Outcome::Retry { after, reason: text }
         }
-        (401 | 403, _) | (_, "SENDER_ID_MISMATCH" | "THIRD_PARTY_AUTH_ERROR") => {
+        // Any other invalid argument is about the request the relay built or the project it
+        // sent to: no device's fault, and every push would fail the same way.
+        (400, _) if invalid_argument => Outcome::ConfigError { reason: text },
+        (401 | 403, _) | (_, "SENDER_ID_MISMATCH" | "THIRD_PARTY_AUTH_ERROR" | "PERMISSION_DENIED") => {
             Outcome::ConfigError { reason: text }
         }
         _ => Outcome::Failed { reason: text },
     }
+}
+
+/// Whether an INVALID_ARGUMENT names the registration token: a `google.rpc.BadRequest`
+/// field violation on `message.token`, or Google's message for it ("The registration
+/// token is not a valid FCM registration token"), which often comes without details.
+fn about_the_token(error: &GoogleError) -> bool {
+    let field = error
+        .details
+        .iter()
+        .flat_map(|d| &d.field_violations)
+        .any(|v| v.field.as_deref() == Some("message.token"));
+    let message = error
+        .message
+        .as_deref()
+        .is_some_and(|m| m.to_ascii_lowercase().contains("registration token"));
+    field || message
 }
 
 #[derive(Serialize)]
@@ -263,8 +286,17 @@ struct GoogleError {
 
 #[derive(Deserialize)]
 struct GoogleErrorDetail {
+    /// Of a `google.firebase.fcm.v1.FcmError`.
     #[serde(rename = "errorCode")]
     error_code: Option<String>,
+    /// Of a `google.rpc.BadRequest`.
+    #[serde(rename = "fieldViolations", default)]
+    field_violations: Vec<FieldViolation>,
+}
+
+#[derive(Deserialize)]
+struct FieldViolation {
+    field: Option<String>,
 }
 
 /// The fields of a service-account key file the sender uses.
@@ -533,8 +565,73 @@ mod tests {
             status: Some(status.into()),
             details: vec![GoogleErrorDetail {
                 error_code: code.map(Into::into),
+                field_violations: Vec::new(),
             }],
         }
+    }
+
+    /// Google's answer, parsed from its JSON as the sender does.
+    fn parsed(json: serde_json::Value) -> GoogleError {
+        serde_json::from_value::<GoogleErrorBody>(json).unwrap().error
+    }
+
+    #[test]
+    fn an_invalid_argument_is_a_dead_token_only_when_it_names_the_token() {
+        // What FCM answers for a token it cannot parse (as reported against
+        // firebase-admin): the message names the token, the details only INVALID_ARGUMENT.
+        let bad_token = parsed(serde_json::json!({"error": {
+            "code": 400,
+            "message": "The registration token is not a valid FCM registration token",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                         "errorCode": "INVALID_ARGUMENT"}]
+        }}));
+        assert!(matches!(
+            classify(400, &bad_token, None, "t"),
+            Outcome::TokenDead { .. }
+        ));
+        let token_field = parsed(serde_json::json!({"error": {
+            "code": 400,
+            "message": "Request contains an invalid argument.",
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "INVALID_ARGUMENT"},
+                {"@type": "type.googleapis.com/google.rpc.BadRequest",
+                 "fieldViolations": [{"field": "message.token", "description": "Invalid registration token"}]}
+            ]
+        }}));
+        assert!(matches!(
+            classify(400, &token_field, None, "t"),
+            Outcome::TokenDead { .. }
+        ));
+        // The message the relay built is wrong: a configuration problem, not the device's.
+        let shape = parsed(serde_json::json!({"error": {
+            "code": 400,
+            "message": "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), \"x\"",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                         "fieldViolations": [{"field": "message.android.ttl", "description": "Invalid value"}]}]
+        }}));
+        assert!(matches!(
+            classify(400, &shape, None, "tok-xyz"),
+            Outcome::ConfigError { reason } if reason.contains("message.android.ttl")
+        ));
+        let bare = parsed(serde_json::json!({"error": {
+            "code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"
+        }}));
+        assert!(matches!(
+            classify(400, &bare, None, "t"),
+            Outcome::ConfigError { .. }
+        ));
+        let denied = parsed(serde_json::json!({"error": {
+            "code": 403,
+            "message": "Permission 'cloudmessaging.messages.create' denied on resource.",
+            "status": "PERMISSION_DENIED"
+        }}));
+        assert!(matches!(
+            classify(403, &denied, None, "t"),
+            Outcome::ConfigError { .. }
+        ));
     }
 
     #[test]
@@ -595,7 +692,7 @@ mod tests {
                 None,
                 "t"
             ),
-            Outcome::Failed { .. }
+            Outcome::ConfigError { .. }
         ));
         assert!(matches!(
             classify(418, &GoogleError::default(), None, "t"),

@@ -18,13 +18,17 @@
 //! The conformance suite in `conformance` (compiled for tests and with the `conformance`
 //! feature) checks all of this for every backend.
 //!
-//! The store knows no cryptography and no policy: the caller hands it an opaque
-//! `account_index` (a keyed hash) and opaque sealed blobs for subscriptions, and
-//! decides limits, clocks and validation.
+//! The store knows no policy: the caller hands it an opaque `account_index` (a keyed
+//! hash) and opaque sealed blobs for subscriptions, and decides limits, clocks and
+//! validation. Its one piece of cryptography is [`linkage`]: with keys derived from the
+//! relay secret it seals what a push job delivers and keys its pushed markers, so that a
+//! dump (pending jobs, markers, the embedded store's log) links no account to its
+//! subscriptions.
 
 #[cfg(any(test, feature = "conformance"))]
 #[doc(hidden)]
 pub mod conformance;
+pub mod linkage;
 pub mod postgres;
 pub mod redb;
 

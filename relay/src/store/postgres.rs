@@ -39,7 +39,7 @@ pub use self::listener::CHANNEL as ARRIVALS_CHANNEL;
 pub use self::migrations::MigrationReport;
 use super::{
     Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
-    Store, StoreError, StoredMessage, Subscription,
+    Store, StoreError, StoredMessage, Subscription, linkage::StoreKeys,
 };
 
 /// How many arrivals may queue for a slow receiver before it misses some (it then only
@@ -73,6 +73,8 @@ impl Default for PostgresOptions {
 /// The PostgreSQL [`Store`].
 pub struct PostgresStore {
     pool: Pool,
+    /// Seal job references, key pushed markers (see `store::linkage`).
+    keys: StoreKeys,
     closed: AtomicBool,
     arrivals: broadcast::Sender<(Account, u32)>,
     stop_listener: CancellationToken,
@@ -125,14 +127,17 @@ impl PostgresStore {
     ///
     /// Fails with [`StoreError::Unavailable`] when the database cannot be reached and
     /// [`StoreError::Corrupt`] when its schema history does not match this binary.
-    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        Self::open_with(parse_url(url)?, PostgresOptions::default()).await
+    /// `keys` (from the relay secret) hide which account a push job or pushed marker
+    /// belongs to.
+    pub async fn open(url: &str, keys: StoreKeys) -> Result<PostgresStore, StoreError> {
+        Self::open_with(parse_url(url)?, PostgresOptions::default(), keys).await
     }
 
     /// [`PostgresStore::open`] with a parsed configuration and explicit options.
     pub async fn open_with(
         mut config: tokio_postgres::Config,
         options: PostgresOptions,
+        keys: StoreKeys,
     ) -> Result<PostgresStore, StoreError> {
         prepare_config(&mut config, &options);
         let tls = tls::connector(&mut config)?;
@@ -162,6 +167,7 @@ impl PostgresStore {
             .then(|| listener::spawn(config, tls, arrivals.clone(), stop_listener.clone()));
         Ok(PostgresStore {
             pool,
+            keys,
             closed: AtomicBool::new(false),
             arrivals,
             stop_listener,
@@ -186,7 +192,7 @@ impl Drop for PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn put_message(&self, msg: NewMessage) -> Result<PutOutcome, StoreError> {
-        ops::put_message(&mut self.client().await?, &msg).await
+        ops::put_message(&mut self.client().await?, &self.keys, &msg).await
     }
 
     async fn get_messages(
@@ -257,11 +263,11 @@ impl Store for PostgresStore {
         lease_ms: i64,
         max: u32,
     ) -> Result<Vec<PushJob>, StoreError> {
-        ops::claim_jobs(&self.client().await?, node, now_ms, lease_ms, max).await
+        ops::claim_jobs(&self.client().await?, &self.keys, node, now_ms, lease_ms, max).await
     }
 
     async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError> {
-        ops::finish_job(&self.client().await?, job, outcome).await
+        ops::finish_job(&self.client().await?, &self.keys, job, outcome).await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

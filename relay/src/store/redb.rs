@@ -36,7 +36,7 @@ use self::write_op::{Reply, WriteOp};
 use self::writer::{Checkpoints, Log, Opener, Pending, PendingWrite, Shared, Writer};
 use super::{
     Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
-    Store, StoreError, StoredMessage, Subscription,
+    Store, StoreError, StoredMessage, Subscription, linkage::StoreKeys,
 };
 
 /// Name of the database file inside the data directory.
@@ -57,9 +57,9 @@ impl std::fmt::Debug for RedbStore {
 }
 
 /// Opens (or creates) the file and checks its schema version.
-fn open_file(path: &Path) -> Result<Database, StoreError> {
+fn open_file(path: &Path, keys: &StoreKeys) -> Result<Database, StoreError> {
     let db = Database::builder().create(path).map_err(open_error)?;
-    tables::init_schema(&db).map_err(op_error)?;
+    tables::init_schema(&db, keys).map_err(op_error)?;
     Ok(db)
 }
 
@@ -77,39 +77,50 @@ impl RedbStore {
     /// written by tidings, and [`StoreError::Unavailable`] when the file cannot be opened
     /// (in use by another process, permissions, I/O). Blocking: after an unclean stop redb
     /// repairs the file first, which reads all of it; call it before serving (or from
-    /// `spawn_blocking`).
-    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+    /// `spawn_blocking`). `keys` (from the relay secret) hide which account a push job or
+    /// pushed marker belongs to, and seal the write-ahead log.
+    pub fn open(dir: &Path, keys: StoreKeys) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create the data directory {}: {e}", dir.display()))
         })?;
-        Self::open_with(dir, Checkpoints::default())
+        Self::open_with(dir, Checkpoints::default(), keys)
     }
 
     /// Opens the store in `dir` with its write-ahead log, checkpointing as `policy` says.
-    fn open_with(dir: &Path, policy: Checkpoints) -> Result<RedbStore, StoreError> {
+    fn open_with(dir: &Path, policy: Checkpoints, keys: StoreKeys) -> Result<RedbStore, StoreError> {
         let path = dir.join(FILE_NAME);
-        Self::start(Box::new(move || open_file(&path)), Some((dir, policy)))
+        let keys = Arc::new(keys);
+        let for_opener = Arc::clone(&keys);
+        Self::start(
+            Box::new(move || open_file(&path, &for_opener)),
+            Some((dir, policy)),
+            keys,
+        )
     }
 
     /// Opens the store with a custom way to open the database (tests inject I/O faults
     /// into redb). Such a store has no log: every batch commits durably in redb.
     #[cfg(test)]
-    fn with_opener(opener: Opener) -> Result<RedbStore, StoreError> {
-        Self::start(opener, None)
+    fn with_opener(opener: Opener, keys: StoreKeys) -> Result<RedbStore, StoreError> {
+        Self::start(opener, None, Arc::new(keys))
     }
 
     /// Opens the database (which locks its file), then replays the log into it.
-    fn start(opener: Opener, log: Option<(&Path, Checkpoints)>) -> Result<RedbStore, StoreError> {
+    fn start(
+        opener: Opener,
+        log: Option<(&Path, Checkpoints)>,
+        keys: Arc<StoreKeys>,
+    ) -> Result<RedbStore, StoreError> {
         let db = opener()?;
         let (log, replay) = match log {
             Some((dir, policy)) => {
-                let mut log = Log::new(Wal::open(dir)?, policy);
+                let mut log = Log::new(Wal::open(dir)?, policy, Arc::clone(&keys));
                 let replay = writer::recover(&db, &mut log)?;
                 (Some(log), Some(replay))
             }
             None => (None, None),
         };
-        let shared = Arc::new(Shared::new(db, opener));
+        let shared = Arc::new(Shared::new(db, opener, keys));
         *shared.last_replay.lock().unwrap_or_else(PoisonError::into_inner) = replay;
         let (tx, rx) = mpsc::channel();
         let for_writer = Arc::clone(&shared);

@@ -95,6 +95,9 @@ impl Attempt for FcmRequest {
     }
 }
 
+/// Google's message for a registration token it cannot parse.
+const INVALID_TOKEN_MESSAGE: &str = "The registration token is not a valid FCM registration token";
+
 /// An error the mock is told to answer, Google-style.
 #[derive(Clone, Debug)]
 pub struct FcmFailure {
@@ -106,6 +109,10 @@ pub struct FcmFailure {
     pub error_code: Option<String>,
     /// `Retry-After` seconds to send along.
     pub retry_after: Option<u64>,
+    /// The error message, instead of the one the mock would give.
+    pub message: Option<&'static str>,
+    /// A `google.rpc.BadRequest` field violation on this field, e.g. `message.token`.
+    pub field: Option<&'static str>,
 }
 
 impl FcmFailure {
@@ -116,6 +123,8 @@ impl FcmFailure {
             google_status: google_status.to_owned(),
             error_code: error_code.map(str::to_owned),
             retry_after: None,
+            message: None,
+            field: None,
         }
     }
 
@@ -155,6 +164,15 @@ impl FcmFailure {
         FcmFailure::new(400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"))
     }
 
+    /// 400 `INVALID_ARGUMENT` about the token, as FCM answers a token it cannot parse.
+    pub fn invalid_token() -> FcmFailure {
+        FcmFailure {
+            message: Some(INVALID_TOKEN_MESSAGE),
+            field: Some("message.token"),
+            ..FcmFailure::invalid_argument()
+        }
+    }
+
     /// 401 `UNAUTHENTICATED` / `THIRD_PARTY_AUTH_ERROR`.
     pub fn third_party_auth_error() -> FcmFailure {
         FcmFailure::new(401, "UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR"))
@@ -162,9 +180,20 @@ impl FcmFailure {
 
     fn response(&self, message: &str) -> Response<Full<Bytes>> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = self.message.unwrap_or(message);
         let mut error = json!({"code": self.status, "message": message, "status": self.google_status});
+        let mut details = Vec::new();
         if let Some(code) = &self.error_code {
-            error["details"] = json!([{ "@type": FCM_ERROR_TYPE, "errorCode": code }]);
+            details.push(json!({ "@type": FCM_ERROR_TYPE, "errorCode": code }));
+        }
+        if let Some(field) = self.field {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{ "field": field, "description": message }],
+            }));
+        }
+        if !details.is_empty() {
+            error["details"] = Value::Array(details);
         }
         let headers: Vec<_> = self
             .retry_after
@@ -508,7 +537,14 @@ impl FcmState {
         if let Some(failure) = self.faults.take() {
             return Err((failure, "injected failure"));
         }
-        validate_send_body(body).map_err(|m| (FcmFailure::invalid_argument(), m))?;
+        validate_send_body(body).map_err(|m| {
+            let failure = if m == INVALID_TOKEN_MESSAGE {
+                FcmFailure::invalid_token()
+            } else {
+                FcmFailure::invalid_argument()
+            };
+            (failure, m)
+        })?;
         if lock(&self.dead).contains(token) {
             return Err((FcmFailure::unregistered(), "Requested entity was not found."));
         }
@@ -591,7 +627,7 @@ fn validate_send_body(body: &Value) -> Result<(), &'static str> {
     }
     match message.get("token").and_then(Value::as_str) {
         Some(token) if !token.is_empty() => {}
-        _ => return Err("The registration token is not a valid FCM registration token"),
+        _ => return Err(INVALID_TOKEN_MESSAGE),
     }
     if let Some(data) = message.get("data") {
         validate_data(data)?;

@@ -27,11 +27,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "unlinkable_outbox",
+        sql: include_str!("../../../migrations/0002_unlinkable_outbox.sql"),
+    },
+];
 
 /// The two-key advisory lock space of the migrator ("ti"); the second key is the schema,
 /// so deployments in different schemas of one database do not wait for each other.

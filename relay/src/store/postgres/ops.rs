@@ -13,6 +13,7 @@ use super::listener;
 use crate::store::{
     Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, OutboxStats, Page, PushJob,
     PutOutcome, StoreError, StoredMessage, Subscription,
+    linkage::{JobMessage, StoreKeys},
 };
 
 /// The most entries one sweep call removes, whatever the caller asks (as in redb).
@@ -80,18 +81,21 @@ const INSERT_MESSAGE: &str =
 
 /// Marks (device, hash) for every live subscription of the account that wants the
 /// namespace and never had this hash, and enqueues a job for each one newly marked.
+/// `$4` is the message's keyed tag: a device's marker is `sha256(tag ‖ device_id)` (see
+/// `store::linkage`); `$5` the sealed message reference every job of it carries.
 const FAN_OUT: &str = "WITH targets AS (
          SELECT device_id FROM subscriptions
-         WHERE account_index = $2 AND expires_ms > $8 AND $3 = ANY(namespaces)
+         WHERE account_index = $1 AND expires_ms > $6 AND $2 = ANY(namespaces)
      ), marked AS (
-         INSERT INTO pushed (account_index, device_id, hash, expires_ms)
-         SELECT $2, device_id, $4, $7 FROM targets
+         INSERT INTO pushed (marker, expires_ms)
+         SELECT sha256($4::bytea || device_id), $3 FROM targets
          ON CONFLICT DO NOTHING
-         RETURNING device_id
+         RETURNING marker
      ), jobs AS (
-         INSERT INTO push_jobs (account, account_index, device_id, namespace, hash, seq, created_ms,
-                                expires_ms, enqueued_ms, not_before_ms)
-         SELECT $1, $2, device_id, $3, $4, $5, $6, $7, $8, $8 FROM marked ORDER BY device_id
+         INSERT INTO push_jobs (account_index, device_id, sealed, enqueued_ms, not_before_ms)
+         SELECT $1, t.device_id, $5, $6, $6 FROM targets t
+         WHERE sha256($4::bytea || t.device_id) IN (SELECT marker FROM marked)
+         ORDER BY t.device_id
          RETURNING 1
      )
      SELECT count(*) FROM jobs";
@@ -109,11 +113,11 @@ const DELETE_EXPIRED_ORIGINAL: &str =
 /// The counter row's lock, taken first, serialises the Stores of one mailbox across all
 /// nodes until commit, so seqs become visible in order and a concurrent Store of the same
 /// message has committed (or rolled back) before this one looks for it.
-pub async fn put_message(client: &mut Client, msg: &NewMessage) -> Result<PutOutcome> {
+pub async fn put_message(client: &mut Client, keys: &StoreKeys, msg: &NewMessage) -> Result<PutOutcome> {
     let mut replace_expired = false;
     for _ in 0..PUT_ATTEMPTS {
         let tx = client.transaction().await.map_err(db_error)?;
-        match try_put(&tx, msg, replace_expired).await? {
+        match try_put(&tx, keys, msg, replace_expired).await? {
             Attempt::Stored(outcome) => {
                 tx.commit().await.map_err(db_error)?;
                 return Ok(outcome);
@@ -141,7 +145,12 @@ enum Attempt {
     Again,
 }
 
-async fn try_put(tx: &Transaction<'_>, msg: &NewMessage, replace_expired: bool) -> Result<Attempt> {
+async fn try_put(
+    tx: &Transaction<'_>,
+    keys: &StoreKeys,
+    msg: &NewMessage,
+    replace_expired: bool,
+) -> Result<Attempt> {
     let now = msg.created_ms;
     let namespace = i64::from(msg.namespace);
     let (account, index, hash) = (&msg.account[..], &msg.account_index[..], &msg.hash[..]);
@@ -166,16 +175,20 @@ async fn try_put(tx: &Transaction<'_>, msg: &NewMessage, replace_expired: bool) 
         &msg.created_ms,
         &msg.expires_ms,
     ];
-    let fan_out_params: [&(dyn ToSql + Sync); 8] = [
-        &account,
-        &index,
-        &namespace,
-        &hash,
-        &seq,
-        &msg.created_ms,
-        &msg.expires_ms,
-        &now,
-    ];
+    let tag = keys.message_tag(&msg.account_index, &msg.hash);
+    let sealed = keys.seal_job(
+        &msg.account_index,
+        &JobMessage {
+            account: msg.account,
+            namespace: msg.namespace,
+            hash: msg.hash,
+            seq: u64_of(seq, "mailbox counter")?,
+            created_ms: msg.created_ms,
+            expires_ms: msg.expires_ms,
+        },
+    );
+    let fan_out_params: [&(dyn ToSql + Sync); 6] =
+        [&index, &namespace, &msg.expires_ms, &&tag[..], &sealed, &now];
     let notify_params: [&(dyn ToSql + Sync); 2] = [&listener::CHANNEL, &arrival];
     let (inserted, jobs, _) = tokio::try_join!(
         tx.query_opt(&insert, &insert_params),
@@ -312,11 +325,10 @@ const SWEEP_SUBSCRIPTIONS: &str = "WITH victims AS (
 
 /// Pushed markers of messages that have expired.
 const SWEEP_PUSHED: &str = "WITH victims AS (
-         SELECT account_index, device_id, hash FROM pushed WHERE expires_ms <= $1
+         SELECT marker FROM pushed WHERE expires_ms <= $1
          ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED
      )
-     DELETE FROM pushed p USING victims v
-     WHERE p.account_index = v.account_index AND p.device_id = v.device_id AND p.hash = v.hash";
+     DELETE FROM pushed p USING victims v WHERE p.marker = v.marker";
 
 /// Removes up to `max` expired entries, each kind in its own short statement.
 pub async fn sweep_expired(client: &Client, now: i64, max: u32) -> Result<u64> {
@@ -425,12 +437,13 @@ const CLAIM: &str = "WITH due AS (
      )
      UPDATE push_jobs j SET lease_owner = $3, lease_until_ms = $4
      FROM due WHERE j.id = due.id
-     RETURNING j.id, j.account, j.account_index, j.device_id, j.namespace, j.hash, j.seq,
-               j.created_ms, j.expires_ms, j.attempts, j.enqueued_ms, j.lease_owner, j.lease_until_ms";
+     RETURNING j.id, j.account_index, j.device_id, j.sealed, j.attempts, j.enqueued_ms,
+               j.lease_owner, j.lease_until_ms";
 
 /// Leases up to `max` due jobs to `node`.
 pub async fn claim_jobs(
     client: &Client,
+    keys: &StoreKeys,
     node: &str,
     now: i64,
     lease_ms: i64,
@@ -441,27 +454,47 @@ pub async fn claim_jobs(
     }
     let until = now.saturating_add(lease_ms.max(0));
     let rows = query(client, CLAIM, &[&now, &i64::from(max), &node, &until]).await?;
-    let mut jobs = rows.iter().map(job_from).collect::<Result<Vec<_>>>()?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for row in &rows {
+        match job_from(keys, row) {
+            Ok(job) => jobs.push(job),
+            Err(e @ StoreError::Corrupt(_)) => {
+                // Sealed under another relay key (or damaged): it can never be delivered.
+                let id: i64 = col(row, 0)?;
+                tracing::warn!(job = id, "dropping an unreadable push job: {e}");
+                unreadable.push(id);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !unreadable.is_empty() {
+        execute(client, "DELETE FROM push_jobs WHERE id = ANY($1)", &[&unreadable]).await?;
+    }
     jobs.sort_by_key(|j| j.id);
     Ok(jobs)
 }
 
-fn job_from(row: &Row) -> Result<PushJob> {
+/// A claimed job row, its message reference opened.
+fn job_from(keys: &StoreKeys, row: &Row) -> Result<PushJob> {
+    let account_index: AccountIndex = bytes(row, 1, "job account index")?;
+    let sealed: &[u8] = col(row, 3)?;
+    let m = keys.open_job(&account_index, sealed)?;
     Ok(PushJob {
         id: u64_of(col(row, 0)?, "job id")?,
-        account: bytes(row, 1, "job account")?,
-        account_index: bytes(row, 2, "job account index")?,
-        device_id: bytes(row, 3, "job device id")?,
-        namespace: u32_of(col(row, 4)?, "job namespace")?,
-        hash: bytes(row, 5, "job hash")?,
-        seq: u64_of(col(row, 6)?, "job seq")?,
-        created_ms: col(row, 7)?,
-        expires_ms: col(row, 8)?,
-        attempts: u32_of(col(row, 9)?, "job attempts")?,
-        enqueued_ms: col(row, 10)?,
+        account: m.account,
+        account_index,
+        device_id: bytes(row, 2, "job device id")?,
+        namespace: m.namespace,
+        hash: m.hash,
+        seq: m.seq,
+        created_ms: m.created_ms,
+        expires_ms: m.expires_ms,
+        attempts: u32_of(col(row, 4)?, "job attempts")?,
+        enqueued_ms: col(row, 5)?,
         lease: Lease {
-            owner: col(row, 11)?,
-            until_ms: col(row, 12)?,
+            owner: col(row, 6)?,
+            until_ms: col(row, 7)?,
         },
     })
 }
@@ -472,23 +505,24 @@ fn job_from(row: &Row) -> Result<PushJob> {
 /// moved `lease_until_ms` on, so a late finish of a node that lost its lease matches no
 /// row. `Delivered` still remembers (device, hash) and `TokenDead` still removes the
 /// subscription and its jobs.
-pub async fn finish_job(client: &Client, job: &PushJob, outcome: JobOutcome) -> Result<()> {
+pub async fn finish_job(client: &Client, keys: &StoreKeys, job: &PushJob, outcome: JobOutcome) -> Result<()> {
     let id = i64::try_from(job.id).map_err(|_| corrupt("job id"))?;
-    let (index, device, hash) = (&job.account_index[..], &job.device_id[..], &job.hash[..]);
+    let (index, device) = (&job.account_index[..], &job.device_id[..]);
+    let marker = keys.pushed_marker(&job.account_index, &job.device_id, &job.hash);
     let (owner, until) = (&job.lease.owner, &job.lease.until_ms);
     let finished = match outcome {
         JobOutcome::Delivered => {
             let row = query_one(
                 client,
                 "WITH done AS (
-                     DELETE FROM push_jobs WHERE id = $1 AND lease_owner = $6 AND lease_until_ms = $7
+                     DELETE FROM push_jobs WHERE id = $1 AND lease_owner = $4 AND lease_until_ms = $5
                      RETURNING 1
                  ), marked AS (
-                     INSERT INTO pushed (account_index, device_id, hash, expires_ms) VALUES ($2, $3, $4, $5)
+                     INSERT INTO pushed (marker, expires_ms) VALUES ($2, $3)
                      ON CONFLICT DO NOTHING
                  )
                  SELECT count(*) FROM done",
-                &[&id, &index, &device, &hash, &job.expires_ms, owner, until],
+                &[&id, &&marker[..], &job.expires_ms, owner, until],
             )
             .await?;
             col::<i64>(&row, 0)?

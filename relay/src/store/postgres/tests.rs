@@ -17,7 +17,9 @@ const NS: u32 = 20;
 /// A store on a fresh schema, or `None` after a SKIPPED line.
 async fn fresh(test: &str) -> Option<(TestSchema, Arc<dyn Store>)> {
     let schema = TestSchema::create(test).await?;
-    let store = PostgresStore::open(schema.url()).await.unwrap();
+    let store = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+        .await
+        .unwrap();
     Some((schema, Arc::new(store)))
 }
 
@@ -132,8 +134,12 @@ impl Fixture {
 /// Two stores on one schema: two relay nodes.
 async fn two_nodes(test: &str) -> Option<(TestSchema, Arc<PostgresStore>, Arc<PostgresStore>)> {
     let schema = TestSchema::create(test).await?;
-    let a = PostgresStore::open(schema.url()).await.unwrap();
-    let b = PostgresStore::open(schema.url()).await.unwrap();
+    let a = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+        .await
+        .unwrap();
+    let b = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+        .await
+        .unwrap();
     Some((schema, Arc::new(a), Arc::new(b)))
 }
 
@@ -322,14 +328,16 @@ async fn migrations_are_idempotent_and_safe_concurrently() {
         let mut applied = Vec::new();
         for r in runs {
             let report = r.await.unwrap().unwrap();
-            assert_eq!(report.version, 1);
+            assert_eq!(report.version, 2);
             applied.extend(report.applied);
         }
-        assert_eq!(applied, vec![1], "exactly one run applies the migration");
+        assert_eq!(applied, vec![1, 2], "exactly one run applies the migrations");
         let again = migrate(schema.url()).await.unwrap();
         assert!(again.applied.is_empty());
         // Stores open on the migrated schema and migrate nothing more.
-        let store = PostgresStore::open(schema.url()).await.unwrap();
+        let store = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+            .await
+            .unwrap();
         store.check_writable().await.unwrap();
         store.close().await.unwrap();
     })
@@ -354,7 +362,9 @@ async fn an_edited_migration_is_refused() {
             .batch_execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
             .await
             .unwrap();
-        let e = PostgresStore::open(schema.url()).await.unwrap_err();
+        let e = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, StoreError::Corrupt(m) if m.contains("differs")),
             "{e}"
@@ -373,9 +383,12 @@ async fn read_only_database_is_unavailable_for_writes() {
     with_timeout(async {
         let f = Fixture::new();
         store.put_message(f.msg(b"before")).await.unwrap();
-        let ro = PostgresStore::open(&schema.url_with_options("-c default_transaction_read_only=on"))
-            .await
-            .unwrap();
+        let ro = PostgresStore::open(
+            &schema.url_with_options("-c default_transaction_read_only=on"),
+            crate::store::linkage::test_keys(),
+        )
+        .await
+        .unwrap();
         let unavailable = |r: Result<(), StoreError>| {
             assert!(
                 matches!(&r, Err(StoreError::Unavailable(m)) if m.contains("read-only")),
@@ -406,9 +419,13 @@ async fn unreachable_database_is_unavailable() {
     };
     // Port 1 on loopback: nothing listens there, so the connection is refused.
     let config = parse_url("postgres://postgres@127.0.0.1:1/postgres").unwrap();
-    let e = with_timeout(PostgresStore::open_with(config, options))
-        .await
-        .unwrap_err();
+    let e = with_timeout(PostgresStore::open_with(
+        config,
+        options,
+        crate::store::linkage::test_keys(),
+    ))
+    .await
+    .unwrap_err();
     assert!(
         matches!(&e, StoreError::Unavailable(m) if m.contains("connect")),
         "{e}"
@@ -463,7 +480,9 @@ async fn required_tls_refuses_an_unverified_server() {
     } else {
         format!("{url} sslmode=require")
     };
-    let e = with_timeout(PostgresStore::open(&url)).await.unwrap_err();
+    let e = with_timeout(PostgresStore::open(&url, crate::store::linkage::test_keys()))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, StoreError::Unavailable(m) if m.contains("TLS")),
         "{e}"
@@ -481,7 +500,9 @@ async fn store_and_listener_recover_from_dropped_connections() {
     with_timeout(async {
         let app = schema.name().to_owned();
         let url = format!("{}&application_name={app}", schema.url());
-        let store = PostgresStore::open(&url).await.unwrap();
+        let store = PostgresStore::open(&url, crate::store::linkage::test_keys())
+            .await
+            .unwrap();
         let mut arrivals = store.arrivals().unwrap();
         let f = Fixture::new();
         heard_after_put(&store, &f, &mut arrivals).await;

@@ -8,8 +8,11 @@
 //! page write per distinct B-tree leaf it dirtied. So the entries one Store touches live
 //! next to each other: a mailbox's seq counter, messages and hash index share the
 //! `account ‖ namespace` prefix in one table (told apart by a tag byte), and an account's
-//! subscriptions, pushed markers and per-subscription job index share the `account_index`
-//! prefix in another. The expiry and due indexes start with a time, so new entries append.
+//! subscriptions and per-subscription job index share the `account_index` prefix in
+//! another. The expiry and due indexes start with a time, so new entries append.
+//! Pushed markers are the exception: they are opaque keyed hashes (see
+//! `store::linkage`), in a table of their own, since anything that placed them under an
+//! account index would tell which subscriptions they belong to.
 
 use crate::store::{Account, AccountIndex, DeviceId, Hash};
 
@@ -53,7 +56,7 @@ const TAG_MSG: u8 = 1;
 const TAG_HASH: u8 = 2;
 // Tags inside the account table.
 const TAG_SUB: u8 = 0;
-const TAG_PUSHED: u8 = 1;
+// Tag 1 held the pushed markers of schema version 1.
 const TAG_SUB_JOB: u8 = 2;
 
 /// `account ‖ be32(namespace) ‖ 0`: the mailbox's last seq.
@@ -66,14 +69,14 @@ pub type HashKey = [u8; 69];
 pub type MsgExpiryKey = [u8; 52];
 /// `account_index ‖ 0 ‖ device_id`: a subscription.
 pub type SubKey = [u8; 49];
-/// `account_index ‖ 1 ‖ device_id ‖ hash`: a pushed marker.
-pub type PushedKey = [u8; 81];
+/// A pushed marker: `SHA-256(tag ‖ device_id)` (see `store::linkage`).
+pub type PushedKey = [u8; 32];
 /// `account_index ‖ 2 ‖ device_id ‖ be64(job_id)`: the jobs of one subscription.
 pub type SubJobKey = [u8; 57];
 /// `ord64(expires_ms) ‖ account_index ‖ device_id`: the subscription expiry index.
 pub type SubExpiryKey = [u8; 56];
 /// `ord64(expires_ms) ‖ pushed key`: the pushed marker expiry index.
-pub type PushedExpiryKey = [u8; 89];
+pub type PushedExpiryKey = [u8; 40];
 /// `ord64(visible_at_ms) ‖ be64(job_id)`: the job due index.
 pub type DueKey = [u8; 16];
 
@@ -133,11 +136,6 @@ pub fn parse_sub(mut k: &[u8]) -> Option<(AccountIndex, DeviceId)> {
     k.is_empty().then_some((ai, dev))
 }
 
-/// Key of a pushed marker.
-pub fn pushed(account_index: &AccountIndex, device_id: &DeviceId, hash: &Hash) -> PushedKey {
-    concat(&[account_index, &[TAG_PUSHED], device_id, hash])
-}
-
 /// Key of the per-subscription job index.
 pub fn sub_job(account_index: &AccountIndex, device_id: &DeviceId, job_id: u64) -> SubJobKey {
     concat(&[account_index, &[TAG_SUB_JOB], device_id, &job_id.to_be_bytes()])
@@ -173,7 +171,7 @@ pub fn pushed_expiry(expires_ms: i64, pushed: &PushedKey) -> PushedExpiryKey {
 /// Decodes a pushed expiry key into (expires_ms, pushed key).
 pub fn parse_pushed_expiry(mut k: &[u8]) -> Option<(i64, PushedKey)> {
     let expires = from_ord_i64(take(&mut k)?);
-    let p = take::<81>(&mut k)?;
+    let p = take::<32>(&mut k)?;
     k.is_empty().then_some((expires, p))
 }
 
@@ -231,14 +229,13 @@ mod tests {
         #[test]
         fn account_keys_round_trip_and_keep_subscriptions_together(
             e1: i64, i1: [u8; 32], d1: [u8; 16], e2: i64, i2: [u8; 32], d2: [u8; 16],
-            h: [u8; 32], j1: u64, j2: u64,
+            j1: u64, j2: u64,
         ) {
             prop_assert_eq!(parse_sub(&sub(&i1, &d1)), Some((i1, d1)));
             prop_assert_eq!((i1, d1).cmp(&(i2, d2)), sub(&i1, &d1).cmp(&sub(&i2, &d2)));
-            // All subscriptions of an account sort before its markers and job index.
-            prop_assert!(sub(&i1, &d1).as_slice() < pushed(&i1, &d2, &h).as_slice());
-            prop_assert!(pushed(&i1, &d1, &h).as_slice() < sub_job(&i1, &d2, j1).as_slice());
-            prop_assert_eq!(parse_sub(&pushed(&i1, &d1, &h)[..49]), None);
+            // All subscriptions of an account sort before its job index.
+            prop_assert!(sub(&i1, &d1).as_slice() < sub_job(&i1, &d2, j1).as_slice());
+            prop_assert_eq!(parse_sub(&sub_job(&i1, &d1, j1)[..49]), None);
             prop_assert_eq!(parse_sub_job_id(&sub_job(&i1, &d1, j1)), Some(j1));
             prop_assert_eq!(j1.cmp(&j2), sub_job(&i1, &d1, j1).cmp(&sub_job(&i1, &d1, j2)));
             prop_assert_eq!(parse_sub_expiry(&sub_expiry(e1, &i1, &d1)), Some((e1, i1, d1)));
@@ -250,11 +247,10 @@ mod tests {
 
         #[test]
         fn due_and_pushed_expiry_keys_round_trip_and_sort_by_time(
-            t1: i64, j1: u64, t2: i64, j2: u64, i: [u8; 32], d: [u8; 16], h: [u8; 32],
+            t1: i64, j1: u64, t2: i64, j2: u64, p: [u8; 32],
         ) {
             prop_assert_eq!(parse_due(&due(t1, j1)), Some((t1, j1)));
             prop_assert_eq!((t1, j1).cmp(&(t2, j2)), due(t1, j1).cmp(&due(t2, j2)));
-            let p = pushed(&i, &d, &h);
             prop_assert_eq!(parse_pushed_expiry(&pushed_expiry(t1, &p)), Some((t1, p)));
             prop_assert_eq!(t1.cmp(&t2), pushed_expiry(t1, &p).cmp(&pushed_expiry(t2, &p)));
         }
@@ -267,6 +263,6 @@ mod tests {
         assert_eq!(parse_msg(&counter(&[0; 32], 1)), None);
         assert_eq!(parse_due(&[0u8; 15]), None);
         assert_eq!(parse_sub_job_id(&[0u8; 57]), None);
-        assert_eq!(parse_pushed_expiry(&[0u8; 90]), None);
+        assert_eq!(parse_pushed_expiry(&[0u8; 41]), None);
     }
 }

@@ -12,6 +12,7 @@ use super::tables::{self, META_NEXT_JOB, META_PROBE, OpError, Tables};
 use crate::store::{
     Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, OutboxStats, Page, PushJob,
     PutOutcome, StoreError, StoredMessage, Subscription,
+    linkage::{self, JobMessage},
 };
 
 /// The most entries one sweep call removes, whatever the caller asks: a sweep shares its
@@ -92,29 +93,36 @@ fn fan_out(t: &mut Tables<'_>, msg: &NewMessage, seq: u64, now: i64) -> Result<u
         devices.push(device);
     }
     let mut enqueued = 0;
-    for device_id in devices {
-        if !mark_pushed(t, &msg.account_index, &device_id, &msg.hash, msg.expires_ms)? {
-            continue;
-        }
-        let id = t.next_counter(META_NEXT_JOB)?;
-        let job = PushJob {
-            id,
+    if devices.is_empty() {
+        return Ok(0);
+    }
+    let tag = t.keys.message_tag(&msg.account_index, &msg.hash);
+    // One sealed reference serves every device: it is bound to the account index only.
+    let sealed = t.keys.seal_job(
+        &msg.account_index,
+        &JobMessage {
             account: msg.account,
-            account_index: msg.account_index,
-            device_id,
             namespace: msg.namespace,
             hash: msg.hash,
             seq,
             created_ms: msg.created_ms,
             expires_ms: msg.expires_ms,
-            attempts: 0,
-            enqueued_ms: now,
-            lease: Lease::default(),
-        };
+        },
+    );
+    for device_id in devices {
+        if !mark_pushed(t, &linkage::marker(&tag, &device_id), msg.expires_ms)? {
+            continue;
+        }
+        let id = t.next_counter(META_NEXT_JOB)?;
         save_job(
             t,
             &JobRecord {
-                job,
+                id,
+                account_index: msg.account_index,
+                device_id,
+                sealed: sealed.clone(),
+                attempts: 0,
+                enqueued_ms: now,
                 not_before_ms: now,
                 lease_until_ms: i64::MIN,
                 lease_owner: String::new(),
@@ -125,22 +133,16 @@ fn fan_out(t: &mut Tables<'_>, msg: &NewMessage, seq: u64, now: i64) -> Result<u
     Ok(enqueued)
 }
 
-/// Records that (device, hash) got a job; returns false when it already had one.
-fn mark_pushed(
-    t: &mut Tables<'_>,
-    account_index: &AccountIndex,
-    device_id: &DeviceId,
-    hash: &Hash,
-    expires_ms: i64,
-) -> Result<bool, OpError> {
-    let pk = keys::pushed(account_index, device_id, hash);
-    if t.accounts.get(pk.as_slice())?.is_some() {
+/// Records that (device, hash), named by its keyed marker, got a job; returns false when
+/// it already had one.
+fn mark_pushed(t: &mut Tables<'_>, pk: &keys::PushedKey, expires_ms: i64) -> Result<bool, OpError> {
+    if t.pushed.get(pk.as_slice())?.is_some() {
         return Ok(false);
     }
-    t.accounts
+    t.pushed
         .insert(pk.as_slice(), expires_ms.to_be_bytes().as_slice())?;
     t.pushed_expiry
-        .insert(keys::pushed_expiry(expires_ms, &pk).as_slice(), ())?;
+        .insert(keys::pushed_expiry(expires_ms, pk).as_slice(), ())?;
     Ok(true)
 }
 
@@ -251,7 +253,7 @@ pub fn sweep_expired(t: &mut Tables<'_>, now: i64, max: u32) -> Result<u64, OpEr
     for k in expired_keys(&t.pushed_expiry, now, budget)? {
         let (_, pk) = keys::parse_pushed_expiry(&k).ok_or_else(|| corrupt_key("pushed_expiry"))?;
         t.pushed_expiry.remove(k.as_slice())?;
-        t.accounts.remove(pk.as_slice())?;
+        t.pushed.remove(pk.as_slice())?;
         removed += 1;
     }
     Ok(removed)
@@ -315,11 +317,10 @@ fn load_job(t: &Tables<'_>, id: u64) -> Result<Option<JobRecord>, OpError> {
 }
 
 fn save_job(t: &mut Tables<'_>, rec: &JobRecord) -> Result<(), OpError> {
-    let j = &rec.job;
-    t.jobs.insert(j.id, records::encode_job(rec).as_slice())?;
-    t.due.insert(keys::due(rec.visible_at(), j.id).as_slice(), ())?;
+    t.jobs.insert(rec.id, records::encode_job(rec).as_slice())?;
+    t.due.insert(keys::due(rec.visible_at(), rec.id).as_slice(), ())?;
     t.accounts.insert(
-        keys::sub_job(&j.account_index, &j.device_id, j.id).as_slice(),
+        keys::sub_job(&rec.account_index, &rec.device_id, rec.id).as_slice(),
         &[][..],
     )?;
     Ok(())
@@ -330,11 +331,10 @@ fn remove_job(t: &mut Tables<'_>, id: u64) -> Result<Option<JobRecord>, OpError>
     let Some(rec) = load_job(t, id)? else {
         return Ok(None);
     };
-    let j = &rec.job;
     t.jobs.remove(id)?;
     t.due.remove(keys::due(rec.visible_at(), id).as_slice())?;
     t.accounts
-        .remove(keys::sub_job(&j.account_index, &j.device_id, id).as_slice())?;
+        .remove(keys::sub_job(&rec.account_index, &rec.device_id, id).as_slice())?;
     Ok(Some(rec))
 }
 
@@ -356,15 +356,38 @@ pub fn claim_jobs(
     for (visible_at, id) in due {
         t.due.remove(keys::due(visible_at, id).as_slice())?;
         let Some(mut rec) = load_job(t, id)? else { continue };
+        let m = match t.keys.open_job(&rec.account_index, &rec.sealed) {
+            Ok(m) => m,
+            Err(e) => {
+                // Sealed under another relay key (or damaged): it can never be delivered.
+                tracing::warn!(job = id, "dropping an unreadable push job: {e}");
+                t.accounts
+                    .remove(keys::sub_job(&rec.account_index, &rec.device_id, id).as_slice())?;
+                t.jobs.remove(id)?;
+                continue;
+            }
+        };
         rec.lease_until_ms = now.saturating_add(lease_ms.max(0));
         rec.lease_owner = records::stored_owner(node).to_owned();
         save_job(t, &rec)?;
-        // The claim as stored, so that `finish_job` can tell whether it still holds.
-        rec.job.lease = Lease {
-            owner: rec.lease_owner,
-            until_ms: rec.lease_until_ms,
-        };
-        claimed.push(rec.job);
+        claimed.push(PushJob {
+            id,
+            account: m.account,
+            account_index: rec.account_index,
+            device_id: rec.device_id,
+            namespace: m.namespace,
+            hash: m.hash,
+            seq: m.seq,
+            created_ms: m.created_ms,
+            expires_ms: m.expires_ms,
+            attempts: rec.attempts,
+            enqueued_ms: rec.enqueued_ms,
+            // The claim as stored, so that `finish_job` can tell whether it still holds.
+            lease: Lease {
+                owner: rec.lease_owner,
+                until_ms: rec.lease_until_ms,
+            },
+        });
     }
     Ok(claimed)
 }
@@ -384,7 +407,10 @@ pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome) -> Res
             if held {
                 remove_job(t, job.id)?;
             }
-            mark_pushed(t, &job.account_index, &job.device_id, &job.hash, job.expires_ms)?;
+            let pk = t
+                .keys
+                .pushed_marker(&job.account_index, &job.device_id, &job.hash);
+            mark_pushed(t, &pk, job.expires_ms)?;
         }
         JobOutcome::TokenDead => {
             // The token is dead whoever holds the job: the subscription and all its jobs go.
@@ -395,7 +421,7 @@ pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome) -> Res
             if held && let Some(mut rec) = remove_job(t, job.id)? {
                 rec.not_before_ms = not_before_ms;
                 rec.lease_until_ms = i64::MIN;
-                rec.job.attempts = rec.job.attempts.saturating_add(1);
+                rec.attempts = rec.attempts.saturating_add(1);
                 save_job(t, &rec)?;
             }
         }
@@ -501,7 +527,7 @@ pub fn outbox_stats(txn: &ReadTransaction) -> Result<OutboxStats, OpError> {
     let jobs = txn.open_table(tables::JOBS)?;
     let depth = jobs.len()?;
     let oldest_enqueued_ms = match jobs.first()? {
-        Some((k, v)) => Some(records::decode_job(k.value(), v.value())?.job.enqueued_ms),
+        Some((k, v)) => Some(records::decode_job(k.value(), v.value())?.enqueued_ms),
         None => None,
     };
     Ok(OutboxStats {

@@ -4,7 +4,7 @@
 //! serialisation crate: they are tiny, stable, and a decode failure is reported as
 //! [`StoreError::Corrupt`] instead of a panic.
 
-use crate::store::{Account, AccountIndex, DeviceId, Hash, Lease, PushJob, StoreError, Subscription};
+use crate::store::{AccountIndex, DeviceId, Hash, StoreError, Subscription};
 
 /// Reads fixed-size fields off the front of a stored value.
 pub struct Reader<'a> {
@@ -151,10 +151,18 @@ pub fn sub_has_namespace(v: &[u8], namespace: u32) -> Result<bool, StoreError> {
         .any(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) == namespace))
 }
 
-/// A stored push job: the job plus its scheduling state.
+/// A stored push job: which subscription, the sealed reference to its message (see
+/// `store::linkage`), and its scheduling state. Nothing in it names the account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
-    pub job: PushJob,
+    pub id: u64,
+    pub account_index: AccountIndex,
+    pub device_id: DeviceId,
+    /// The message it delivers, sealed under the at-rest key.
+    pub sealed: Vec<u8>,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    pub enqueued_ms: i64,
     /// Not to be tried before this time (set by a Retry).
     pub not_before_ms: i64,
     /// The lease ends at this time; `i64::MIN` when not leased.
@@ -179,21 +187,19 @@ pub fn stored_owner(node: &str) -> &str {
     truncate_utf8(node, MAX_OWNER_LEN)
 }
 
-/// Encodes a job value (the key is the job id).
+/// Encodes a job value (the key is the job id): `account_index ‖ device_id ‖
+/// be32(len) ‖ sealed ‖ be32(attempts) ‖ be64(enqueued) ‖ be64(not_before) ‖
+/// be64(lease_until) ‖ u8(len) ‖ lease owner`.
 pub fn encode_job(rec: &JobRecord) -> Vec<u8> {
-    let j = &rec.job;
     let owner = truncate_utf8(&rec.lease_owner, MAX_OWNER_LEN);
-    let mut out = Vec::with_capacity(196 + owner.len());
-    out.extend_from_slice(&j.account);
-    out.extend_from_slice(&j.account_index);
-    out.extend_from_slice(&j.device_id);
-    out.extend_from_slice(&j.namespace.to_be_bytes());
-    out.extend_from_slice(&j.hash);
-    out.extend_from_slice(&j.seq.to_be_bytes());
-    out.extend_from_slice(&j.created_ms.to_be_bytes());
-    out.extend_from_slice(&j.expires_ms.to_be_bytes());
-    out.extend_from_slice(&j.attempts.to_be_bytes());
-    out.extend_from_slice(&j.enqueued_ms.to_be_bytes());
+    let mut out = Vec::with_capacity(89 + rec.sealed.len() + owner.len());
+    out.extend_from_slice(&rec.account_index);
+    out.extend_from_slice(&rec.device_id);
+    // A sealed reference is about a hundred bytes.
+    out.extend_from_slice(&(rec.sealed.len() as u32).to_be_bytes());
+    out.extend_from_slice(&rec.sealed);
+    out.extend_from_slice(&rec.attempts.to_be_bytes());
+    out.extend_from_slice(&rec.enqueued_ms.to_be_bytes());
     out.extend_from_slice(&rec.not_before_ms.to_be_bytes());
     out.extend_from_slice(&rec.lease_until_ms.to_be_bytes());
     // truncate_utf8 bounds the length to 255.
@@ -205,41 +211,27 @@ pub fn encode_job(rec: &JobRecord) -> Vec<u8> {
 /// Decodes a job value.
 pub fn decode_job(id: u64, v: &[u8]) -> Result<JobRecord, StoreError> {
     let mut r = Reader::new(v, "job");
-    let account: Account = r.array()?;
     let account_index: AccountIndex = r.array()?;
     let device_id: DeviceId = r.array()?;
-    let namespace = r.u32()?;
-    let hash: Hash = r.array()?;
-    let seq = r.u64()?;
-    let created_ms = r.i64()?;
-    let expires_ms = r.i64()?;
+    let sealed_len = r.u32()? as usize;
+    let sealed = r.bytes(sealed_len)?.to_vec();
     let attempts = r.u32()?;
     let enqueued_ms = r.i64()?;
     let not_before_ms = r.i64()?;
     let lease_until_ms = r.i64()?;
     let owner_len = usize::from(r.u8()?);
-    let owner = String::from_utf8_lossy(r.bytes(owner_len)?).into_owned();
+    let lease_owner = String::from_utf8_lossy(r.bytes(owner_len)?).into_owned();
     r.finish()?;
-    let job = PushJob {
+    Ok(JobRecord {
         id,
-        account,
         account_index,
         device_id,
-        namespace,
-        hash,
-        seq,
-        created_ms,
-        expires_ms,
+        sealed,
         attempts,
         enqueued_ms,
-        // The record's lease fields below are the job's current claim, if any.
-        lease: Lease::default(),
-    };
-    Ok(JobRecord {
-        job,
         not_before_ms,
         lease_until_ms,
-        lease_owner: owner,
+        lease_owner,
     })
 }
 
@@ -289,17 +281,19 @@ mod tests {
 
         #[test]
         fn job_round_trips(
-            id: u64, account: [u8; 32], ai: [u8; 32], dev: [u8; 16], namespace: u32, hash: [u8; 32],
-            seq: u64, times: (i64, i64, i64, i64, i64), attempts: u32, owner in "\\PC{0,300}",
+            id: u64, ai: [u8; 32], dev: [u8; 16], sealed: Vec<u8>,
+            times: (i64, i64, i64), attempts: u32, owner in "\\PC{0,300}",
         ) {
-            let job = PushJob {
-                id, account, account_index: ai, device_id: dev, namespace, hash, seq,
-                created_ms: times.0, expires_ms: times.1, attempts, enqueued_ms: times.2,
-                lease: Lease::default(),
+            let rec = JobRecord {
+                id, account_index: ai, device_id: dev, sealed, attempts, enqueued_ms: times.0,
+                not_before_ms: times.1, lease_until_ms: times.2, lease_owner: owner,
             };
-            let rec = JobRecord { job, not_before_ms: times.3, lease_until_ms: times.4, lease_owner: owner };
             let back = decode_job(id, &encode_job(&rec)).unwrap();
-            prop_assert_eq!(&back.job, &rec.job);
+            prop_assert_eq!(&back.sealed, &rec.sealed);
+            prop_assert_eq!(
+                (back.account_index, back.device_id, back.attempts, back.enqueued_ms),
+                (rec.account_index, rec.device_id, rec.attempts, rec.enqueued_ms)
+            );
             prop_assert_eq!(back.not_before_ms, rec.not_before_ms);
             prop_assert_eq!(back.lease_until_ms, rec.lease_until_ms);
             prop_assert!(rec.lease_owner.starts_with(&back.lease_owner));

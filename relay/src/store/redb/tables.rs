@@ -7,7 +7,7 @@ use ::redb::{
     Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableError, WriteTransaction,
 };
 
-use crate::store::StoreError;
+use crate::store::{StoreError, linkage::StoreKeys};
 
 /// Bytes, for keys and values.
 type B = &'static [u8];
@@ -18,11 +18,13 @@ type B = &'static [u8];
 pub const MAILBOXES: TableDefinition<B, B> = TableDefinition::new("mailboxes");
 /// `msg expiry key` → (): the sweep's range scan.
 pub const MSG_EXPIRY: TableDefinition<B, ()> = TableDefinition::new("message_expiry");
-/// An account's subscriptions (record), pushed markers (`be64` expiry of the message:
-/// a job for (device, hash) was created once) and per-subscription job index (empty),
-/// under one prefix per account index. A prefix range over the subscriptions is the
-/// account → devices index of the fan-out.
+/// An account's subscriptions (record) and per-subscription job index (empty), under one
+/// prefix per account index. A prefix range over the subscriptions is the account →
+/// devices index of the fan-out.
 pub const ACCOUNTS: TableDefinition<B, B> = TableDefinition::new("push_accounts");
+/// Pushed markers (keyed, opaque: see `store::linkage`) → `be64` expiry of the message:
+/// a job for (device, hash) was created once.
+pub const PUSHED: TableDefinition<B, B> = TableDefinition::new("pushed_markers");
 /// `sub expiry key` → ().
 pub const SUB_EXPIRY: TableDefinition<B, ()> = TableDefinition::new("subscription_expiry");
 /// `pushed expiry key` → ().
@@ -34,8 +36,9 @@ pub const DUE: TableDefinition<B, ()> = TableDefinition::new("job_due");
 /// Named counters and the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The layout version this code reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The layout version this code reads and writes. Version 2 sealed what push jobs deliver
+/// and keyed the pushed markers; version 1 files are refused (see `init_schema`).
+pub const SCHEMA_VERSION: u64 = 2;
 /// Meta key of the schema version.
 pub const META_SCHEMA: &str = "schema_version";
 /// Meta key of the next job id.
@@ -85,25 +88,30 @@ pub struct Tables<'t> {
     pub mailboxes: Table<'t, B, B>,
     pub msg_expiry: Table<'t, B, ()>,
     pub accounts: Table<'t, B, B>,
+    pub pushed: Table<'t, B, B>,
     pub sub_expiry: Table<'t, B, ()>,
     pub pushed_expiry: Table<'t, B, ()>,
     pub jobs: Table<'t, u64, B>,
     pub due: Table<'t, B, ()>,
     pub meta: Table<'t, &'static str, u64>,
+    /// Seals job references and keys pushed markers.
+    pub keys: &'t StoreKeys,
 }
 
 impl<'t> Tables<'t> {
     /// Opens (and on first use creates) every table.
-    pub fn open(txn: &'t WriteTransaction) -> Result<Self, TableError> {
+    pub fn open(txn: &'t WriteTransaction, keys: &'t StoreKeys) -> Result<Self, TableError> {
         Ok(Tables {
             mailboxes: txn.open_table(MAILBOXES)?,
             msg_expiry: txn.open_table(MSG_EXPIRY)?,
             accounts: txn.open_table(ACCOUNTS)?,
+            pushed: txn.open_table(PUSHED)?,
             sub_expiry: txn.open_table(SUB_EXPIRY)?,
             pushed_expiry: txn.open_table(PUSHED_EXPIRY)?,
             jobs: txn.open_table(JOBS)?,
             due: txn.open_table(DUE)?,
             meta: txn.open_table(META)?,
+            keys,
         })
     }
 
@@ -119,10 +127,10 @@ impl<'t> Tables<'t> {
 }
 
 /// Creates the tables of a new file and checks the schema version of an existing one.
-pub fn init_schema(db: &Database) -> Result<(), OpError> {
+pub fn init_schema(db: &Database, keys: &StoreKeys) -> Result<(), OpError> {
     let txn = db.begin_write()?;
     {
-        let mut tables = Tables::open(&txn)?;
+        let mut tables = Tables::open(&txn, keys)?;
         let version = tables.meta.get(META_SCHEMA)?.map(|g| g.value());
         match version {
             Some(SCHEMA_VERSION) => {}

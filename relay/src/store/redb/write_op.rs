@@ -10,7 +10,7 @@
 //! checksums it (see [`super::wal`]).
 
 use super::ops;
-use super::records::{self, JobRecord, Reader};
+use super::records::{self, Reader};
 use super::tables::{OpError, Tables};
 use crate::store::{
     Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, PushJob, PutOutcome, StoreError,
@@ -190,17 +190,21 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             out.push(tag);
             out.extend_from_slice(&not_before_ms.to_be_bytes());
             out.extend_from_slice(&job.id.to_be_bytes());
-            // The job record's layout carries every field of a job but its id, its lease
-            // fields the claim being finished. (A log written before finishing checked the
-            // claim has zeros there: replayed, such a finish changes nothing and the job is
-            // pushed again after its lease, at least once as ever.)
-            let rec = JobRecord {
-                job: job.clone(),
-                not_before_ms: 0,
-                lease_until_ms: job.lease.until_ms,
-                lease_owner: job.lease.owner.clone(),
-            };
-            put_bytes(out, &records::encode_job(&rec));
+            // Every field of the job as claimed, its lease the claim being finished. The
+            // account is in clear here only because the whole record is sealed in the log
+            // (see `store::linkage`).
+            out.extend_from_slice(&job.account);
+            out.extend_from_slice(&job.account_index);
+            out.extend_from_slice(&job.device_id);
+            out.extend_from_slice(&job.namespace.to_be_bytes());
+            out.extend_from_slice(&job.hash);
+            out.extend_from_slice(&job.seq.to_be_bytes());
+            out.extend_from_slice(&job.created_ms.to_be_bytes());
+            out.extend_from_slice(&job.expires_ms.to_be_bytes());
+            out.extend_from_slice(&job.attempts.to_be_bytes());
+            out.extend_from_slice(&job.enqueued_ms.to_be_bytes());
+            out.extend_from_slice(&job.lease.until_ms.to_be_bytes());
+            put_bytes(out, job.lease.owner.as_bytes());
         }
         WriteOp::Probe => out.push(PROBE),
     }
@@ -300,15 +304,25 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
                 DROPPED => JobOutcome::Dropped,
                 _ => return Err(bad("job outcome")),
             };
-            let id = r.u64()?;
-            let n = get_len(r)?;
-            let rec = records::decode_job(id, r.bytes(n)?)?;
             let job = PushJob {
+                id: r.u64()?,
+                account: r.array()?,
+                account_index: r.array()?,
+                device_id: r.array()?,
+                namespace: r.u32()?,
+                hash: r.array()?,
+                seq: r.u64()?,
+                created_ms: r.i64()?,
+                expires_ms: r.i64()?,
+                attempts: r.u32()?,
+                enqueued_ms: r.i64()?,
                 lease: Lease {
-                    owner: rec.lease_owner,
-                    until_ms: rec.lease_until_ms,
+                    until_ms: r.i64()?,
+                    owner: {
+                        let n = get_len(r)?;
+                        String::from_utf8(r.bytes(n)?.to_vec()).map_err(|_| bad("lease owner"))?
+                    },
                 },
-                ..rec.job
             };
             WriteOp::FinishJob { job, outcome }
         }

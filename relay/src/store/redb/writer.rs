@@ -41,7 +41,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use ::redb::{Database, Durability, ReadableDatabase};
@@ -51,7 +51,7 @@ use super::errors::{db_error, io_cause, reopen_needed};
 use super::tables::{self, META_LAST_BATCH, OpError, Tables};
 use super::wal::{Stop, Wal};
 use super::write_op::{self, Reply, WriteOp};
-use crate::store::StoreError;
+use crate::store::{StoreError, linkage::StoreKeys};
 
 /// The most requests one transaction carries. Bounds the transaction's memory and the
 /// latency of the first caller of a batch.
@@ -115,11 +115,13 @@ pub struct Shared {
     reopen_failure: Mutex<Option<(Instant, String)>>,
     /// What the last replay of the log did.
     pub last_replay: Mutex<Option<Replay>>,
+    /// Seal job references, key pushed markers (see `store::linkage`).
+    pub keys: Arc<StoreKeys>,
 }
 
 impl Shared {
     /// Wraps a database opened (and recovered) by `opener`.
-    pub fn new(db: Database, opener: Opener) -> Self {
+    pub fn new(db: Database, opener: Opener, keys: Arc<StoreKeys>) -> Self {
         Shared {
             db: RwLock::new(Some(db)),
             opener,
@@ -127,6 +129,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             reopen_failure: Mutex::new(None),
             last_replay: Mutex::new(None),
+            keys,
         }
     }
 
@@ -285,17 +288,20 @@ pub struct Log {
     pending: u64,
     last_checkpoint: Instant,
     policy: Checkpoints,
+    /// Each record's payload is sealed: a Store's names both an account and its index.
+    keys: Arc<StoreKeys>,
 }
 
 impl Log {
     /// Wraps an opened log; [`recover`] it before use.
-    pub fn new(wal: Wal, policy: Checkpoints) -> Self {
+    pub fn new(wal: Wal, policy: Checkpoints, keys: Arc<StoreKeys>) -> Self {
         Log {
             wal,
             next_batch: 1,
             pending: 0,
             last_checkpoint: Instant::now(),
             policy,
+            keys,
         }
     }
 
@@ -339,7 +345,11 @@ pub fn recover(db: &Database, log: &mut Log) -> Result<Replay, StoreError> {
             stop = Stop::Corrupt { offset: u64::MAX };
             break;
         }
-        let ops = match write_op::decode(&record.payload) {
+        let ops = match log
+            .keys
+            .open_wal(record.batch, &record.payload)
+            .and_then(|plain| write_op::decode(&plain))
+        {
             Ok(ops) => ops,
             Err(e) => {
                 tracing::error!(error = %e, batch = next, "undecodable write-ahead log record");
@@ -351,7 +361,7 @@ pub fn recover(db: &Database, log: &mut Log) -> Result<Replay, StoreError> {
             .into_iter()
             .map(|op| Box::new(Pending::<()>::new(op, |_| Some(()), None)) as Box<dyn PendingWrite>)
             .collect();
-        commit_replayed(db, &mut batch, next)?;
+        commit_replayed(db, &log.keys, &mut batch, next)?;
         next += 1;
         applied += 1;
     }
@@ -384,11 +394,12 @@ pub fn recover(db: &Database, log: &mut Log) -> Result<Replay, StoreError> {
 /// Applies one replayed batch; operations that fail are dropped as they were live.
 fn commit_replayed(
     db: &Database,
+    keys: &StoreKeys,
     batch: &mut Vec<Box<dyn PendingWrite>>,
     number: u64,
 ) -> Result<(), StoreError> {
     loop {
-        match attempt(db, batch, Some(number), &mut |_| Ok(())) {
+        match attempt(db, keys, batch, Some(number), &mut |_| Ok(())) {
             Attempt::Committed => return Ok(()),
             Attempt::OpFailed(i, e) => batch.remove(i).fail(e),
             Attempt::Failed(e) => return Err(db_error(e)),
@@ -491,9 +502,11 @@ impl Writer<'_> {
         let number = self.log.as_ref().map(|l| l.next_batch);
         let start = self.log.as_ref().map(|l| l.wal.end());
         let mut payload = Vec::new();
-        if self.log.is_some() {
+        if let Some(log) = self.log.as_ref() {
             let ops: Vec<&WriteOp> = batch.iter().filter_map(|w| w.logged()).collect();
-            write_op::encode(ops.into_iter(), &mut payload);
+            let mut plain = Vec::new();
+            write_op::encode(ops.into_iter(), &mut plain);
+            payload = log.keys.seal_wal(log.next_batch, &plain);
         }
         let (outcome, appended) = std::thread::scope(|s| {
             // The record is written and synced while the batch is applied: the disk and the
@@ -520,7 +533,7 @@ impl Writer<'_> {
                 }
             };
             let outcome = loop {
-                match attempt(db, &mut batch, number, &mut |_| join(&mut append)) {
+                match attempt(db, &shared.keys, &mut batch, number, &mut |_| join(&mut append)) {
                     Attempt::OpFailed(i, e) => {
                         tracing::warn!(error = %e, "a write failed on its own; committing the rest of its batch");
                         batch.remove(i).fail(e);
@@ -607,6 +620,7 @@ type LogHook<'a> = dyn FnMut(&[Box<dyn PendingWrite>]) -> Result<(), StoreError>
 /// before the commit and commits without durability (the log is the durable copy).
 fn attempt(
     db: &Database,
+    keys: &StoreKeys,
     batch: &mut [Box<dyn PendingWrite>],
     number: Option<u64>,
     log: &mut LogHook<'_>,
@@ -624,7 +638,7 @@ fn attempt(
         return Attempt::Failed(e.into());
     }
     let op_failure = {
-        let mut tables = match Tables::open(&txn) {
+        let mut tables = match Tables::open(&txn, keys) {
             Ok(t) => t,
             Err(e) => return Attempt::Failed(e.into()),
         };
