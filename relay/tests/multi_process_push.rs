@@ -1,0 +1,662 @@
+//! Three `tidings-relay` processes on one PostgreSQL schema push through APNs and FCM
+//! (the mocks of `tidings-mock-push`, one pair per node) while clients spread over the
+//! nodes store messages for subscribed devices; one node is killed with `kill -9` mid-load.
+//! The other two take its claimed jobs over once its lease runs out: every acknowledged
+//! message reaches every subscribed device, and none twice beyond the crash window the
+//! notifier documents. Skips visibly without PostgreSQL.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    path::Path,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use ed25519_dalek::SigningKey;
+use tidings_mock_push::{
+    ApnsKey, ApnsMockConfig, FcmMockConfig, MockApns, MockFcm, ServiceAccount, Transport,
+};
+use tidings_proto::{
+    push::decrypt_push,
+    seal::seal_registration,
+    sign,
+    v1::{
+        DeviceRegistration, GetRelayInfoRequest, PushService, StoreRequest, SubscribeRequest,
+        mailbox_client::MailboxClient, relay_client::RelayClient,
+    },
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tokio_postgres::NoTls;
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidings-relay");
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const STEP: Duration = Duration::from_secs(60);
+const APP_ID: &str = "com.example.messenger";
+const KEY_ID: &str = "ABC123DEFG";
+const TEAM_ID: &str = "TEAM123456";
+const PROJECT: &str = "tidings-multi-process";
+const NODES: usize = 3;
+const ACCOUNTS: u8 = 3;
+const PER_ACCOUNT: usize = 30;
+/// The node killed mid-load.
+const VICTIM: usize = 2;
+/// The victim's lease: short, so the survivors take its jobs over soon after the kill.
+/// (Push settings are per node: the lease a job carries is its claimer's.)
+const VICTIM_LEASE_MS: i64 = 4_000;
+/// The survivors' lease: long, so that on this busy machine no survivor ever loses a
+/// lease while alive; the only takeover in this test is of the dead node's jobs.
+const SURVIVOR_LEASE_MS: i64 = 60_000;
+/// How long the victim's providers take to answer, so that it has pushes in flight.
+const VICTIM_PROVIDER_DELAY: Duration = Duration::from_millis(200);
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    tokio::time::timeout(limit, async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out: {what}"));
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A throwaway schema, dropped (from a thread with its own runtime) when this is dropped.
+struct Schema {
+    server_url: String,
+    name: String,
+}
+
+impl Schema {
+    async fn create() -> Option<Schema> {
+        let server_url =
+            std::env::var("TIDINGS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let client = match connect(&server_url).await {
+            Ok(client) => client,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("TIDINGS_TEST_REQUIRE_POSTGRES").is_none(),
+                    "PostgreSQL not reachable: {e}"
+                );
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: multi_process_push: PostgreSQL not reachable ({e}); set TIDINGS_TEST_POSTGRES_URL"
+                );
+                return None;
+            }
+        };
+        let name = format!("tidings_test_{}", hex::encode(tidings_proto::random_bytes::<8>()));
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        Some(Schema { server_url, name })
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.server_url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.server_url, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.server_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(client) = connect(&url).await {
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(Duration::from_secs(3));
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// One node's own mock APNs and FCM: which node sent a push is where it arrived.
+struct Providers {
+    apns: MockApns,
+    fcm: MockFcm,
+}
+
+impl Providers {
+    async fn start(key: &ApnsKey, account: &ServiceAccount) -> Providers {
+        let apns = MockApns::start(ApnsMockConfig::new(key, APP_ID, Transport::H2c))
+            .await
+            .unwrap();
+        let fcm = MockFcm::start(FcmMockConfig::new(account, Transport::H2c))
+            .await
+            .unwrap();
+        Providers { apns, fcm }
+    }
+
+    /// Push requests received (answered or not).
+    fn received(&self) -> u64 {
+        self.apns.requests() + self.fcm.requests() - self.fcm.token_requests()
+    }
+
+    fn set_delay(&self, delay: Option<Duration>) {
+        self.apns.set_delay(delay);
+        self.fcm.set_delay(delay);
+    }
+}
+
+/// One relay process serving `dir/relay.toml`.
+struct Node {
+    child: Child,
+    grpc: SocketAddr,
+}
+
+/// Writes the node's config (PostgreSQL, its own providers, the given lease) and starts it.
+async fn spawn_node(
+    dir: &Path,
+    postgres_url: &str,
+    key: &ApnsKey,
+    account: &ServiceAccount,
+    providers: &Providers,
+    lease_ms: i64,
+) -> Node {
+    let key_file = key.write_p8(dir).unwrap();
+    let mut account = account.clone();
+    // Each node gets its OAuth tokens from its own mock.
+    account.token_uri = providers.fcm.token_uri();
+    let sa_file = account.write_json(dir).unwrap();
+    let text = format!(
+        r#"listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+data_dir = {data:?}
+
+[storage]
+backend = "postgres"
+postgres_url = "{postgres_url}"
+
+[push]
+concurrency = 4
+timeout_ms = {timeout}
+lease_ms = {lease_ms}
+poll_interval_ms = 50
+
+[[apps]]
+id = "{APP_ID}"
+  [apps.apns]
+  key_file = {key_file:?}
+  key_id = "{KEY_ID}"
+  team_id = "{TEAM_ID}"
+  topic = "{APP_ID}"
+  endpoint = "{apns}"
+  sandbox_endpoint = "{apns}"
+  [apps.fcm]
+  service_account_file = {sa_file:?}
+  endpoint = "{fcm}"
+"#,
+        data = dir.join("data"),
+        // The config requires a lease of at least twice the provider timeout.
+        timeout = lease_ms / 2,
+        apns = providers.apns.endpoint(),
+        fcm = providers.fcm.endpoint(),
+    );
+    let config = dir.join("relay.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .kill_on_drop(true)
+        .env("RUST_LOG", "info,tidings_relay=debug")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    for var in ["LISTEN", "ADMIN_LISTEN", "DATA_DIR", "TLS_CERT", "TLS_KEY"] {
+        cmd.env_remove(format!("TIDINGS_{var}"));
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let line = within(
+        "the relay announces its addresses",
+        BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .unwrap()
+    .unwrap_or_else(|| {
+        panic!(
+            "no announcement; log: {}",
+            std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default()
+        )
+    });
+    let rest = line
+        .strip_prefix("tidings-relay listening on grpc=")
+        .unwrap_or_else(|| panic!("bad line {line:?}"));
+    let (grpc, _admin) = rest.split_once(" admin=").unwrap();
+    Node {
+        child,
+        grpc: grpc.parse().unwrap(),
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap();
+    within("connect", channel.connect()).await.unwrap()
+}
+
+/// One install of the app for one of the test's accounts: token, push key, device id.
+struct Device {
+    account: usize,
+    service: PushService,
+    token: String,
+    push_key: [u8; 32],
+    device_id: [u8; 16],
+}
+
+impl Device {
+    fn new(account: usize, service: PushService) -> Device {
+        let token = match service {
+            PushService::Fcm => format!("fcm:{}", hex::encode(tidings_proto::random_bytes::<40>())),
+            _ => hex::encode(tidings_proto::random_bytes::<32>()),
+        };
+        Device {
+            account,
+            service,
+            token,
+            push_key: tidings_proto::random_bytes(),
+            device_id: tidings_proto::random_bytes(),
+        }
+    }
+}
+
+async fn subscribe(channel: Channel, owner: &SigningKey, device: &Device) {
+    let mut relay = RelayClient::new(channel);
+    let info = within("relay info", relay.get_relay_info(GetRelayInfoRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let relay_pub: [u8; 32] = info.x25519_public_key.try_into().unwrap();
+    let account = owner.verifying_key().to_bytes();
+    let reg = DeviceRegistration {
+        service: device.service as i32,
+        token: device.token.clone(),
+        app_id: APP_ID.into(),
+        push_key: device.push_key.to_vec(),
+        device_id: device.device_id.to_vec(),
+    };
+    let sealed = seal_registration(&relay_pub, &account, &reg);
+    let ts = now_s();
+    let signed = sign::subscribe_bytes(&account, ts, false, &[0], &sealed);
+    let req = SubscribeRequest {
+        account: account.to_vec(),
+        namespaces: vec![0],
+        want_data: false,
+        ts,
+        sealed,
+        signature: sign::sign(owner, &signed).to_vec(),
+    };
+    let reply = within("subscribe", relay.subscribe(req))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.added);
+}
+
+/// Acknowledged messages as (account, hash).
+type Acked = HashSet<(usize, Vec<u8>)>;
+
+/// Stores the account's messages one after another, each on the next live node; a failed
+/// Store is retried on another node (Store is idempotent, and a message gets one push job
+/// per device however often it is stored). Records each acknowledged hash.
+async fn write_account(
+    key: SigningKey,
+    clients: Vec<MailboxClient<Channel>>,
+    dead: Arc<[AtomicBool; NODES]>,
+    stored: Arc<AtomicUsize>,
+    acked: Arc<Mutex<Acked>>,
+    account: usize,
+) {
+    let mut node = account;
+    for i in 0..PER_ACCOUNT {
+        let req = StoreRequest {
+            account: key.verifying_key().to_bytes().to_vec(),
+            namespace: 0,
+            data: format!("message {i:03}").into_bytes(),
+            ..Default::default()
+        };
+        let mut tries = 0;
+        let hash = loop {
+            node = (node + 1) % NODES;
+            if dead[node].load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut client = clients[node].clone();
+            let call = tokio::time::timeout(Duration::from_secs(10), client.store(req.clone()));
+            if let Ok(Ok(reply)) = call.await {
+                break reply.into_inner().hash;
+            }
+            tries += 1;
+            assert!(tries < 20, "message {i} could not be stored");
+        };
+        acked.lock().unwrap().insert((account, hash));
+        stored.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How often each (token, hash) arrived at these providers, decrypting every push with the
+/// key of the device it was addressed to.
+fn deliveries(providers: &[&Providers], devices: &[Device]) -> HashMap<(String, Vec<u8>), usize> {
+    let keys: HashMap<&str, &[u8; 32]> = devices.iter().map(|d| (d.token.as_str(), &d.push_key)).collect();
+    let mut counts = HashMap::new();
+    let mut count = |token: &str, enc: &str| {
+        let key = keys
+            .get(token)
+            .unwrap_or_else(|| panic!("a push to unknown token {token}"));
+        let note = decrypt_push(key, enc).expect("decrypts with the device's key");
+        *counts.entry((token.to_owned(), note.hash)).or_insert(0) += 1;
+    };
+    for p in providers {
+        for push in p.apns.delivered() {
+            count(&push.token, push.body["enc"].as_str().unwrap());
+        }
+        for push in p.fcm.delivered() {
+            count(&push.token, push.data["enc"].as_str());
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let db = connect(&schema.server_url).await.unwrap();
+    let url = schema.url();
+    let apns_key = ApnsKey::generate(KEY_ID, TEAM_ID);
+    let service_account = ServiceAccount::generate(PROJECT);
+    let mut providers = Vec::new();
+    for _ in 0..NODES {
+        providers.push(Providers::start(&apns_key, &service_account).await);
+    }
+    providers[VICTIM].set_delay(Some(VICTIM_PROVIDER_DELAY));
+
+    let dirs: Vec<_> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
+    let lease = |i: usize| {
+        if i == VICTIM {
+            VICTIM_LEASE_MS
+        } else {
+            SURVIVOR_LEASE_MS
+        }
+    };
+    // The first node applies the migrations and writes the relay key; the others share
+    // that key, as nodes of one deployment must (registrations are sealed to it).
+    let mut nodes = vec![
+        spawn_node(
+            dirs[0].path(),
+            &url,
+            &apns_key,
+            &service_account,
+            &providers[0],
+            lease(0),
+        )
+        .await,
+    ];
+    let relay_key = dirs[0].path().join("data").join("relay.key");
+    for (i, dir) in dirs.iter().enumerate().skip(1) {
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::copy(&relay_key, dir.path().join("data").join("relay.key")).unwrap();
+        nodes.push(
+            spawn_node(
+                dir.path(),
+                &url,
+                &apns_key,
+                &service_account,
+                &providers[i],
+                lease(i),
+            )
+            .await,
+        );
+    }
+    let mut channels = Vec::new();
+    for node in &nodes {
+        channels.push(channel(node.grpc).await);
+    }
+
+    // Every account has an iPhone and an Android phone, subscribed through different nodes.
+    let accounts: Vec<_> = (0..ACCOUNTS)
+        .map(|a| SigningKey::from_bytes(&[a + 60; 32]))
+        .collect();
+    let mut devices = Vec::new();
+    for (a, owner) in accounts.iter().enumerate() {
+        for (k, service) in [PushService::Apns, PushService::Fcm].into_iter().enumerate() {
+            let device = Device::new(a, service);
+            subscribe(channels[(a + k) % NODES].clone(), owner, &device).await;
+            devices.push(device);
+        }
+    }
+
+    let clients: Vec<_> = channels.iter().cloned().map(MailboxClient::new).collect();
+    let dead = Arc::new([const { AtomicBool::new(false) }; NODES]);
+    let stored = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let writers: Vec<_> = accounts
+        .iter()
+        .enumerate()
+        .map(|(a, key)| {
+            tokio::spawn(write_account(
+                key.clone(),
+                clients.clone(),
+                dead.clone(),
+                stored.clone(),
+                acked.clone(),
+                a,
+            ))
+        })
+        .collect();
+
+    let total = usize::from(ACCOUNTS) * PER_ACCOUNT;
+    within("a third of the load", async {
+        while stored.load(Ordering::SeqCst) < total / 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Kill the victim while it certainly holds a claimed job: from now on its providers
+    // never answer, so a request that arrives after this is in flight until the kill
+    // (its provider timeout is seconds away, the kill milliseconds). Extra Stores through
+    // the victim make sure it claims something: it wakes its own notifier at once, the
+    // others only when PostgreSQL's notification reaches them.
+    let before = providers[VICTIM].received();
+    providers[VICTIM].set_delay(Some(Duration::from_secs(3600)));
+    let mut nudges = 0;
+    let mut victim = clients[VICTIM].clone();
+    wait_until("the victim sends a push", STEP, async || {
+        if providers[VICTIM].received() > before {
+            return true;
+        }
+        let req = StoreRequest {
+            account: accounts[0].verifying_key().to_bytes().to_vec(),
+            namespace: 0,
+            data: format!("nudge {nudges}").into_bytes(),
+            ..Default::default()
+        };
+        let hash = within("a Store via the victim", victim.store(req))
+            .await
+            .unwrap()
+            .into_inner()
+            .hash;
+        acked.lock().unwrap().insert((0, hash));
+        nudges += 1;
+        false
+    })
+    .await;
+    let pid = nodes[VICTIM].child.id().expect("still running") as libc::pid_t;
+    // SAFETY: kill(2) only sends a signal to our own child process; no memory is shared.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    dead[VICTIM].store(true, Ordering::SeqCst);
+    within("the victim dies", nodes[VICTIM].child.wait())
+        .await
+        .unwrap();
+
+    // The jobs the victim held when it died, per device: only the survivors' leases are
+    // longer than a minute, so any job whose lease ends sooner is the victim's.
+    let orphans: HashMap<Vec<u8>, i64> = db
+        .query(
+            &format!(
+                "SELECT device_id, count(*) FROM {}.push_jobs
+                 WHERE lease_owner IS NOT NULL AND lease_until_ms < $1 GROUP BY device_id",
+                schema.name
+            ),
+            &[&(now_ms() + SURVIVOR_LEASE_MS / 2)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(!orphans.is_empty(), "the victim held claimed jobs when it died");
+
+    for writer in writers {
+        within("writers finish", writer).await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), total + nudges, "every message acknowledged");
+    // (token, hash) of every push that must arrive: each message to each device of its account.
+    let expected: HashSet<(String, Vec<u8>)> = devices
+        .iter()
+        .flat_map(|d| {
+            acked
+                .iter()
+                .filter(|(a, _)| *a == d.account)
+                .map(|(_, h)| (d.token.clone(), h.clone()))
+        })
+        .collect();
+    assert_eq!(expected.len(), acked.len() * 2);
+
+    // Every push arrives (the survivors take the victim's jobs over after its lease)...
+    let all: Vec<&Providers> = providers.iter().collect();
+    let missing = |got: &HashMap<(String, Vec<u8>), usize>| -> usize {
+        expected.iter().filter(|p| !got.contains_key(*p)).count()
+    };
+    let delivered = tokio::time::timeout(Duration::from_secs(180), async {
+        while missing(&deliveries(&all, &devices)) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if delivered.is_err() {
+        let jobs = db
+            .query(
+                &format!(
+                    "SELECT id, lease_owner, lease_until_ms, not_before_ms, attempts FROM {}.push_jobs",
+                    schema.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let jobs: Vec<String> = jobs
+            .iter()
+            .map(|r| {
+                let (id, owner, until, not_before, attempts): (i64, Option<String>, Option<i64>, i64, i64) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+                format!("#{id} lease {owner:?} until {until:?} not before {not_before} attempts {attempts}")
+            })
+            .collect();
+        let logs: Vec<String> = dirs
+            .iter()
+            .map(|d| std::fs::read_to_string(d.path().join("relay.log")).unwrap_or_default())
+            .collect();
+        panic!(
+            "timed out: {} pushes missing; now {}; outbox {jobs:?}; logs:\n{}",
+            missing(&deliveries(&all, &devices)),
+            now_ms(),
+            logs.join("\n=====\n")
+        );
+    }
+    // ...and the outbox drains, so nothing more will be sent.
+    wait_until("the outbox drains", STEP, async || {
+        let row = db
+            .query_one(&format!("SELECT count(*) FROM {}.push_jobs", schema.name), &[])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) == 0
+    })
+    .await;
+
+    let survivors: Vec<&Providers> = (0..NODES)
+        .filter(|&i| i != VICTIM)
+        .map(|i| &providers[i])
+        .collect();
+    let by_survivors = deliveries(&survivors, &devices);
+    let by_victim = deliveries(&[&providers[VICTIM]], &devices);
+    for (push, n) in by_survivors.iter().chain(&by_victim) {
+        assert!(
+            expected.contains(push),
+            "a push of a message nobody stored for that device"
+        );
+        assert_eq!(*n, 1, "pushed {n} times by the same side (survivors or victim)");
+    }
+    // A push arriving from both sides is the at-least-once window of the notifier docs: the
+    // victim's provider accepted it, and the victim died before committing the outcome,
+    // so the job was still leased to it and a survivor sent it again. Such a job was among
+    // the victim's orphaned jobs of that device, which bounds how many there can be.
+    let mut twice: HashMap<&str, i64> = HashMap::new();
+    for push in by_victim.keys().filter(|p| by_survivors.contains_key(p)) {
+        *twice.entry(push.0.as_str()).or_default() += 1;
+    }
+    for device in &devices {
+        let n = twice.get(device.token.as_str()).copied().unwrap_or(0);
+        let held = orphans.get(&device.device_id[..]).copied().unwrap_or(0);
+        assert!(
+            n <= held,
+            "{n} pushes to one device sent by the victim and again by a survivor, but the victim held only {held} of its jobs"
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "multi_process_push: the victim held {} jobs at the kill; {} pushes sent by it and again by a survivor",
+        orphans.values().sum::<i64>(),
+        twice.values().sum::<i64>()
+    );
+    drop(channels);
+    drop(nodes);
+    drop(schema);
+}
