@@ -12,7 +12,7 @@
 
 use std::{
     collections::HashSet,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -51,6 +51,8 @@ pub struct Config {
     pub apps: Vec<App>,
     /// Request limits and message lifetimes.
     pub limits: Limits,
+    /// Per client IP and per account request rates.
+    pub rate_limits: RateLimits,
     /// The background sweep of expired messages.
     pub sweep: Sweep,
     /// Push delivery tuning (Fast Mode).
@@ -68,6 +70,7 @@ impl Default for Config {
             storage: Storage::default(),
             apps: Vec::new(),
             limits: Limits::default(),
+            rate_limits: RateLimits::default(),
             sweep: Sweep::default(),
             push: Push::default(),
         }
@@ -179,6 +182,17 @@ pub struct Limits {
     pub max_delete_hashes: u32,
     /// How long a push subscription lives without renewal.
     pub subscription_ttl_ms: i64,
+    /// Most unexpired messages in one mailbox (account, namespace); a Store into a full
+    /// mailbox is refused until the owner deletes or messages expire.
+    pub max_messages_per_mailbox: u32,
+    /// Most long-polls parked at once on this node.
+    pub max_long_polls: u32,
+    /// Most long-polls parked at once for one account on this node.
+    pub max_long_polls_per_account: u32,
+    /// Most open gRPC connections; beyond it the relay stops accepting until one closes.
+    pub max_connections: u32,
+    /// Most calls in flight on one connection; more wait for one to finish.
+    pub max_requests_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -195,7 +209,164 @@ impl Default for Limits {
             max_limit: 1000,
             max_delete_hashes: 1000,
             subscription_ttl_ms: 30 * DAY_MS,
+            max_messages_per_mailbox: 10_000,
+            max_long_polls: 100_000,
+            max_long_polls_per_account: 64,
+            max_connections: 16_384,
+            max_requests_per_connection: 1024,
         }
+    }
+}
+
+/// `[rate_limits]`: request rates per client IP and per account (GCRA: a sustained
+/// `*_per_s` with bursts of up to `*_burst` calls).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Turns every rate limit off (the caps in `[limits]` still apply).
+    pub enabled: bool,
+    /// Requests whose client IP is a loopback address are not limited per IP (a reverse
+    /// proxy on the same host would otherwise make all its clients one IP).
+    pub exempt_loopback: bool,
+    /// Peers (IP addresses or CIDR blocks) whose `client_ip_header` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Header naming the client IP when the peer is a trusted proxy.
+    pub client_ip_header: String,
+    /// Stores per client IP.
+    pub store_per_ip_per_s: u32,
+    /// Burst of Stores per client IP.
+    pub store_per_ip_burst: u32,
+    /// Stores per target mailbox owner (public deposits and owner Stores counted apart).
+    pub store_per_account_per_s: u32,
+    /// Burst of Stores per target account.
+    pub store_per_account_burst: u32,
+    /// Retrieves per client IP.
+    pub retrieve_per_ip_per_s: u32,
+    /// Burst of Retrieves per client IP.
+    pub retrieve_per_ip_burst: u32,
+    /// Retrieves per account (signed, so only the owner spends it).
+    pub retrieve_per_account_per_s: u32,
+    /// Burst of Retrieves per account.
+    pub retrieve_per_account_burst: u32,
+    /// Subscribes (and Unsubscribes) per client IP.
+    pub subscribe_per_ip_per_s: u32,
+    /// Burst of Subscribes per client IP.
+    pub subscribe_per_ip_burst: u32,
+    /// Subscribes (and Unsubscribes) per account.
+    pub subscribe_per_account_per_s: u32,
+    /// Burst of Subscribes per account.
+    pub subscribe_per_account_burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            exempt_loopback: true,
+            trusted_proxies: Vec::new(),
+            client_ip_header: "x-forwarded-for".to_owned(),
+            store_per_ip_per_s: 200,
+            store_per_ip_burst: 2000,
+            store_per_account_per_s: 30,
+            store_per_account_burst: 300,
+            retrieve_per_ip_per_s: 200,
+            retrieve_per_ip_burst: 2000,
+            retrieve_per_account_per_s: 30,
+            retrieve_per_account_burst: 300,
+            subscribe_per_ip_per_s: 10,
+            subscribe_per_ip_burst: 100,
+            subscribe_per_account_per_s: 2,
+            subscribe_per_account_burst: 50,
+        }
+    }
+}
+
+impl RateLimits {
+    /// Every rate is positive, every proxy entry parses, the header is a header name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rates = [
+            ("store_per_ip_per_s", self.store_per_ip_per_s),
+            ("store_per_ip_burst", self.store_per_ip_burst),
+            ("store_per_account_per_s", self.store_per_account_per_s),
+            ("store_per_account_burst", self.store_per_account_burst),
+            ("retrieve_per_ip_per_s", self.retrieve_per_ip_per_s),
+            ("retrieve_per_ip_burst", self.retrieve_per_ip_burst),
+            ("retrieve_per_account_per_s", self.retrieve_per_account_per_s),
+            ("retrieve_per_account_burst", self.retrieve_per_account_burst),
+            ("subscribe_per_ip_per_s", self.subscribe_per_ip_per_s),
+            ("subscribe_per_ip_burst", self.subscribe_per_ip_burst),
+            ("subscribe_per_account_per_s", self.subscribe_per_account_per_s),
+            ("subscribe_per_account_burst", self.subscribe_per_account_burst),
+        ];
+        for (key, value) in rates {
+            in_range(&format!("rate_limits.{key}"), i64::from(value), 1, 1_000_000)?;
+        }
+        for (i, entry) in self.trusted_proxies.iter().enumerate() {
+            IpBlock::parse(entry)
+                .map_err(|rule| ConfigError::invalid(format!("rate_limits.trusted_proxies[{i}]"), rule))?;
+        }
+        if http::HeaderName::from_bytes(self.client_ip_header.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                "rate_limits.client_ip_header",
+                format!("must be an HTTP header name (got {:?})", self.client_ip_header),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed `trusted_proxies` (call after [`RateLimits::validate`]; bad entries
+    /// are skipped).
+    pub fn trusted_blocks(&self) -> Vec<IpBlock> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|e| IpBlock::parse(e).ok())
+            .collect()
+    }
+}
+
+/// An IP address or a CIDR block (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBlock {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpBlock {
+    /// Parses `addr` or `addr/prefix`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("must be an IP address or CIDR block (got {text:?})"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("prefix length must be 0..={max} (got {text:?})"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is inside the block (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(a.to_bits()), u128::from(b.to_bits()), 32),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        // A /0 block holds everything (and `>> 128` would overflow).
+        shift >= bits || (a >> shift) == (b >> shift)
     }
 }
 
@@ -236,18 +407,30 @@ pub struct Push {
     pub alert_title: String,
     /// Body of alert pushes, shown only if the app's extension cannot decrypt them.
     pub alert_body: String,
+    /// Consecutive transient failures (timeouts, 5xx, 429, connection errors) of one
+    /// app's provider after which its circuit breaker opens.
+    pub breaker_failures: u32,
+    /// How long an open breaker defers that app's pushes to that provider before one
+    /// probe is let through.
+    pub breaker_cooldown_ms: u64,
+    /// Most deliveries in flight to one (app, provider); 0 means half of `concurrency`
+    /// (at least 1), so a hanging provider leaves the other half to the rest.
+    pub max_in_flight_per_provider: u32,
 }
 
 impl Default for Push {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: 256,
             lease_ms: 30_000,
             max_age_ms: DAY_MS,
             timeout_ms: 10_000,
             poll_interval_ms: 1_000,
             alert_title: String::new(),
             alert_body: "New message".to_owned(),
+            breaker_failures: 5,
+            breaker_cooldown_ms: 5_000,
+            max_in_flight_per_provider: 0,
         }
     }
 }
@@ -361,6 +544,7 @@ impl Config {
         self.validate_tls()?;
         self.validate_storage()?;
         self.limits.validate()?;
+        self.rate_limits.validate()?;
         self.validate_sweep_and_push()?;
         validate_apps(&self.apps)
     }
@@ -468,6 +652,19 @@ impl Config {
                 "must be at least twice push.timeout_ms, so a job is never claimed twice while in flight",
             ));
         }
+        at_least("push.breaker_failures", u64::from(self.push.breaker_failures), 1)?;
+        in_range_u(
+            "push.breaker_cooldown_ms",
+            self.push.breaker_cooldown_ms,
+            10,
+            3_600_000,
+        )?;
+        in_range(
+            "push.max_in_flight_per_provider",
+            i64::from(self.push.max_in_flight_per_provider),
+            0,
+            i64::from(self.push.concurrency),
+        )?;
         in_range("push.max_age_ms", self.push.max_age_ms, 1000, 30 * DAY_MS)
     }
 }
@@ -528,7 +725,24 @@ impl Limits {
             self.subscription_ttl_ms,
             60_000,
             36_500 * DAY_MS,
-        )
+        )?;
+        let caps = [
+            ("max_messages_per_mailbox", self.max_messages_per_mailbox),
+            ("max_long_polls", self.max_long_polls),
+            ("max_long_polls_per_account", self.max_long_polls_per_account),
+            ("max_connections", self.max_connections),
+            ("max_requests_per_connection", self.max_requests_per_connection),
+        ];
+        for (key, value) in caps {
+            at_least(&format!("limits.{key}"), u64::from(value), 1)?;
+        }
+        if self.max_long_polls_per_account > self.max_long_polls {
+            return Err(ConfigError::invalid(
+                "limits.max_long_polls_per_account",
+                format!("must be at most limits.max_long_polls ({})", self.max_long_polls),
+            ));
+        }
+        Ok(())
     }
 
     /// The largest gRPC request the relay decodes: the largest Store or Delete plus
@@ -859,6 +1073,49 @@ id = "com.example.messenger"
     #[test]
     fn syntax_errors_are_reported_as_such() {
         assert!(matches!(parse("listen = "), Err(ConfigError::Syntax { .. })));
+    }
+
+    #[test]
+    fn rate_limits_and_caps_are_checked() {
+        assert_eq!(
+            bad_key("[rate_limits]\nstore_per_ip_per_s = 0"),
+            "rate_limits.store_per_ip_per_s"
+        );
+        assert_eq!(
+            bad_key("[rate_limits]\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.0/33\"]"),
+            "rate_limits.trusted_proxies[1]"
+        );
+        assert_eq!(
+            bad_key("[rate_limits]\nclient_ip_header = \"x forwarded\""),
+            "rate_limits.client_ip_header"
+        );
+        assert_eq!(bad_key("[rate_limits]\nburst = 3"), "rate_limits.burst");
+        assert_eq!(
+            bad_key("[limits]\nmax_messages_per_mailbox = 0"),
+            "limits.max_messages_per_mailbox"
+        );
+        assert_eq!(
+            bad_key("[limits]\nmax_long_polls = 10\nmax_long_polls_per_account = 11"),
+            "limits.max_long_polls_per_account"
+        );
+        let c = parse("[rate_limits]\nenabled = false\ntrusted_proxies = [\"fd00::/8\"]").unwrap();
+        assert!(!c.rate_limits.enabled);
+        assert_eq!(c.rate_limits.trusted_blocks().len(), 1);
+    }
+
+    #[test]
+    fn ip_blocks_match_addresses() {
+        let block = |s: &str| IpBlock::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(block("10.0.0.0/8").contains(ip("10.200.1.2")));
+        assert!(!block("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(block("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")));
+        assert!(block("192.168.1.7").contains(ip("192.168.1.7")));
+        assert!(!block("192.168.1.7").contains(ip("192.168.1.8")));
+        assert!(block("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(block("fd00::/8").contains(ip("fd12::1")));
+        assert!(!block("fd00::/8").contains(ip("10.0.0.1")));
+        assert!(IpBlock::parse("nonsense").is_err());
     }
 
     #[test]

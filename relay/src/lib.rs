@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod keys;
+pub mod limits;
 pub mod longpoll;
 pub mod mailbox;
 pub mod metrics;

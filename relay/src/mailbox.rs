@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use tidings_proto::{
     hash::message_hash,
+    namespace,
     v1::{
         self, DeleteRequest, DeleteResponse, RetrieveRequest, RetrieveResponse, StoreRequest, StoreResponse,
         mailbox_server::Mailbox,
@@ -20,8 +21,9 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     clock::Clock,
-    config::Limits,
+    config::{Limits, RateLimits},
     keys::RelayKeys,
+    limits::{Guards, Op, Spender, exhausted},
     longpoll::Waiters,
     metrics::Metrics,
     store::{NewMessage, Page, Store, StoreError, StoredMessage},
@@ -31,6 +33,9 @@ use crate::{
 const MESSAGE_OVERHEAD: usize = 128;
 /// Messages read from the store per call while filling a page.
 const READ_CHUNK: u32 = 64;
+/// The retry hint of a Store into a full mailbox: room comes only when the owner
+/// deletes or messages expire, so there is no point in trying again soon.
+const FULL_MAILBOX_RETRY: Duration = Duration::from_secs(60);
 
 /// The Mailbox service.
 #[derive(Clone)]
@@ -58,6 +63,12 @@ impl MailboxService {
         shutdown: CancellationToken,
         push_wake: Arc<Notify>,
     ) -> Self {
+        // Without `with_guards`, only the caps of `limits` apply, no rates.
+        let rates = RateLimits {
+            enabled: false,
+            ..RateLimits::default()
+        };
+        let guards = Arc::new(Guards::new(&limits, &rates));
         Self {
             store,
             keys,
@@ -230,9 +241,18 @@ pub fn page_response(page: Page) -> RetrieveResponse {
 #[tonic::async_trait]
 impl Mailbox for MailboxService {
     async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreResponse>, Status> {
+        self.guards.rates.check_ip(Op::Store, &request)?;
         let now_ms = self.clock.now_ms();
         let v = validate::store(request.into_inner(), &self.limits, now_ms.div_euclid(1000))?;
+        // Validation checked the owner's signature for owner-only namespaces.
+        let spender = if namespace::is_owner_only(i32::try_from(v.namespace).unwrap_or(i32::MAX)) {
+            Spender::Owner
+        } else {
+            Spender::Anyone
+        };
+        self.guards.rates.check_account(Op::Store, &v.account, spender)?;
         let hash = message_hash(&v.account, v.namespace, &v.data);
+        self.check_room(&v.account, v.namespace, &hash, now_ms).await?;
         let size = v.data.len();
         let msg = NewMessage {
             account: v.account,
@@ -273,13 +293,19 @@ impl Mailbox for MailboxService {
         &self,
         request: Request<RetrieveRequest>,
     ) -> Result<Response<RetrieveResponse>, Status> {
+        self.guards.rates.check_ip(Op::Retrieve, &request)?;
         let v = validate::retrieve(request.get_ref(), &self.limits, self.clock.now_s())?;
+        self.guards
+            .rates
+            .check_account(Op::Retrieve, &v.account, Spender::Owner)?;
         let page = self
             .read_page(&v.account, v.namespace, v.after_seq, v.limit)
             .await?;
         if !page.messages.is_empty() || v.wait_ms == 0 || self.shutdown.is_cancelled() {
             return Ok(self.retrieved(page));
         }
+        // Only a call that would park needs a slot; what is there was answered above.
+        let _slot = self.guards.long_polls.park(&v.account)?;
         let deadline = Instant::now() + Duration::from_millis(u64::from(v.wait_ms));
         tracing::debug!(account = %self.keys.fingerprint(&v.account), namespace = v.namespace, wait_ms = v.wait_ms, "long-poll parked");
         let waited = self

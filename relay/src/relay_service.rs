@@ -26,6 +26,7 @@ use crate::{
     clock::Clock,
     config::Limits,
     keys::RelayKeys,
+    limits::{Op, RateLimiter, Spender},
     mailbox::storage_status,
     metrics::{Metrics, SubscriptionChange},
     registration::{self, AppCatalog},
@@ -127,6 +128,7 @@ impl Relay for RelayService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<SubscribeResponse>, Status> {
+        self.check_ip(&request)?;
         let req = request.into_inner();
         let account = auth::parse_account(&req.account)?;
         let namespaces = check_namespaces(&req.namespaces)?;
@@ -145,6 +147,7 @@ impl Relay for RelayService {
         })?;
         let reg = registration::validate(reg, self.apps.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_account(&account)?;
         let account_index = self.keys.account_index(&account);
         let expires_ms = now_ms.saturating_add(self.limits.subscription_ttl_ms);
         let sub = Subscription {
@@ -176,6 +179,7 @@ impl Relay for RelayService {
         &self,
         request: Request<UnsubscribeRequest>,
     ) -> Result<Response<UnsubscribeResponse>, Status> {
+        self.check_ip(&request)?;
         let req = request.into_inner();
         let (account, device_id) = validate_unsubscribe(&req, &self.limits, self.clock.now_s())?;
         self.check_account(&account)?;
@@ -194,6 +198,31 @@ impl Relay for RelayService {
         }
         Ok(Response::new(UnsubscribeResponse { removed }))
     }
+}
+
+/// Checks an Unsubscribe: account, device id, then the signature. Returns the account
+/// and the device id.
+pub fn validate_unsubscribe(
+    req: &UnsubscribeRequest,
+    limits: &Limits,
+    now_s: i64,
+) -> Result<([u8; 32], [u8; DEVICE_ID_LEN]), Status> {
+    let account = auth::parse_account(&req.account)?;
+    let device_id: [u8; DEVICE_ID_LEN] = req.device_id.as_slice().try_into().map_err(|_| {
+        Status::invalid_argument(format!(
+            "device_id: must be {DEVICE_ID_LEN} bytes (got {})",
+            req.device_id.len()
+        ))
+    })?;
+    auth::authenticate(
+        &account,
+        req.ts,
+        &req.signature,
+        now_s,
+        limits.clock_window_s,
+        || sign::unsubscribe_bytes(&account, &device_id, req.ts),
+    )?;
+    Ok((account, device_id))
 }
 
 /// Namespaces: 1..=256 of them, each valid, strictly ascending (so the signed list

@@ -21,6 +21,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{Backend, Config, ConfigError},
     keys::{self, KeyError, RelayKeys},
+    limits::{CappedIncoming, Guards},
     longpoll::Waiters,
     mailbox::MailboxService,
     metrics::{Metrics, layer::GrpcMetricsLayer},
@@ -203,6 +204,12 @@ async fn serve(
     );
     let tls = load_tls(&config).await?;
 
+    let guards = Arc::new(Guards::new(&config.limits, &config.rate_limits));
+    providers
+        .breakers()
+        .configure(BreakerSettings::from_push(&config.push));
+    // Ends with the drain; dropping the handle does not stop it.
+    drop(guards.rates.spawn_janitor(draining.clone()));
     let mailbox = MailboxService::new(
         Arc::clone(&store),
         Arc::clone(&keys),

@@ -19,6 +19,7 @@
 //! derived from the message, so a repeat replaces the first notification instead of
 //! showing twice, and clients de-duplicate by hash.
 
+pub mod breaker;
 mod payload;
 pub mod providers;
 

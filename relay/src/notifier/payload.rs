@@ -6,7 +6,11 @@ use tidings_proto::{
     v1::PushNotification,
 };
 
-use super::{is_apns, providers::Providers};
+use super::{
+    breaker::{Admission, Ticket},
+    is_apns,
+    providers::Providers,
+};
 use crate::{
     push::{ApnsKind, ApnsPush, FCM_MAX_ENC_LEN, FcmPush, Outcome, apns_max_enc_len},
     registration::{Registration, Service},
@@ -34,8 +38,38 @@ impl Default for PushTexts {
     }
 }
 
-/// Encrypts and sends one push; a missing sender is a configuration problem.
+/// Sends one push through its (app, provider)'s circuit breaker: while the breaker is
+/// open (or the provider has its share of calls in flight) the push is deferred as a
+/// retry without calling out; otherwise the call is bounded in time and its outcome
+/// recorded.
 pub(super) async fn send(
+    providers: &Providers,
+    reg: &Registration,
+    job: &PushJob,
+    msg: &StoredMessage,
+    want_data: bool,
+    texts: &PushTexts,
+    now_ms: i64,
+) -> Outcome {
+    let breakers = providers.breakers();
+    let ticket = match breakers.admit(&reg.app_id, reg.service) {
+        Admission::Go(ticket) => ticket,
+        Admission::Defer { after, reason } => return Outcome::Retry { after, reason },
+    };
+    let limit = breakers.settings().call_limit;
+    let call = send_now(providers, reg, job, msg, want_data, texts, now_ms);
+    let outcome = tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Outcome::Retry {
+            after: None,
+            reason: format!("{} call took longer than {limit:?}", reg.service.label()),
+        });
+    Ticket::finish(ticket, &outcome);
+    outcome
+}
+
+/// Encrypts and sends one push; a missing sender is a configuration problem.
+async fn send_now(
     providers: &Providers,
     reg: &Registration,
     job: &PushJob,

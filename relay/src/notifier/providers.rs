@@ -2,6 +2,7 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
+use super::breaker::Breakers;
 use crate::{
     config::App,
     metrics::Metrics,
@@ -18,10 +19,11 @@ pub struct AppProviders {
     pub fcm: Option<Arc<FcmSender>>,
 }
 
-/// Every app's senders, by app id.
+/// Every app's senders, by app id, and their circuit breakers.
 #[derive(Default)]
 pub struct Providers {
     apps: HashMap<String, AppProviders>,
+    breakers: Breakers,
 }
 
 /// A provider could not be set up for an app.

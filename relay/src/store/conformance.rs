@@ -778,6 +778,56 @@ pub async fn closed_store_refuses_work(store: &dyn Store) {
     store.close().await.unwrap();
 }
 
+/// `count_messages` counts one mailbox's unexpired messages, stops at `at_most`, and
+/// follows deletes; other namespaces and accounts do not count.
+pub async fn count_messages_per_mailbox(store: &dyn Store) {
+    let (f, other) = (Fixture::new(), Fixture::new());
+    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 0);
+    let mut hashes = Vec::new();
+    for i in 0..5u8 {
+        let m = f.msg(NS, &[i], T0, T0 + DAY);
+        hashes.push(m.hash);
+        store.put_message(m).await.unwrap();
+    }
+    // Expires soon, in the same mailbox; and messages elsewhere.
+    store
+        .put_message(f.msg(NS, b"short", T0, T0 + 1000))
+        .await
+        .unwrap();
+    store
+        .put_message(f.msg(NS + 1, b"other ns", T0, T0 + DAY))
+        .await
+        .unwrap();
+    store
+        .put_message(other.msg(NS, b"other account", T0, T0 + DAY))
+        .await
+        .unwrap();
+    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 6);
+    assert_eq!(
+        store.count_messages(&f.account, NS, T0, 3).await.unwrap(),
+        3,
+        "stops at at_most"
+    );
+    assert_eq!(
+        store
+            .count_messages(&f.account, NS, T0 + 1000, 100)
+            .await
+            .unwrap(),
+        5,
+        "an expired message does not count, swept or not"
+    );
+    store.delete_messages(&f.account, NS, &hashes[..2]).await.unwrap();
+    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 4);
+    assert_eq!(
+        store.count_messages(&f.account, NS + 1, T0, 100).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.count_messages(&other.account, NS, T0, 100).await.unwrap(),
+        1
+    );
+}
+
 /// Many tasks storing into one mailbox at once all get distinct seqs, increasing per task.
 pub async fn concurrent_puts_get_distinct_increasing_seqs(store: Arc<dyn Store>) {
     const TASKS: usize = 64;
@@ -828,6 +878,7 @@ macro_rules! store_conformance_tests {
             seq_strictly_increasing_and_never_reused,
             restore_is_idempotent,
             paging_with_limit_and_more,
+            count_messages_per_mailbox,
             expired_messages_are_hidden_and_swept,
             delete_counts_existing,
             subscriptions_add_replace_remove,

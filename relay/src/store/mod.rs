@@ -196,6 +196,17 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Page, StoreError>;
 
+    /// How many unexpired messages the mailbox holds, counting no further than
+    /// `at_most` (the answer is `min(count, at_most)`), for the mailbox cap. Reads no
+    /// message data; costs at most `at_most` index entries.
+    async fn count_messages(
+        &self,
+        account: &Account,
+        namespace: u32,
+        now_ms: i64,
+        at_most: u32,
+    ) -> Result<u32, StoreError>;
+
     /// Fetches one message by hash (the notifier loads `data` for `want_data` pushes).
     /// There is no clock here: an expired message not yet swept is returned, and the
     /// caller checks `expires_ms`.

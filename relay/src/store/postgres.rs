@@ -214,6 +214,16 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn count_messages(
+        &self,
+        account: &Account,
+        namespace: u32,
+        now_ms: i64,
+        at_most: u32,
+    ) -> Result<u32, StoreError> {
+        ops::count_messages(&self.client().await?, account, namespace, now_ms, at_most).await
+    }
+
     async fn get_message(
         &self,
         account: &Account,

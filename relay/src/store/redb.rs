@@ -270,6 +270,18 @@ impl Store for RedbStore {
             .await
     }
 
+    async fn count_messages(
+        &self,
+        account: &Account,
+        namespace: u32,
+        now_ms: i64,
+        at_most: u32,
+    ) -> Result<u32, StoreError> {
+        let account = *account;
+        self.read(move |txn| ops::count_messages(txn, &account, namespace, now_ms, at_most))
+            .await
+    }
+
     async fn get_message(
         &self,
         account: &Account,

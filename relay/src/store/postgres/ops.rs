@@ -262,6 +262,25 @@ pub async fn get_messages(
     Ok(Page { messages, more })
 }
 
+/// Unexpired messages of a mailbox, up to `at_most` (the LIMIT stops the index scan there).
+pub async fn count_messages(
+    client: &Client,
+    account: &Account,
+    namespace: u32,
+    now: i64,
+    at_most: u32,
+) -> Result<u32> {
+    let row = query_one(
+        client,
+        "SELECT count(*) FROM (SELECT 1 FROM messages
+           WHERE account = $1 AND namespace = $2 AND expires_ms > $3 LIMIT $4) AS m",
+        &[&&account[..], &i64::from(namespace), &now, &i64::from(at_most)],
+    )
+    .await?;
+    let n: i64 = col(&row, 0)?;
+    Ok(u32::try_from(n).unwrap_or(at_most))
+}
+
 /// One message by hash, expired or not.
 pub async fn get_message(
     client: &Client,

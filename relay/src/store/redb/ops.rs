@@ -485,6 +485,31 @@ pub fn get_messages(
     Ok(page)
 }
 
+/// Unexpired messages of a mailbox, up to `at_most`: decodes only each record's head.
+pub fn count_messages(
+    txn: &ReadTransaction,
+    account: &Account,
+    namespace: u32,
+    now: i64,
+    at_most: u32,
+) -> Result<u32, OpError> {
+    let messages = txn.open_table(tables::MAILBOXES)?;
+    let lo = keys::msg(account, namespace, 0);
+    let hi = keys::msg(account, namespace, u64::MAX);
+    let mut n = 0u32;
+    for item in messages.range(lo.as_slice()..=hi.as_slice())? {
+        if n >= at_most {
+            break;
+        }
+        let (_, v) = item?;
+        let (head, _) = records::decode_msg(v.value())?;
+        if head.expires_ms > now {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// One message by hash, expired or not.
 pub fn get_message(
     txn: &ReadTransaction,
