@@ -5,6 +5,10 @@
 #   push:    end-to-end pushes/s with 10 000 devices over mock APNs + FCM, and push
 #            latency at 1 000 messages/s.
 #   restore: phrase → converged documents for an account with 10 000 contacts.
+#   scaleout: Stores/s and end-to-end pushes/s on 1 node with the embedded store, 1 node
+#            on PostgreSQL and 2 nodes on PostgreSQL, as ratios, and the long-poll wake
+#            latency across nodes (issue 6); needs PostgreSQL (TIDINGS_TEST_POSTGRES_URL,
+#            default the local server) and is skipped with a message without it.
 # Extra arguments go to both runs (e.g. --json). Run it on an otherwise idle machine:
 # the relay, the clients and the mock providers share its cores.
 set -euo pipefail
@@ -20,4 +24,9 @@ status=0
 "$bench" mailbox --relay-bin "$relay" --clients 64 --duration 10 --waiters 10000 --wakes 1000 "$@" || status=$?
 "$bench" push --relay-bin "$relay" --devices 10000 --count 20000 --rate 1000 --seconds 5 "$@" || status=$?
 "$bench" restore --relay-bin "$relay" --contacts 10000 "$@" || status=$?
+if [ -n "${TIDINGS_TEST_POSTGRES_URL:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  "$bench" scaleout --relay-bin "$relay" --duration 10 --devices 2000 --pushes 4000 --waiters 500 "$@" || status=$?
+else
+  echo "bench.sh: SKIPPING scaleout: nothing listens on 127.0.0.1:5432 (set TIDINGS_TEST_POSTGRES_URL)" >&2
+fi
 exit "$status"

@@ -195,7 +195,7 @@ fn check_outcome(report: &mut Report, what: &str, o: &Outcome) {
     );
 }
 
-async fn store_phase(
+pub(super) async fn store_phase(
     pool: &Pool,
     accounts: &Arc<Vec<SigningKey>>,
     args: &MailboxArgs,
@@ -268,14 +268,14 @@ fn signed_retrieve(key: &SigningKey, after_seq: u64, limit: u32, wait_ms: u32) -
 }
 
 /// What a parked long-poll answered, and when.
-struct WaiterReply {
+pub(super) struct WaiterReply {
     at: Instant,
     result: Result<usize, String>,
 }
 
 /// Tallies of the wake phase.
 #[derive(Default)]
-struct Wakes {
+pub(super) struct Wakes {
     after_ack: Latencies,
     from_send: Latencies,
     before_ack: usize,
@@ -390,7 +390,7 @@ async fn wake_phase(args: &MailboxArgs, relay: &Relay, report: &mut Report) -> a
 }
 
 /// Starts one long-poll per key; each answers on its own channel when it returns.
-fn park(
+pub(super) fn park(
     pool: &Pool,
     keys: &[SigningKey],
     wait_ms: u32,
@@ -419,7 +419,7 @@ fn park(
 }
 
 /// Stores one message to waiter `i`'s mailbox and times its long-poll's answer.
-async fn wake_one(
+pub(super) async fn wake_one(
     pool: &Pool,
     key: &SigningKey,
     i: usize,
@@ -464,7 +464,7 @@ async fn wake_one(
     }
 }
 
-fn report_wakes(report: &mut Report, w: &Wakes, wake_count: usize, stray: usize) {
+pub(super) fn report_wakes(report: &mut Report, w: &Wakes, wake_count: usize, stray: usize) {
     report.latency(
         "wake_after_ack",
         "long-poll wake, Store ack → waiter reply",

@@ -1,4 +1,4 @@
-//! The `tidings-bench` load generator (issues 2 and 3, "Benchmark"). Compiled into the
+//! The `tidings-bench` load generator (issues 2, 3 and 6, "Benchmark"). Compiled into the
 //! binary only: nothing here is part of the tests library.
 
 pub mod load;
@@ -8,6 +8,7 @@ pub mod push;
 pub mod relay;
 pub mod report;
 pub mod restore;
+pub mod scaleout;
 pub mod stats;
 
 use report::Report;

@@ -16,13 +16,20 @@ pub struct Pool {
 impl Pool {
     /// Opens `connections` connections to `addr` (at least one).
     pub async fn connect(addr: SocketAddr, connections: usize) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .context("relay URL")?
-            .tcp_nodelay(true)
-            .connect_timeout(std::time::Duration::from_secs(10));
-        let mut channels = Vec::with_capacity(connections.max(1));
-        for _ in 0..connections.max(1) {
-            let channel = endpoint
+        Self::connect_spread(&[addr], connections).await
+    }
+
+    /// Opens `connections` connections (at least one per address), connection `i` to
+    /// `addrs[i % addrs.len()]`: clients spread over several relay nodes.
+    pub async fn connect_spread(addrs: &[SocketAddr], connections: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(!addrs.is_empty(), "no relay address");
+        let mut channels = Vec::with_capacity(connections.max(addrs.len()));
+        for i in 0..connections.max(addrs.len()) {
+            let addr = addrs[i % addrs.len()];
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .context("relay URL")?
+                .tcp_nodelay(true)
+                .connect_timeout(std::time::Duration::from_secs(10))
                 .connect()
                 .await
                 .with_context(|| format!("cannot connect to the relay at {addr}"))?;

@@ -81,7 +81,7 @@ pub struct PushArgs {
 }
 
 /// One subscribed device.
-struct Device {
+pub(super) struct Device {
     key: SigningKey,
     account: [u8; 32],
     push_key: [u8; 32],
@@ -90,11 +90,11 @@ struct Device {
 }
 
 /// The mock providers and the credentials the relay uses with them.
-struct Providers {
-    apns: MockApns,
-    fcm: MockFcm,
+pub(super) struct Providers {
+    pub(super) apns: MockApns,
+    pub(super) fcm: MockFcm,
     _files: tempfile::TempDir,
-    config: String,
+    pub(super) config: String,
 }
 
 /// Send and acknowledgement times of each message of a phase, in µs after `base` + 1
@@ -225,7 +225,7 @@ fn throughput_count(args: &PushArgs) -> u64 {
     args.count.unwrap_or(args.devices as u64)
 }
 
-async fn start_providers(args: &PushArgs) -> anyhow::Result<Providers> {
+pub(super) async fn start_providers(args: &PushArgs) -> anyhow::Result<Providers> {
     let transport = if args.tls { Transport::Tls } else { Transport::H2c };
     let files = tempfile::Builder::new()
         .prefix("tidings-bench-creds")
@@ -301,7 +301,7 @@ async fn measure(
     latency_phase(args, &pool, &devices, relay, providers, report).await
 }
 
-fn make_devices(n: usize) -> Vec<Device> {
+pub(super) fn make_devices(n: usize) -> Vec<Device> {
     (0..n)
         .map(|i| {
             let key = SigningKey::from_bytes(&tidings_proto::random_bytes());
@@ -322,7 +322,7 @@ fn make_devices(n: usize) -> Vec<Device> {
         .collect()
 }
 
-async fn subscribe_all(
+pub(super) async fn subscribe_all(
     args: &PushArgs,
     pool: &Pool,
     devices: &Arc<Vec<Device>>,
@@ -397,7 +397,7 @@ fn store_request(devices: &[Device], n: u64, run: &[u8; 8], size: usize) -> Stor
     }
 }
 
-async fn throughput_phase(
+pub(super) async fn throughput_phase(
     args: &PushArgs,
     pool: &Pool,
     devices: &Arc<Vec<Device>>,

@@ -78,6 +78,16 @@ impl Relay {
     /// Starts a relay with `config` (TOML, without `listen`, `admin_listen` and
     /// `data_dir`, which are chosen here), as `args` says.
     pub async fn start(args: &RelayArgs, config: &str) -> anyhow::Result<Self> {
+        Self::start_sharing_key(args, config, None).await
+    }
+
+    /// Like [`Relay::start`], but with the relay secret copied from `key` first: the
+    /// nodes of one deployment share it (clients seal registrations to it).
+    pub async fn start_sharing_key(
+        args: &RelayArgs,
+        config: &str,
+        key: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let mut dir = match &args.tmp {
             Some(parent) => tempfile::Builder::new()
                 .prefix("tidings-bench")
@@ -92,6 +102,11 @@ impl Relay {
         );
         let config_path = dir.path().join("relay.toml");
         std::fs::write(&config_path, &text).context("cannot write the relay config")?;
+        if let Some(key) = key {
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).context("cannot create the relay's data dir")?;
+            std::fs::copy(key, data.join("relay.key")).context("cannot copy the relay key")?;
+        }
         let mut relay = if args.in_process {
             Self::start_in_process(&text, dir.path()).await?
         } else {
@@ -164,6 +179,11 @@ impl Relay {
             sampler: Some(sampler),
             dir: None,
         })
+    }
+
+    /// The relay secret of a relay this bench started (to start more nodes with it).
+    pub fn relay_key_path(&self) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.path().join("data").join("relay.key"))
     }
 
     /// The relay's process id when it is a child process.

@@ -6,6 +6,9 @@
 //! - `push`: starts mock APNs and FCM in this process and the relay configured for them,
 //!   subscribes many devices, then measures end-to-end pushes/s and the Store-ack →
 //!   receipt latency at a fixed rate.
+//! - `scaleout`: Stores/s and end-to-end pushes/s on 1 node with the embedded store, 1
+//!   node on PostgreSQL and 2 nodes on PostgreSQL, as ratios, and the long-poll wake
+//!   latency across nodes (issue 6).
 //! - `restore`: restores an account with 10 000 contacts (phrase → converged documents)
 //!   and reports time, bytes fetched, merge throughput and the stored config size before
 //!   and after compaction against the plain JSON size (issue 4).
@@ -42,6 +45,8 @@ enum Scenario {
     Mailbox(bench::mailbox::MailboxArgs),
     /// Fast Mode: end-to-end pushes/s and push latency at a fixed rate, against mock providers.
     Push(bench::push::PushArgs),
+    /// Scale-out: Stores/s and pushes/s on embedded vs PostgreSQL with 1 and 2 nodes, cross-node wake latency.
+    Scaleout(bench::scaleout::ScaleoutArgs),
     /// Config: restore of an account with 10 000 contacts, merge throughput, stored size.
     Restore(bench::restore::RestoreArgs),
 }
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
             Scenario::Mailbox(args) => bench::mailbox::run(args).await,
             Scenario::Push(args) => bench::push::run(args).await,
             Scenario::Restore(args) => bench::restore::run(args).await,
+            Scenario::Scaleout(args) => bench::scaleout::run(args).await,
         }
     });
     // Parked long-polls and connections may still be winding down: do not wait for them.
