@@ -62,6 +62,7 @@ pg_conformance_tests!(
     outbox_stats_report_depth_and_oldest,
     check_writable_when_healthy,
     closed_store_refuses_work,
+    count_messages_per_mailbox,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
