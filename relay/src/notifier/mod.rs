@@ -25,7 +25,10 @@ pub mod providers;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{sync::Notify, sync::Semaphore, task::JoinHandle};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -107,17 +110,20 @@ pub fn spawn(
 async fn run(shared: Arc<Shared>, wake: Arc<Notify>, cancel: CancellationToken) {
     let limit = shared.settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(limit));
+    // Recording outcomes is a durable write; it happens after a delivery gives back its
+    // permit, so a slow commit never idles a provider connection. This bounds how many
+    // outcomes may wait for their commit at once.
+    let finishing = Arc::new(Semaphore::new(limit.saturating_mul(FINISH_FACTOR)));
+    let batch = claim_batch(limit);
     let mut store_errors = 0u32;
     while !cancel.is_cancelled() {
-        let free = permits.available_permits();
-        if free == 0 {
-            // Wait for a delivery to finish before claiming more.
-            tokio::select! {
-                p = permits.clone().acquire_owned() => drop(p),
-                () = cancel.cancelled() => break,
-            }
-            continue;
+        // Claim in batches: claiming for every freed permit would pay a durable commit
+        // per push. With nothing in flight the whole batch is free at once.
+        tokio::select! {
+            p = permits.clone().acquire_many_owned(batch) => drop(p),
+            () = cancel.cancelled() => break,
         }
+        let free = permits.available_permits();
         let now = shared.clock.now_ms();
         let max = u32::try_from(free).unwrap_or(u32::MAX);
         let claimed = shared
@@ -141,20 +147,31 @@ async fn run(shared: Arc<Shared>, wake: Arc<Notify>, cancel: CancellationToken) 
             continue;
         }
         for job in jobs {
-            // The semaphore is never closed, so acquiring can only fail after a close.
+            // The semaphores are never closed, so acquiring can only fail after a close.
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                deliver(&shared, job).await;
-                drop(permit);
-            });
+            tokio::spawn(deliver(shared.clone(), job, permit, finishing.clone()));
         }
     }
     // Let in-flight deliveries record their outcome; their leases cover the rest.
-    let all = u32::try_from(limit).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
+    let drain = async {
+        let _all = permits
+            .acquire_many(u32::try_from(limit).unwrap_or(u32::MAX))
+            .await;
+        let _recorded = finishing
+            .acquire_many(u32::try_from(limit.saturating_mul(FINISH_FACTOR)).unwrap_or(u32::MAX))
+            .await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+}
+
+/// Outcomes waiting for their commit, as a multiple of the delivery concurrency.
+const FINISH_FACTOR: usize = 4;
+
+/// Permits gathered before claiming again: a quarter of the concurrency.
+fn claim_batch(limit: usize) -> u32 {
+    u32::try_from((limit / 4).max(1)).unwrap_or(u32::MAX)
 }
 
 async fn idle(wake: &Notify, cancel: &CancellationToken, at_most: Duration) {
@@ -165,9 +182,9 @@ async fn idle(wake: &Notify, cancel: &CancellationToken, at_most: Duration) {
     }
 }
 
-/// Delivers one job and records the outcome.
-async fn deliver(shared: &Shared, job: PushJob) {
-    let outcome = match attempt(shared, &job).await {
+/// Delivers one job, gives back its delivery permit, and records the outcome.
+async fn deliver(shared: Arc<Shared>, job: PushJob, permit: OwnedSemaphorePermit, finishing: Arc<Semaphore>) {
+    let outcome = match attempt(&shared, &job).await {
         Ok(o) => o,
         Err(GiveUp::Store(e)) => {
             // A passing storage problem is not the job's fault: leave it leased, so it is
@@ -186,10 +203,14 @@ async fn deliver(shared: &Shared, job: PushJob) {
             JobOutcome::Dropped
         }
     };
+    // Never closed; if it were, recording under the delivery permit is still correct.
+    let recording = finishing.acquire_owned().await.ok();
+    drop(permit);
     if let Err(e) = shared.store.finish_job(&job, outcome).await {
         // The lease runs out and the job is claimed again: nothing is lost.
         warn!(job = job.id, "cannot record push outcome: {e}");
     }
+    drop(recording);
 }
 
 /// Why a job is dropped without a provider call.
