@@ -130,23 +130,19 @@ impl Relay for RelayService {
     ) -> Result<Response<SubscribeResponse>, Status> {
         self.check_ip(&request)?;
         let req = request.into_inner();
-        let account = auth::parse_account(&req.account)?;
-        let namespaces = check_namespaces(&req.namespaces)?;
-        check_sealed(&req.sealed)?;
         let now_ms = self.clock.now_ms();
-        auth::authenticate(
-            &account,
-            req.ts,
-            &req.signature,
+        let ValidSubscribe {
+            account,
+            namespaces,
+            want_data,
+            registration: reg,
+        } = validate_subscribe(
+            &req,
+            &self.keys,
+            self.apps.as_ref(),
+            &self.limits,
             now_ms.div_euclid(1000),
-            self.limits.clock_window_s,
-            || sign::subscribe_bytes(&account, req.ts, req.want_data, &namespaces, &req.sealed),
         )?;
-        let reg = unseal_registration(self.keys.x25519_secret(), &account, &req.sealed).map_err(|e| {
-            Status::invalid_argument(format!("sealed: {e} (fetch the key again with GetRelayInfo)"))
-        })?;
-        let reg = registration::validate(reg, self.apps.as_ref())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_account(&account)?;
         let account_index = self.keys.account_index(&account);
         let expires_ms = now_ms.saturating_add(self.limits.subscription_ttl_ms);
@@ -154,7 +150,7 @@ impl Relay for RelayService {
             account_index,
             device_id: reg.device_id,
             namespaces,
-            want_data: req.want_data,
+            want_data,
             sealed: registration::seal_at_rest(self.keys.at_rest_key(), &account_index, &reg),
             expires_ms,
         };
@@ -198,6 +194,52 @@ impl Relay for RelayService {
         }
         Ok(Response::new(UnsubscribeResponse { removed }))
     }
+}
+
+/// A Subscribe that passed every check, its registration unsealed and validated.
+#[derive(Debug)]
+pub struct ValidSubscribe {
+    /// The account the device subscribes for.
+    pub account: [u8; 32],
+    /// Strictly ascending, each valid.
+    pub namespaces: Vec<u32>,
+    /// Whether pushes may carry the message data.
+    pub want_data: bool,
+    /// The unsealed, validated registration.
+    pub registration: registration::Registration,
+}
+
+/// Checks a Subscribe in the order the module documents, cheapest first, and opens its
+/// sealed registration. Touches no storage, so it can be fuzzed on its own.
+pub fn validate_subscribe(
+    req: &SubscribeRequest,
+    keys: &RelayKeys,
+    apps: &dyn AppCatalog,
+    limits: &Limits,
+    now_s: i64,
+) -> Result<ValidSubscribe, Status> {
+    let account = auth::parse_account(&req.account)?;
+    let namespaces = check_namespaces(&req.namespaces)?;
+    check_sealed(&req.sealed)?;
+    auth::authenticate(
+        &account,
+        req.ts,
+        &req.signature,
+        now_s,
+        limits.clock_window_s,
+        || sign::subscribe_bytes(&account, req.ts, req.want_data, &namespaces, &req.sealed),
+    )?;
+    let reg = unseal_registration(keys.x25519_secret(), &account, &req.sealed).map_err(|e| {
+        Status::invalid_argument(format!("sealed: {e} (fetch the key again with GetRelayInfo)"))
+    })?;
+    let registration =
+        registration::validate(reg, apps).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(ValidSubscribe {
+        account,
+        namespaces,
+        want_data: req.want_data,
+        registration,
+    })
 }
 
 /// Checks an Unsubscribe: account, device id, then the signature. Returns the account
