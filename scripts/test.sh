@@ -24,6 +24,13 @@ else
 fi
 cargo test --workspace --doc --quiet
 
+# Soak (issue 7, part 6): Store, Retrieve long-polls, Subscribe churn and pushes to the
+# mock providers at once for 10 s; exits non-zero on any error or a lost/duplicated push.
+cargo build -q -p tidings-tests --bin tidings-bench
+echo "test.sh: soak: tidings-bench soak --duration 10"
+target/debug/tidings-bench soak --duration 10
+echo "test.sh: soak passed (no errors, every push delivered exactly once)"
+
 # The end-to-end suites again, on PostgreSQL (issue 6: same suite on both backends); each
 # relay gets a throwaway schema (tidings-tests `TestRelay`).
 if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null || [ -n "${TIDINGS_TEST_POSTGRES_URL:-}" ]; then

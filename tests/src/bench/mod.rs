@@ -9,6 +9,7 @@ pub mod relay;
 pub mod report;
 pub mod restore;
 pub mod scaleout;
+pub mod soak;
 pub mod stats;
 
 use report::Report;

@@ -9,6 +9,8 @@
 //! - `scaleout`: Stores/s and end-to-end pushes/s on 1 node with the embedded store, 1
 //!   node on PostgreSQL and 2 nodes on PostgreSQL, as ratios, and the long-poll wake
 //!   latency across nodes (issue 6).
+//! - `soak`: Store, Retrieve long-polls, Subscribe churn and pushes to the mocks at once
+//!   for `--duration` seconds; throughput, latency percentiles, RSS every second, errors.
 //! - `restore`: restores an account with 10 000 contacts (phrase → converged documents)
 //!   and reports time, bytes fetched, merge throughput and the stored config size before
 //!   and after compaction against the plain JSON size (issue 4).
@@ -49,6 +51,8 @@ enum Scenario {
     Scaleout(bench::scaleout::ScaleoutArgs),
     /// Config: restore of an account with 10 000 contacts, merge throughput, stored size.
     Restore(bench::restore::RestoreArgs),
+    /// Soak: Store, long-polls, Subscribe churn and pushes at once for --duration seconds.
+    Soak(bench::soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
             Scenario::Push(args) => bench::push::run(args).await,
             Scenario::Restore(args) => bench::restore::run(args).await,
             Scenario::Scaleout(args) => bench::scaleout::run(args).await,
+            Scenario::Soak(args) => bench::soak::run(args).await,
         }
     });
     // Parked long-polls and connections may still be winding down: do not wait for them.
