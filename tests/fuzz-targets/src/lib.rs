@@ -56,8 +56,11 @@ pub const APNS_APP: &str = "ios.app";
 /// The FCM app the fuzzed relay serves.
 pub const FCM_APP: &str = "android.app";
 
+/// The body of a fuzz target: any input, must not panic.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the cargo-fuzz binary and corpus directory) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("unseal_registration", unseal_registration),
     ("push_payload", push_payload),
     ("config_message", config_message),
