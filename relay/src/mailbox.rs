@@ -115,6 +115,15 @@ impl MailboxService {
         now_ms: i64,
     ) -> Result<(), Status> {
         let max = self.limits.max_messages_per_mailbox;
+        // Counting costs up to `max` entries; the span is two lookups and bounds the count.
+        let span = self
+            .store
+            .seq_span(account, namespace)
+            .await
+            .map_err(storage_status)?;
+        if span < u64::from(max) {
+            return Ok(());
+        }
         let held = self
             .store
             .count_messages(account, namespace, now_ms, max)

@@ -780,6 +780,39 @@ pub async fn closed_store_refuses_work(store: &dyn Store) {
 
 /// `count_messages` counts one mailbox's unexpired messages, stops at `at_most`, and
 /// follows deletes; other namespaces and accounts do not count.
+/// The seq span covers every stored message, expired or deleted ones in between
+/// included, so it never undercounts.
+pub async fn seq_span_bounds_the_count(store: &dyn Store) {
+    let (f, other) = (Fixture::new(), Fixture::new());
+    assert_eq!(store.seq_span(&f.account, NS).await.unwrap(), 0);
+    let mut hashes = Vec::new();
+    for i in 0..4u8 {
+        let m = f.msg(NS, &[i], T0, T0 + DAY);
+        hashes.push(m.hash);
+        store.put_message(m).await.unwrap();
+    }
+    store
+        .put_message(other.msg(NS, b"elsewhere", T0, T0 + DAY))
+        .await
+        .unwrap();
+    assert_eq!(store.seq_span(&f.account, NS).await.unwrap(), 4);
+    assert_eq!(store.seq_span(&f.account, NS + 1).await.unwrap(), 0);
+    // A hole in the middle keeps the span; deleting the first one shrinks it.
+    store
+        .delete_messages(&f.account, NS, &hashes[1..2])
+        .await
+        .unwrap();
+    assert_eq!(store.seq_span(&f.account, NS).await.unwrap(), 4);
+    store.delete_messages(&f.account, NS, &hashes[..1]).await.unwrap();
+    assert_eq!(store.seq_span(&f.account, NS).await.unwrap(), 2);
+    store
+        .delete_messages(&f.account, NS, &hashes[2..3])
+        .await
+        .unwrap();
+    assert_eq!(store.seq_span(&f.account, NS).await.unwrap(), 1);
+    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 1);
+}
+
 pub async fn count_messages_per_mailbox(store: &dyn Store) {
     let (f, other) = (Fixture::new(), Fixture::new());
     assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 0);
@@ -879,6 +912,7 @@ macro_rules! store_conformance_tests {
             restore_is_idempotent,
             paging_with_limit_and_more,
             count_messages_per_mailbox,
+            seq_span_bounds_the_count,
             expired_messages_are_hidden_and_swept,
             delete_counts_existing,
             subscriptions_add_replace_remove,

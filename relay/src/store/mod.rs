@@ -196,9 +196,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Page, StoreError>;
 
+    /// How many seqs the mailbox's stored messages span (`last - first + 1`, expired but
+    /// unswept ones included; 0 when empty): an upper bound of what it holds, from two
+    /// index lookups, so the mailbox cap costs nothing until a mailbox nears it.
+    async fn seq_span(&self, account: &Account, namespace: u32) -> Result<u64, StoreError>;
+
     /// How many unexpired messages the mailbox holds, counting no further than
-    /// `at_most` (the answer is `min(count, at_most)`), for the mailbox cap. Reads no
-    /// message data; costs at most `at_most` index entries.
+    /// `at_most` (the answer is `min(count, at_most)`), for the mailbox cap. Costs up to
+    /// `at_most` entries, so ask [`Store::seq_span`] first.
     async fn count_messages(
         &self,
         account: &Account,

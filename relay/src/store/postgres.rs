@@ -214,6 +214,10 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn seq_span(&self, account: &Account, namespace: u32) -> Result<u64, StoreError> {
+        ops::seq_span(&self.client().await?, account, namespace).await
+    }
+
     async fn count_messages(
         &self,
         account: &Account,

@@ -270,6 +270,12 @@ impl Store for RedbStore {
             .await
     }
 
+    async fn seq_span(&self, account: &Account, namespace: u32) -> Result<u64, StoreError> {
+        let account = *account;
+        self.read(move |txn| ops::seq_span(txn, &account, namespace))
+            .await
+    }
+
     async fn count_messages(
         &self,
         account: &Account,

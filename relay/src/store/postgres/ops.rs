@@ -263,6 +263,19 @@ pub async fn get_messages(
 }
 
 /// Unexpired messages of a mailbox, up to `at_most` (the LIMIT stops the index scan there).
+pub async fn seq_span(client: &Client, account: &Account, namespace: u32) -> Result<u64> {
+    // min and max each walk the primary key (account, namespace, seq) from one end.
+    let row = query_one(
+        client,
+        "SELECT COALESCE(max(seq) - min(seq) + 1, 0) FROM messages
+           WHERE account = $1 AND namespace = $2",
+        &[&&account[..], &i64::from(namespace)],
+    )
+    .await?;
+    let n: i64 = col(&row, 0)?;
+    u64::try_from(n).map_err(|_| corrupt("message seq"))
+}
+
 pub async fn count_messages(
     client: &Client,
     account: &Account,

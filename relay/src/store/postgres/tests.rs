@@ -63,6 +63,7 @@ pg_conformance_tests!(
     check_writable_when_healthy,
     closed_store_refuses_work,
     count_messages_per_mailbox,
+    seq_span_bounds_the_count,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -486,6 +486,26 @@ pub fn get_messages(
 }
 
 /// Unexpired messages of a mailbox, up to `at_most`: decodes only each record's head.
+pub fn seq_span(txn: &ReadTransaction, account: &Account, namespace: u32) -> Result<u64, OpError> {
+    let messages = txn.open_table(tables::MAILBOXES)?;
+    let lo = keys::msg(account, namespace, 0);
+    let hi = keys::msg(account, namespace, u64::MAX);
+    let mut range = messages.range(lo.as_slice()..=hi.as_slice())?;
+    let seq_of = |k: &[u8]| -> Result<u64, OpError> {
+        let (_, _, seq) = keys::parse_msg(k).ok_or_else(|| corrupt_key("mailboxes"))?;
+        Ok(seq)
+    };
+    let Some(first) = range.next() else {
+        return Ok(0);
+    };
+    let first = seq_of(first?.0.value())?;
+    let last = match range.next_back() {
+        Some(item) => seq_of(item?.0.value())?,
+        None => first,
+    };
+    Ok(last.saturating_sub(first) + 1)
+}
+
 pub fn count_messages(
     txn: &ReadTransaction,
     account: &Account,
