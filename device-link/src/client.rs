@@ -2,10 +2,11 @@
 //! requests signed exactly as `tidings_proto::sign` lays them out.
 //!
 //! Calls that fail with `UNAVAILABLE` (relay restarting, storage refusing writes, no
-//! connection) are retried with jittered exponential backoff; every request here is
-//! idempotent (Store by its hash, Subscribe by (account, device)), so a retry never
-//! duplicates anything. Any other status ends the call with a [`ClientError`] that keeps
-//! the gRPC code and message.
+//! connection) are retried with jittered exponential backoff, and calls refused by a
+//! rate limit (`RESOURCE_EXHAUSTED` with the relay's `retry-after-ms` hint, up to 10 s)
+//! after that hint; every request here is idempotent (Store by its hash, Subscribe by
+//! (account, device)), so a retry never duplicates anything. Any other status ends the
+//! call with a [`ClientError`] that keeps the gRPC code and message.
 
 use std::{
     future::Future,
@@ -532,13 +533,39 @@ impl RelayClient {
                     });
                 }
             };
-            if status.code() != Code::Unavailable || attempt >= retry.max_attempts {
+            let pause = match status.code() {
+                Code::Unavailable => Some(retry.backoff(attempt)),
+                // A rate limit names when to come back; a size limit does not, and is final.
+                Code::ResourceExhausted => retry_after(&status).filter(|d| *d <= MAX_RETRY_AFTER),
+                _ => None,
+            };
+            let Some(pause) = pause.filter(|_| attempt < retry.max_attempts) else {
                 return Err(status.into());
-            }
-            tracing::debug!(attempt, message = status.message(), "relay unavailable, retrying");
-            tokio::time::sleep(retry.backoff(attempt)).await;
+            };
+            tracing::debug!(
+                attempt,
+                message = status.message(),
+                "relay busy or unavailable, retrying"
+            );
+            tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// The longest a rate-limited call waits for its retry hint before giving up: a longer
+/// wait is the caller's decision (the error carries the relay's message).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The relay's `retry-after-ms` hint on a refused call.
+fn retry_after(status: &Status) -> Option<Duration> {
+    let ms = status
+        .metadata()
+        .get("retry-after-ms")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms))
 }
 
 /// Why a push payload could not be read.
@@ -637,6 +664,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use tidings_proto::push::encrypt_push;
+
+    #[test]
+    fn a_rate_limit_hint_is_read_and_a_size_refusal_has_none() {
+        let mut limited = Status::resource_exhausted("Store: too many; retry in 250 ms");
+        limited
+            .metadata_mut()
+            .insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(retry_after(&limited), Some(Duration::from_millis(250)));
+        assert_eq!(
+            retry_after(&Status::resource_exhausted("data: at most 65536 bytes")),
+            None
+        );
+        let mut junk = Status::resource_exhausted("x");
+        junk.metadata_mut()
+            .insert("retry-after-ms", "soon".parse().unwrap());
+        assert_eq!(retry_after(&junk), None);
+    }
 
     #[test]
     fn backoff_stays_within_its_ceiling() {

@@ -265,6 +265,13 @@ async fn a_full_mailbox_refuses_new_messages_until_one_is_deleted() {
         .await
         .expect("room again");
     assert_eq!(relay.stored_count(&alice, 0).await, 3);
+    // The owner's own namespaces are not capped: compaction must always find room.
+    for i in 0..4u8 {
+        within(STEP, "owner store", client.store(alice.store(10, &[i], 0)))
+            .await
+            .expect("the owner's namespace takes more than the deposit cap");
+    }
+    assert_eq!(relay.stored_count(&alice, 10).await, 4);
     relay.shutdown().await;
 }
 
