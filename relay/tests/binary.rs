@@ -1,43 +1,19 @@
 //! The built `tidings-relay` binary: `serve`, `check-config`, `keygen`, SIGTERM, and
 //! durability across `kill -9`.
 
+mod support;
+
 use std::{
-    future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
 use ed25519_dalek::SigningKey;
-use tidings_proto::{
-    sign,
-    v1::{
-        GetRelayInfoRequest, RetrieveRequest, StoreRequest, mailbox_client::MailboxClient,
-        relay_client::RelayClient,
-    },
-};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use support::{deposit, http_status, now_s, retrieve, spawn_announced, within};
+use tidings_proto::v1::{GetRelayInfoRequest, mailbox_client::MailboxClient, relay_client::RelayClient};
+use tokio::process::{Child, Command};
 use tonic::transport::Channel;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidings-relay");
-const STEP: Duration = Duration::from_secs(60);
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// A relay process started with `serve --config` on ports chosen by the OS.
 struct RelayProcess {
@@ -55,14 +31,7 @@ fn write_config(dir: &Path) -> PathBuf {
 }
 
 fn relay_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .kill_on_drop(true)
-        .env("RUST_LOG", "info,tidings_relay=debug");
-    for key in ["LISTEN", "ADMIN_LISTEN", "DATA_DIR", "TLS_CERT", "TLS_KEY"] {
-        cmd.env_remove(format!("TIDINGS_{key}"));
-    }
-    cmd
+    support::relay_command(args, "info,tidings_relay=debug")
 }
 
 /// Starts `serve --config DIR/relay.toml` and reads the addresses it announces.
@@ -83,45 +52,22 @@ async fn spawn_serving(dir: &Path, mut cmd: Command) -> RelayProcess {
         .append(true)
         .open(&log)
         .unwrap();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = within("the relay announces its addresses", lines.next_line())
-        .await
-        .unwrap()
-        .unwrap_or_else(|| {
-            panic!(
-                "no announcement; log: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-    let rest = line
-        .strip_prefix("tidings-relay listening on grpc=")
-        .unwrap_or_else(|| panic!("bad line {line:?}"));
-    let (grpc, admin) = rest.split_once(" admin=").unwrap();
+    let (child, announced) = spawn_announced(&mut cmd, log_file, &log).await;
     RelayProcess {
         child,
-        grpc: grpc.parse().unwrap(),
-        admin: admin.parse().unwrap(),
+        grpc: announced.grpc,
+        admin: announced.admin.parse().unwrap(),
         log,
     }
 }
 
 impl RelayProcess {
     async fn mailbox(&self) -> MailboxClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc)).unwrap();
-        MailboxClient::new(within("connect", channel.connect()).await.unwrap())
+        MailboxClient::new(support::channel(self.grpc).await)
     }
 
     fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.id().expect("still running") as libc::pid_t;
-        // SAFETY: kill(2) only sends a signal to our own child process; no memory is shared.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        support::signal(&self.child, signal);
     }
 
     async fn exit_code(&mut self) -> Option<i32> {
@@ -135,29 +81,6 @@ impl RelayProcess {
 
 fn account(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
-}
-
-fn deposit(key: &SigningKey, data: Vec<u8>) -> StoreRequest {
-    StoreRequest {
-        account: key.verifying_key().to_bytes().to_vec(),
-        namespace: 0,
-        data,
-        ..Default::default()
-    }
-}
-
-fn retrieve(key: &SigningKey, after_seq: u64, wait_ms: u32) -> RetrieveRequest {
-    let account = key.verifying_key().to_bytes();
-    let ts = now_s();
-    RetrieveRequest {
-        account: account.to_vec(),
-        namespace: 0,
-        after_seq,
-        limit: 0,
-        wait_ms,
-        ts,
-        signature: sign::sign(key, &sign::retrieve_bytes(&account, 0, ts)).to_vec(),
-    }
 }
 
 async fn retrieve_all(client: &mut MailboxClient<Channel>, key: &SigningKey) -> Vec<(u64, Vec<u8>)> {
@@ -174,20 +97,6 @@ async fn retrieve_all(client: &mut MailboxClient<Channel>, key: &SigningKey) -> 
             return all;
         }
     }
-}
-
-async fn http_status(addr: SocketAddr, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = within("admin connect", tokio::net::TcpStream::connect(addr))
-        .await
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    within("admin answer", tcp.read_to_string(&mut raw))
-        .await
-        .unwrap();
-    raw.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,8 +278,7 @@ async fn keygen_writes_a_private_key_once_and_serve_uses_it() {
     assert_eq!(std::fs::read(&key).unwrap(), secret);
 
     let mut relay = spawn_relay(dir.path()).await;
-    let channel = Channel::from_shared(format!("http://{}", relay.grpc)).unwrap();
-    let mut info = RelayClient::new(within("connect", channel.connect()).await.unwrap());
+    let mut info = RelayClient::new(support::channel(relay.grpc).await);
     let info = within("info", info.get_relay_info(GetRelayInfoRequest {}))
         .await
         .unwrap()

@@ -1,15 +1,13 @@
 //! `tidings-relay migrate`: applies the PostgreSQL schema once, then finds it up to date;
 //! with the embedded store it has nothing to do. Skips visibly without PostgreSQL.
 
-use std::io::Write;
+mod support;
+
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidings-relay");
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use support::{BIN, Schema, connect};
 
 async fn run_migrate(config: &Path) -> Output {
     let run = tokio::process::Command::new(BIN)
@@ -30,40 +28,20 @@ fn stdout(out: &Output) -> String {
 
 #[tokio::test]
 async fn migrate_applies_the_schema_once() {
-    let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let mut config: tokio_postgres::Config = url.parse().unwrap();
-    config.connect_timeout(Duration::from_secs(3));
-    let client = match config.connect(NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client
-        }
-        Err(e) => {
-            assert!(
-                std::env::var_os("TIDINGS_TEST_REQUIRE_POSTGRES").is_none(),
-                "PostgreSQL not reachable: {e}"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: migrate_applies_the_schema_once: PostgreSQL not reachable ({e})"
-            );
-            return;
-        }
+    let Some(throwaway) = Schema::create("migrate_applies_the_schema_once").await else {
+        return;
     };
-    let schema = format!("tidings_test_{}", hex::encode(tidings_proto::random_bytes::<8>()));
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
+    let client = connect(&throwaway.server_url).await.unwrap();
+    let schema = &throwaway.name;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("relay.toml");
-    let sep = if url.contains('?') { '&' } else { '?' };
     std::fs::write(
         &file,
         format!(
-            "data_dir = {:?}\n[storage]\nbackend = \"postgres\"\npostgres_url = \"{url}{sep}options=-c%20search_path%3D{schema}\"\n",
-            dir.path().join("data")
+            "data_dir = {:?}\n[storage]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n",
+            dir.path().join("data"),
+            throwaway.url()
         ),
     )
     .unwrap();

@@ -3,13 +3,12 @@
 //! order per mailbox, and after `kill -9` of one node the other two keep serving.
 //! Skips visibly without PostgreSQL.
 
+mod support;
+
 use std::{
     collections::HashSet,
-    future::Future,
-    io::Write,
     net::SocketAddr,
     path::Path,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -18,104 +17,16 @@ use std::{
 };
 
 use ed25519_dalek::SigningKey;
-use tidings_proto::{
-    sign,
-    v1::{RetrieveRequest, StoreRequest, mailbox_client::MailboxClient},
-};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-use tokio_postgres::NoTls;
+use support::{Schema, channel, deposit, http_status, retrieve, serve, within};
+use tidings_proto::v1::mailbox_client::MailboxClient;
+use tokio::process::Child;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidings-relay");
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const STEP: Duration = Duration::from_secs(60);
 const NODES: usize = 3;
 const MAILBOXES: u8 = 4;
 const PER_MAILBOX: usize = 60;
 /// The node killed mid-load; the others keep serving.
 const VICTIM: usize = 2;
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// A throwaway schema, dropped (from a thread with its own runtime) when this is dropped.
-struct Schema {
-    server_url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create() -> Option<Schema> {
-        let server_url =
-            std::env::var("TIDINGS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let client = match connect(&server_url).await {
-            Ok(client) => client,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("TIDINGS_TEST_REQUIRE_POSTGRES").is_none(),
-                    "PostgreSQL not reachable: {e}"
-                );
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: multi_process: PostgreSQL not reachable ({e}); set TIDINGS_TEST_POSTGRES_URL"
-                );
-                return None;
-            }
-        };
-        let name = format!("tidings_test_{}", hex::encode(tidings_proto::random_bytes::<8>()));
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        Some(Schema { server_url, name })
-    }
-
-    fn url(&self) -> String {
-        let sep = if self.server_url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.server_url, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.server_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(client) = connect(&url).await {
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
-    config.connect_timeout(Duration::from_secs(3));
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
 
 /// One relay process serving `dir/relay.toml`.
 struct Node {
@@ -132,68 +43,16 @@ async fn spawn_node(dir: &Path, postgres_url: &str) -> Node {
         dir.join("data")
     );
     std::fs::write(&config, text).unwrap();
-    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .kill_on_drop(true)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log);
-    for key in ["LISTEN", "ADMIN_LISTEN", "DATA_DIR", "TLS_CERT", "TLS_KEY"] {
-        cmd.env_remove(format!("TIDINGS_{key}"));
-    }
-    let mut child = cmd.spawn().expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let line = within(
-        "the relay announces its addresses",
-        BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .unwrap()
-    .unwrap_or_else(|| {
-        panic!(
-            "no announcement; log: {}",
-            std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default()
-        )
-    });
-    let rest = line
-        .strip_prefix("tidings-relay listening on grpc=")
-        .unwrap_or_else(|| panic!("bad line {line:?}"));
-    let (grpc, admin) = rest.split_once(" admin=").unwrap();
+    let (child, announced) = serve(&config, &dir.join("relay.log"), "info").await;
     Node {
         child,
-        grpc: grpc.parse().unwrap(),
-        admin: admin.parse().unwrap(),
+        grpc: announced.grpc,
+        admin: announced.admin.parse().unwrap(),
     }
 }
 
 async fn client(addr: SocketAddr) -> MailboxClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap();
-    MailboxClient::new(within("connect", channel.connect()).await.unwrap())
-}
-
-fn deposit(key: &SigningKey, data: Vec<u8>) -> StoreRequest {
-    StoreRequest {
-        account: key.verifying_key().to_bytes().to_vec(),
-        namespace: 0,
-        data,
-        ..Default::default()
-    }
-}
-
-fn retrieve(key: &SigningKey, after_seq: u64, wait_ms: u32) -> RetrieveRequest {
-    let account = key.verifying_key().to_bytes();
-    let ts = now_s();
-    RetrieveRequest {
-        account: account.to_vec(),
-        namespace: 0,
-        after_seq,
-        limit: 0,
-        wait_ms,
-        ts,
-        signature: sign::sign(key, &sign::retrieve_bytes(&account, 0, ts)).to_vec(),
-    }
+    MailboxClient::new(channel(addr).await)
 }
 
 fn message(i: usize) -> Vec<u8> {
@@ -254,23 +113,9 @@ fn assert_once_in_order(got: &[(u64, Vec<u8>)]) {
     assert_eq!(seqs.len(), got.len());
 }
 
-async fn http_status(addr: SocketAddr, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = within("admin connect", tokio::net::TcpStream::connect(addr))
-        .await
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    within("admin answer", tcp.read_to_string(&mut raw))
-        .await
-        .unwrap();
-    raw.split(' ').nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_serve_one_database_and_survive_kill_9() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("multi_process").await else {
         return;
     };
     let url = schema.url();
@@ -319,9 +164,7 @@ async fn three_processes_serve_one_database_and_survive_kill_9() {
         }
     })
     .await;
-    let pid = nodes[VICTIM].child.id().expect("still running") as libc::pid_t;
-    // SAFETY: kill(2) only sends a signal to our own child process; no memory is shared.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    support::signal(&nodes[VICTIM].child, libc::SIGKILL);
     dead[VICTIM].store(true, Ordering::SeqCst);
     within("the victim dies", nodes[VICTIM].child.wait())
         .await

@@ -5,13 +5,13 @@
 //! message reaches every subscribed device, and none twice beyond the crash window the
 //! notifier documents. Skips visibly without PostgreSQL.
 
+mod support;
+
 use std::{
     collections::{HashMap, HashSet},
-    future::Future,
     io::Write,
     net::SocketAddr,
     path::Path,
-    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -20,31 +20,20 @@ use std::{
 };
 
 use ed25519_dalek::SigningKey;
+use support::{
+    APP_ID, Device, KEY_ID, STEP, Schema, TEAM_ID, apps_toml, channel, connect, now_ms, serve, subscribe,
+    within,
+};
 use tidings_mock_push::{
     ApnsKey, ApnsMockConfig, FcmMockConfig, MockApns, MockFcm, ServiceAccount, Transport,
 };
 use tidings_proto::{
     push::decrypt_push,
-    seal::seal_registration,
-    sign,
-    v1::{
-        DeviceRegistration, GetRelayInfoRequest, PushService, StoreRequest, SubscribeRequest,
-        mailbox_client::MailboxClient, relay_client::RelayClient,
-    },
+    v1::{PushService, StoreRequest, mailbox_client::MailboxClient},
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-use tokio_postgres::NoTls;
+use tokio::process::Child;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidings-relay");
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const STEP: Duration = Duration::from_secs(60);
-const APP_ID: &str = "com.example.messenger";
-const KEY_ID: &str = "ABC123DEFG";
-const TEAM_ID: &str = "TEAM123456";
 const PROJECT: &str = "tidings-multi-process";
 const NODES: usize = 3;
 const ACCOUNTS: u8 = 3;
@@ -60,12 +49,6 @@ const SURVIVOR_LEASE_MS: i64 = 60_000;
 /// How long the victim's providers take to answer, so that it has pushes in flight.
 const VICTIM_PROVIDER_DELAY: Duration = Duration::from_millis(200);
 
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
 async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
     tokio::time::timeout(limit, async {
         while !done().await {
@@ -74,86 +57,6 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> 
     })
     .await
     .unwrap_or_else(|_| panic!("timed out: {what}"));
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// A throwaway schema, dropped (from a thread with its own runtime) when this is dropped.
-struct Schema {
-    server_url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create() -> Option<Schema> {
-        let server_url =
-            std::env::var("TIDINGS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let client = match connect(&server_url).await {
-            Ok(client) => client,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("TIDINGS_TEST_REQUIRE_POSTGRES").is_none(),
-                    "PostgreSQL not reachable: {e}"
-                );
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: multi_process_push: PostgreSQL not reachable ({e}); set TIDINGS_TEST_POSTGRES_URL"
-                );
-                return None;
-            }
-        };
-        let name = format!("tidings_test_{}", hex::encode(tidings_proto::random_bytes::<8>()));
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        Some(Schema { server_url, name })
-    }
-
-    fn url(&self) -> String {
-        let sep = if self.server_url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.server_url, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.server_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(client) = connect(&url).await {
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
-    config.connect_timeout(Duration::from_secs(3));
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
 }
 
 /// One node's own mock APNs and FCM: which node sent a push is where it arrived.
@@ -219,124 +122,28 @@ timeout_ms = {timeout}
 lease_ms = {lease_ms}
 poll_interval_ms = 50
 
-[[apps]]
-id = "{APP_ID}"
-  [apps.apns]
-  key_file = {key_file:?}
-  key_id = "{KEY_ID}"
-  team_id = "{TEAM_ID}"
-  topic = "{APP_ID}"
-  endpoint = "{apns}"
-  sandbox_endpoint = "{apns}"
-  [apps.fcm]
-  service_account_file = {sa_file:?}
-  endpoint = "{fcm}"
-"#,
+{apps}"#,
         data = dir.join("data"),
         // The config requires a lease of at least twice the provider timeout.
         timeout = lease_ms / 2,
-        apns = providers.apns.endpoint(),
-        fcm = providers.fcm.endpoint(),
+        apps = apps_toml(
+            &key_file,
+            &sa_file,
+            &providers.apns.endpoint(),
+            &providers.fcm.endpoint()
+        ),
     );
     let config = dir.join("relay.toml");
     std::fs::write(&config, text).unwrap();
-    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .kill_on_drop(true)
-        .env("RUST_LOG", "info,tidings_relay=debug")
-        .stdout(Stdio::piped())
-        .stderr(log);
-    for var in ["LISTEN", "ADMIN_LISTEN", "DATA_DIR", "TLS_CERT", "TLS_KEY"] {
-        cmd.env_remove(format!("TIDINGS_{var}"));
-    }
-    let mut child = cmd.spawn().expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let line = within(
-        "the relay announces its addresses",
-        BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .unwrap()
-    .unwrap_or_else(|| {
-        panic!(
-            "no announcement; log: {}",
-            std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default()
-        )
-    });
-    let rest = line
-        .strip_prefix("tidings-relay listening on grpc=")
-        .unwrap_or_else(|| panic!("bad line {line:?}"));
-    let (grpc, _admin) = rest.split_once(" admin=").unwrap();
+    let (child, announced) = serve(&config, &dir.join("relay.log"), "info,tidings_relay=debug").await;
     Node {
         child,
-        grpc: grpc.parse().unwrap(),
+        grpc: announced.grpc,
     }
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap();
-    within("connect", channel.connect()).await.unwrap()
-}
-
-/// One install of the app for one of the test's accounts: token, push key, device id.
-struct Device {
-    account: usize,
-    service: PushService,
-    token: String,
-    push_key: [u8; 32],
-    device_id: [u8; 16],
-}
-
-impl Device {
-    fn new(account: usize, service: PushService) -> Device {
-        let token = match service {
-            PushService::Fcm => format!("fcm:{}", hex::encode(tidings_proto::random_bytes::<40>())),
-            _ => hex::encode(tidings_proto::random_bytes::<32>()),
-        };
-        Device {
-            account,
-            service,
-            token,
-            push_key: tidings_proto::random_bytes(),
-            device_id: tidings_proto::random_bytes(),
-        }
-    }
-}
-
-async fn subscribe(channel: Channel, owner: &SigningKey, device: &Device) {
-    let mut relay = RelayClient::new(channel);
-    let info = within("relay info", relay.get_relay_info(GetRelayInfoRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    let relay_pub: [u8; 32] = info.x25519_public_key.try_into().unwrap();
-    let account = owner.verifying_key().to_bytes();
-    let reg = DeviceRegistration {
-        service: device.service as i32,
-        token: device.token.clone(),
-        app_id: APP_ID.into(),
-        push_key: device.push_key.to_vec(),
-        device_id: device.device_id.to_vec(),
-    };
-    let sealed = seal_registration(&relay_pub, &account, &reg);
-    let ts = now_s();
-    let signed = sign::subscribe_bytes(&account, ts, false, &[0], &sealed);
-    let req = SubscribeRequest {
-        account: account.to_vec(),
-        namespaces: vec![0],
-        want_data: false,
-        ts,
-        sealed,
-        signature: sign::sign(owner, &signed).to_vec(),
-    };
-    let reply = within("subscribe", relay.subscribe(req))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.added);
-}
+/// A device of one of the test's accounts: (account index, device).
+type Installed = (usize, Device);
 
 /// Acknowledged messages as (account, hash).
 type Acked = HashSet<(usize, Vec<u8>)>;
@@ -381,8 +188,11 @@ async fn write_account(
 
 /// How often each (token, hash) arrived at these providers, decrypting every push with the
 /// key of the device it was addressed to.
-fn deliveries(providers: &[&Providers], devices: &[Device]) -> HashMap<(String, Vec<u8>), usize> {
-    let keys: HashMap<&str, &[u8; 32]> = devices.iter().map(|d| (d.token.as_str(), &d.push_key)).collect();
+fn deliveries(providers: &[&Providers], devices: &[Installed]) -> HashMap<(String, Vec<u8>), usize> {
+    let keys: HashMap<&str, &[u8; 32]> = devices
+        .iter()
+        .map(|(_, d)| (d.token.as_str(), &d.push_key))
+        .collect();
     let mut counts = HashMap::new();
     let mut count = |token: &str, enc: &str| {
         let key = keys
@@ -404,7 +214,7 @@ fn deliveries(providers: &[&Providers], devices: &[Device]) -> HashMap<(String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("multi_process_push").await else {
         return;
     };
     let db = connect(&schema.server_url).await.unwrap();
@@ -466,9 +276,9 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
     let mut devices = Vec::new();
     for (a, owner) in accounts.iter().enumerate() {
         for (k, service) in [PushService::Apns, PushService::Fcm].into_iter().enumerate() {
-            let device = Device::new(a, service);
+            let device = Device::new(service);
             subscribe(channels[(a + k) % NODES].clone(), owner, &device).await;
-            devices.push(device);
+            devices.push((a, device));
         }
     }
 
@@ -527,9 +337,7 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
         false
     })
     .await;
-    let pid = nodes[VICTIM].child.id().expect("still running") as libc::pid_t;
-    // SAFETY: kill(2) only sends a signal to our own child process; no memory is shared.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    support::signal(&nodes[VICTIM].child, libc::SIGKILL);
     dead[VICTIM].store(true, Ordering::SeqCst);
     within("the victim dies", nodes[VICTIM].child.wait())
         .await
@@ -561,10 +369,10 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
     // (token, hash) of every push that must arrive: each message to each device of its account.
     let expected: HashSet<(String, Vec<u8>)> = devices
         .iter()
-        .flat_map(|d| {
+        .flat_map(|(account, d)| {
             acked
                 .iter()
-                .filter(|(a, _)| *a == d.account)
+                .filter(|(a, _)| *a == *account)
                 .map(|(_, h)| (d.token.clone(), h.clone()))
         })
         .collect();
@@ -642,7 +450,7 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
     for push in by_victim.keys().filter(|p| by_survivors.contains_key(p)) {
         *twice.entry(push.0.as_str()).or_default() += 1;
     }
-    for device in &devices {
+    for (_, device) in &devices {
         let n = twice.get(device.token.as_str()).copied().unwrap_or(0);
         let held = orphans.get(&device.device_id[..]).copied().unwrap_or(0);
         assert!(

@@ -4,54 +4,29 @@
 //! The providers are the mocks from `tidings-mock-push` over h2c, so a "fresh" mock can be
 //! started on the port the relay is configured with.
 
+mod support;
+
 use std::{
     collections::HashMap,
-    future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
 use ed25519_dalek::SigningKey;
+use support::{APP_ID, Device, KEY_ID, TEAM_ID, apps_toml, serve, subscribe, within};
 use tidings_mock_push::{
     ApnsKey, ApnsMockConfig, FcmMockConfig, MockApns, MockFcm, ServiceAccount, Transport,
 };
 use tidings_proto::{
     push::decrypt_push,
-    seal::seal_registration,
-    sign,
-    v1::{
-        DeviceRegistration, GetRelayInfoRequest, PushService, StoreRequest, SubscribeRequest,
-        mailbox_client::MailboxClient, relay_client::RelayClient,
-    },
+    v1::{PushService, StoreRequest, mailbox_client::MailboxClient},
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use tokio::process::Child;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidings-relay");
-const STEP: Duration = Duration::from_secs(60);
-const APP_ID: &str = "com.example.messenger";
-const KEY_ID: &str = "ABC123DEFG";
-const TEAM_ID: &str = "TEAM123456";
 const PROJECT: &str = "tidings-durability";
 const MESSAGES: usize = 20;
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// Where the relay's providers are, and the credentials it uses for them.
 struct Providers {
@@ -76,23 +51,8 @@ timeout_ms = 500
 lease_ms = 1000
 poll_interval_ms = 50
 
-[[apps]]
-id = "{APP_ID}"
-  [apps.apns]
-  key_file = "{key}"
-  key_id = "{KEY_ID}"
-  team_id = "{TEAM_ID}"
-  topic = "{APP_ID}"
-  endpoint = "{apns}"
-  sandbox_endpoint = "{apns}"
-  [apps.fcm]
-  service_account_file = "{sa}"
-  endpoint = "{fcm}"
-"#,
-        key = key_file.display(),
-        sa = sa_file.display(),
-        apns = p.apns_endpoint,
-        fcm = p.fcm_endpoint,
+{apps}"#,
+        apps = apps_toml(&key_file, &sa_file, &p.apns_endpoint, &p.fcm_endpoint),
     );
     let config = dir.join("relay.toml");
     std::fs::write(&config, text).unwrap();
@@ -108,42 +68,17 @@ struct RelayProcess {
 
 async fn spawn_relay(dir: &Path, config: &Path, run: u32) -> RelayProcess {
     let log = dir.join(format!("relay-{run}.log"));
-    let log_file = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config", config.to_str().unwrap()])
-        .kill_on_drop(true)
-        .env("RUST_LOG", "info,tidings_relay=debug")
-        .stdout(Stdio::piped())
-        .stderr(log_file);
-    for key in ["LISTEN", "ADMIN_LISTEN", "DATA_DIR", "TLS_CERT", "TLS_KEY"] {
-        cmd.env_remove(format!("TIDINGS_{key}"));
-    }
-    let mut child = cmd.spawn().expect("the binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within("the relay announces its addresses", lines.next_line())
-        .await
-        .unwrap()
-        .unwrap_or_else(|| {
-            panic!(
-                "no announcement; log: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-    let rest = line
-        .strip_prefix("tidings-relay listening on grpc=")
-        .unwrap_or_else(|| panic!("bad line {line:?}"));
-    let (grpc, _admin) = rest.split_once(" admin=").unwrap();
+    let (child, announced) = serve(config, &log, "info,tidings_relay=debug").await;
     RelayProcess {
         child,
-        grpc: grpc.parse().unwrap(),
+        grpc: announced.grpc,
         log,
     }
 }
 
 impl RelayProcess {
     async fn channel(&self) -> Channel {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc)).unwrap();
-        within("connect", channel.connect()).await.unwrap()
+        support::channel(self.grpc).await
     }
 
     /// SIGKILL: no chance to finish a push or flush anything.
@@ -156,62 +91,6 @@ impl RelayProcess {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-/// One install: token, push key, device id.
-struct Device {
-    service: PushService,
-    token: String,
-    push_key: [u8; 32],
-    device_id: [u8; 16],
-}
-
-impl Device {
-    fn new(service: PushService) -> Device {
-        let token = match service {
-            PushService::Fcm => format!("fcm:{}", hex::encode(tidings_proto::random_bytes::<40>())),
-            _ => hex::encode(tidings_proto::random_bytes::<32>()),
-        };
-        Device {
-            service,
-            token,
-            push_key: tidings_proto::random_bytes(),
-            device_id: tidings_proto::random_bytes(),
-        }
-    }
-}
-
-async fn subscribe(channel: Channel, owner: &SigningKey, device: &Device) {
-    let mut relay = RelayClient::new(channel);
-    let info = within("relay info", relay.get_relay_info(GetRelayInfoRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    let relay_pub: [u8; 32] = info.x25519_public_key.try_into().unwrap();
-    let account = owner.verifying_key().to_bytes();
-    let reg = DeviceRegistration {
-        service: device.service as i32,
-        token: device.token.clone(),
-        app_id: APP_ID.into(),
-        push_key: device.push_key.to_vec(),
-        device_id: device.device_id.to_vec(),
-    };
-    let sealed = seal_registration(&relay_pub, &account, &reg);
-    let ts = now_s();
-    let signed = sign::subscribe_bytes(&account, ts, false, &[0], &sealed);
-    let req = SubscribeRequest {
-        account: account.to_vec(),
-        namespaces: vec![0],
-        want_data: false,
-        ts,
-        sealed,
-        signature: sign::sign(owner, &signed).to_vec(),
-    };
-    let reply = within("subscribe", relay.subscribe(req))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.added);
 }
 
 /// Stores `MESSAGES` messages, each acknowledged; returns their hashes.

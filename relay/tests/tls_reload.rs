@@ -3,31 +3,23 @@
 //! or SIGHUP (the binary); connections made before keep working; a bad file on reload
 //! keeps the current certificate.
 
+mod support;
+
 use std::{
-    future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::Arc,
     time::Duration,
 };
 
 use rustls_pki_types::{CertificateDer, ServerName};
+use support::{relay_command, spawn_announced, within};
 use tidings_proto::v1::{GetRelayInfoRequest, relay_client::RelayClient};
 use tidings_relay::{
     config::Config,
     server::{self, ServerError},
 };
-use tokio::io::AsyncBufReadExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-
-const STEP: Duration = Duration::from_secs(60);
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// A self-signed certificate for `localhost`: (certificate PEM, key PEM, certificate DER).
 struct SelfSigned {
@@ -185,39 +177,15 @@ async fn the_binary_reloads_its_certificate_on_sighup() {
     )
     .unwrap();
     let log = dir.path().join("relay.log");
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings-relay"));
-    cmd.args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(dir.path())
-        .kill_on_drop(true)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for key in ["LISTEN", "ADMIN_LISTEN", "DATA_DIR", "TLS_CERT", "TLS_KEY"] {
-        cmd.env_remove(format!("TIDINGS_{key}"));
-    }
-    let mut child = cmd.spawn().expect("the binary starts");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within("announcement", lines.next_line())
-        .await
-        .unwrap()
-        .unwrap_or_else(|| {
-            panic!(
-                "no announcement; log: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-    let grpc = line
-        .strip_prefix("tidings-relay listening on grpc=")
-        .and_then(|rest| rest.split_once(" admin="))
-        .unwrap_or_else(|| panic!("bad line {line:?}"))
-        .0;
-    let addr: SocketAddr = grpc.parse().unwrap();
+    let mut cmd = relay_command(&["serve", "--config", config.to_str().unwrap()], "info");
+    cmd.current_dir(dir.path());
+    let log_file = std::fs::File::create(&log).unwrap();
+    let (mut child, announced) = spawn_announced(&mut cmd, log_file, &log).await;
+    let addr = announced.grpc;
     assert_eq!(presented(addr, &first).await, Some(first.der.clone()));
 
     files.write(&second);
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: kill(2) only sends a signal to our own child process; no memory is shared.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    support::signal(&child, libc::SIGHUP);
     // The signal is handled asynchronously: wait until new connections see the change.
     within("the new certificate is served", async {
         while presented(addr, &second).await.is_none() {
@@ -232,8 +200,7 @@ async fn the_binary_reloads_its_certificate_on_sighup() {
         "the reload is logged"
     );
 
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    support::signal(&child, libc::SIGTERM);
     let status = within("exit", child.wait()).await.unwrap();
     assert_eq!(
         status.code(),
