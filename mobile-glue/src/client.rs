@@ -168,9 +168,11 @@ impl TidingsClient {
             .await
     }
 
-    /// Stops the background loops for good (also done when the object is freed). Queued
-    /// config changes stay queued for the next run. Not `close`: Kotlin's generated
-    /// `AutoCloseable.close()` frees the object itself.
+    /// Stops the client for good (also done when the object is freed): cancels its calls
+    /// and background loops and waits until they have ended (each ends at its next await,
+    /// so this is brief), after which nothing touches the state directory and no event is
+    /// reported. Queued config changes stay queued for the next run. Not `close`: Kotlin's
+    /// generated `AutoCloseable.close()` frees the object itself.
     pub fn stop(&self) {
         self.inner.stop();
     }

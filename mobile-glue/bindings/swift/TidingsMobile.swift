@@ -1091,9 +1091,11 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
     func signOut() async throws 
     
     /**
-     * Stops the background loops for good (also done when the object is freed). Queued
-     * config changes stay queued for the next run. Not `close`: Kotlin's generated
-     * `AutoCloseable.close()` frees the object itself.
+     * Stops the client for good (also done when the object is freed): cancels its calls
+     * and background loops and waits until they have ended (each ends at its next await,
+     * so this is brief), after which nothing touches the state directory and no event is
+     * reported. Queued config changes stay queued for the next run. Not `close`: Kotlin's
+     * generated `AutoCloseable.close()` frees the object itself.
      */
     func stop() 
     
@@ -1532,9 +1534,11 @@ open func signOut()async throws   {
 }
     
     /**
-     * Stops the background loops for good (also done when the object is freed). Queued
-     * config changes stay queued for the next run. Not `close`: Kotlin's generated
-     * `AutoCloseable.close()` frees the object itself.
+     * Stops the client for good (also done when the object is freed): cancels its calls
+     * and background loops and waits until they have ended (each ends at its next await,
+     * so this is brief), after which nothing touches the state directory and no event is
+     * reported. Queued config changes stay queued for the next run. Not `close`: Kotlin's
+     * generated `AutoCloseable.close()` frees the object itself.
      */
 open func stop()  {try! rustCall() {
         uniffiCallStatus in
@@ -5335,7 +5339,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out() != 8047) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_stop() != 27991) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_stop() != 22088) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_sync_now() != 27209) {

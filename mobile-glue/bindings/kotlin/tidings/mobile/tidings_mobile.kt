@@ -1150,7 +1150,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out() and 0xFFFF) != 8047) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_stop() and 0xFFFF) != 27991) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_stop() and 0xFFFF) != 22088) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_sync_now() and 0xFFFF) != 27209) {
@@ -2349,9 +2349,11 @@ public interface TidingsClientInterface {
     suspend fun `signOut`()
     
     /**
-     * Stops the background loops for good (also done when the object is freed). Queued
-     * config changes stay queued for the next run. Not `close`: Kotlin's generated
-     * `AutoCloseable.close()` frees the object itself.
+     * Stops the client for good (also done when the object is freed): cancels its calls
+     * and background loops and waits until they have ended (each ends at its next await,
+     * so this is brief), after which nothing touches the state directory and no event is
+     * reported. Queued config changes stay queued for the next run. Not `close`: Kotlin's
+     * generated `AutoCloseable.close()` frees the object itself.
      */
     fun `stop`()
     
@@ -2878,9 +2880,11 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
-     * Stops the background loops for good (also done when the object is freed). Queued
-     * config changes stay queued for the next run. Not `close`: Kotlin's generated
-     * `AutoCloseable.close()` frees the object itself.
+     * Stops the client for good (also done when the object is freed): cancels its calls
+     * and background loops and waits until they have ended (each ends at its next await,
+     * so this is brief), after which nothing touches the state directory and no event is
+     * reported. Queued config changes stay queued for the next run. Not `close`: Kotlin's
+     * generated `AutoCloseable.close()` frees the object itself.
      */override fun `stop`()
         = 
     callWithHandle {
