@@ -114,22 +114,25 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = server::start(config).await.context("cannot start the relay")?;
+        // Listen before announcing: whoever reads the announcement may signal at once, and
+        // a signal with no handler yet would kill the process without a drain.
+        let mut signals = Signals::listen()?;
         announce(&relay)?;
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot listen for SIGHUP")?;
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                signal = &mut shutdown => {
-                    tracing::info!(signal = signal?, "shutdown requested");
+                _ = signals.term.recv() => {
+                    tracing::info!(signal = "SIGTERM", "shutdown requested");
+                    break;
+                }
+                _ = signals.interrupt.recv() => {
+                    tracing::info!(signal = "SIGINT", "shutdown requested");
                     break;
                 }
                 () = relay.stopped() => {
                     tracing::error!("the gRPC server stopped unexpectedly");
                     break;
                 }
-                _ = hangup.recv() => reload_tls(&relay).await,
+                _ = signals.hangup.recv() => reload_tls(&relay).await,
             }
         }
         relay.shutdown().await.context("unclean shutdown")
@@ -159,12 +162,21 @@ fn announce(relay: &server::RunningRelay) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").context("cannot listen for Ctrl-C"),
+/// The signals `serve` acts on, registered together.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+            hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        })
     }
 }
 
