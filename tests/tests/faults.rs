@@ -366,7 +366,10 @@ async fn signed_requests_are_refused_while_the_relay_clock_is_skewed() {
     let alice = Account::random();
     let phone = Device::apns();
 
-    for skew_ms in [301_000i64, -301_000, 3_600_000] {
+    // Ten seconds past the edge: the relay's clock stands still while the clients' `ts`
+    // follows the real one, so a skew of just over 300 s would slide back into the window
+    // (one CI run saw `ts` tick over between setting the clock and signing).
+    for skew_ms in [310_000i64, -310_000, 3_600_000] {
         clock.set_ms(now_s() * 1000 + skew_ms);
         let mut mailbox = rig.relay().mailbox.clone();
         let refused = |r: Result<_, tonic::Status>, what: &str| {
@@ -485,7 +488,7 @@ async fn replayed_requests_are_harmless() {
     assert!(rig.subscription(&alice, &phone.device_id).await.is_none());
 
     // The same requests replayed after the window are refused outright.
-    let clock_ahead = ManualClock::new(tidings_relay::clock::SystemClock.now_ms() + 301_000);
+    let clock_ahead = ManualClock::new(tidings_relay::clock::SystemClock.now_ms() + 310_000);
     let late = PushRig::builder().clock(Arc::new(clock_ahead)).start().await;
     let mut late_mailbox = late.relay().mailbox.clone();
     let e = late_mailbox.store(store).await.expect_err("stale replay");
