@@ -227,21 +227,15 @@ enum GiveUp {
 }
 
 async fn attempt(shared: &Shared, job: &PushJob) -> Result<JobOutcome, GiveUp> {
-    let store = &shared.store;
-    let sub = store
-        .get_subscription(&job.account_index, &job.device_id)
-        .await?
-        .ok_or(GiveUp::NoSubscription)?;
+    let inputs = shared.store.push_inputs(job).await?;
+    let sub = inputs.subscription.ok_or(GiveUp::NoSubscription)?;
     let reg = registration::open_at_rest(
         &shared.at_rest_key,
         &job.account_index,
         &job.device_id,
         &sub.sealed,
     )?;
-    let msg = store
-        .get_message(&job.account, job.namespace, &job.hash)
-        .await?
-        .ok_or(GiveUp::NoMessage)?;
+    let msg = inputs.message.ok_or(GiveUp::NoMessage)?;
     let now = shared.clock.now_ms();
     if msg.expires_ms <= now {
         return Err(GiveUp::NoMessage);

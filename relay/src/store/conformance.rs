@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{
-    Account, AccountIndex, DeviceId, JobOutcome, NewMessage, OutboxStats, PushJob, Store, StoreError,
-    Subscription,
+    Account, AccountIndex, DeviceId, JobOutcome, NewMessage, OutboxStats, PushInputs, PushJob, Store,
+    StoreError, Subscription,
 };
 
 /// The synthetic "now" the tests start at.
@@ -899,6 +899,65 @@ pub async fn concurrent_puts_get_distinct_increasing_seqs(store: Arc<dyn Store>)
     assert_eq!(listed.into_iter().collect::<HashSet<_>>(), all);
 }
 
+/// `push_inputs` answers what `get_subscription` and `get_message` answer, gone or not.
+pub async fn push_inputs_match_the_single_reads(store: &dyn Store) {
+    let f = Fixture::new();
+    let dev = device();
+    store
+        .upsert_subscription(f.sub(dev, &[NS], T0 + DAY))
+        .await
+        .unwrap();
+    f.put(store, b"m").await;
+    let job = claim_all(store, T0).await.pop().unwrap();
+    let inputs = store.push_inputs(&job).await.unwrap();
+    assert_eq!(
+        inputs,
+        PushInputs {
+            subscription: store.get_subscription(&f.index, &dev).await.unwrap(),
+            message: store.get_message(&f.account, NS, &job.hash).await.unwrap(),
+        }
+    );
+    assert_eq!(inputs.message.unwrap().data, b"m");
+    assert_eq!(inputs.subscription.unwrap().device_id, dev);
+
+    store.delete_messages(&f.account, NS, &[job.hash]).await.unwrap();
+    let inputs = store.push_inputs(&job).await.unwrap();
+    assert!(inputs.message.is_none() && inputs.subscription.is_some());
+    store.remove_subscription(&f.index, &dev).await.unwrap();
+    assert_eq!(store.push_inputs(&job).await.unwrap(), PushInputs::default());
+}
+
+/// Claims racing finishes from several tasks: while leases last, every job is handed out
+/// exactly once (a finished job never comes back).
+pub async fn claims_racing_finishes_take_each_job_once(store: Arc<dyn Store>) {
+    let f = Arc::new(Fixture::new());
+    for _ in 0..2 {
+        store
+            .upsert_subscription(f.sub(device(), &[NS], T0 + DAY))
+            .await
+            .unwrap();
+    }
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..200u32 {
+        let (store, f) = (Arc::clone(&store), Arc::clone(&f));
+        puts.spawn(async move { f.put(&*store, &i.to_be_bytes()).await });
+    }
+    puts.join_all().await;
+    let mut seen = HashSet::new();
+    let mut finishing = tokio::task::JoinSet::new();
+    while seen.len() < 400 {
+        for job in store.claim_jobs("node-a", T0, DAY, 16).await.unwrap() {
+            assert!(seen.insert(job.id), "job {} handed out twice", job.id);
+            let store = Arc::clone(&store);
+            finishing.spawn(async move { store.finish_job(&job, JobOutcome::Delivered).await.unwrap() });
+        }
+        tokio::task::yield_now().await;
+    }
+    finishing.join_all().await;
+    assert!(claim_all(&*store, T0 + 2 * DAY).await.is_empty());
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
+}
+
 /// Generates one `#[tokio::test]` per conformance function.
 ///
 /// `$fresh` is an `async fn() -> (G, Arc<dyn Store>)` returning a new, empty store and a
@@ -926,13 +985,21 @@ macro_rules! store_conformance_tests {
             sweep_removes_expired_subscriptions,
             outbox_stats_report_depth_and_oldest,
             check_writable_when_healthy,
-            closed_store_refuses_work
+            closed_store_refuses_work,
+            push_inputs_match_the_single_reads
         );
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_puts_get_distinct_increasing_seqs() {
             let (_guard, store) = $fresh().await;
             let test = $crate::store::conformance::concurrent_puts_get_distinct_increasing_seqs(store);
+            tokio::time::timeout(std::time::Duration::from_secs(120), test).await.expect("test timed out");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn claims_racing_finishes_take_each_job_once() {
+            let (_guard, store) = $fresh().await;
+            let test = $crate::store::conformance::claims_racing_finishes_take_each_job_once(store);
             tokio::time::timeout(std::time::Duration::from_secs(120), test).await.expect("test timed out");
         }
     };

@@ -150,6 +150,16 @@ pub enum JobOutcome {
     Dropped,
 }
 
+/// What delivering a push job needs besides the job: its device's subscription and the
+/// message (either may be gone by now).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushInputs {
+    /// Expired or not: the caller checks `expires_ms`.
+    pub subscription: Option<Subscription>,
+    /// Expired or not: the caller checks `expires_ms`.
+    pub message: Option<StoredMessage>,
+}
+
 /// Counts an operator wants to see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
@@ -253,6 +263,15 @@ pub trait Store: Send + Sync + 'static {
         account_index: &AccountIndex,
         device_id: &DeviceId,
     ) -> Result<Option<Subscription>, StoreError>;
+
+    /// Loads what delivering `job` needs: [`Store::get_subscription`] of its device and
+    /// [`Store::get_message`] of its message. A backend may answer both from one read.
+    async fn push_inputs(&self, job: &PushJob) -> Result<PushInputs, StoreError> {
+        Ok(PushInputs {
+            subscription: self.get_subscription(&job.account_index, &job.device_id).await?,
+            message: self.get_message(&job.account, job.namespace, &job.hash).await?,
+        })
+    }
 
     /// Claims up to `max` jobs that are due (`not_before <= now`) and not leased by a
     /// live lease, leasing them to `node` until `now_ms + lease_ms`.

@@ -38,8 +38,8 @@ use self::errors::{db_error, pool_error};
 pub use self::listener::CHANNEL as ARRIVALS_CHANNEL;
 pub use self::migrations::MigrationReport;
 use super::{
-    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
-    Store, StoreError, StoredMessage, Subscription, linkage::StoreKeys,
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushInputs, PushJob,
+    PutOutcome, Store, StoreError, StoredMessage, Subscription, linkage::StoreKeys,
 };
 
 /// How many arrivals may queue for a slow receiver before it misses some (it then only
@@ -268,6 +268,20 @@ impl Store for PostgresStore {
         device_id: &DeviceId,
     ) -> Result<Option<Subscription>, StoreError> {
         ops::get_subscription(&self.client().await?, account_index, device_id).await
+    }
+
+    async fn push_inputs(&self, job: &PushJob) -> Result<PushInputs, StoreError> {
+        // Both queries on one connection at once: tokio-postgres pipelines them, so this
+        // costs one round trip and one pool checkout instead of two of each.
+        let client = self.client().await?;
+        let (subscription, message) = tokio::try_join!(
+            ops::get_subscription(&client, &job.account_index, &job.device_id),
+            ops::get_message(&client, &job.account, job.namespace, &job.hash),
+        )?;
+        Ok(PushInputs {
+            subscription,
+            message,
+        })
     }
 
     async fn claim_jobs(

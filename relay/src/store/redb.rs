@@ -5,6 +5,8 @@
 //! one small sequential append and `fdatasync` serves all writes queued meanwhile; redb
 //! itself is made durable by a checkpoint about once a second.
 //! Reads run in read transactions on the blocking pool and never wait for the writer.
+//! Push job leases are kept in memory ([`leases`]): claiming is a read, and only a job's
+//! outcome is written.
 //!
 //! After an I/O error (disk full, EIO) redb refuses all work until the file is opened
 //! again; the writer then reopens it (which repairs it), so the store recovers by itself
@@ -12,6 +14,7 @@
 
 mod errors;
 mod keys;
+mod leases;
 mod ops;
 mod records;
 mod tables;
@@ -30,13 +33,14 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use self::errors::{db_error, open_error, reopen_needed};
+use self::leases::Leases;
 use self::tables::OpError;
 use self::wal::Wal;
 use self::write_op::{Reply, WriteOp};
 use self::writer::{Checkpoints, Log, Opener, Pending, PendingWrite, Shared, Writer};
 use super::{
-    Account, AccountIndex, DeviceId, Hash, JobOutcome, NewMessage, OutboxStats, Page, PushJob, PutOutcome,
-    Store, StoreError, StoredMessage, Subscription, linkage::StoreKeys,
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, OutboxStats, Page, PushInputs,
+    PushJob, PutOutcome, Store, StoreError, StoredMessage, Subscription, linkage::StoreKeys,
 };
 
 /// Name of the database file inside the data directory.
@@ -48,6 +52,8 @@ pub struct RedbStore {
     /// The writer's queue; `None` once closed.
     queue: RwLock<Option<Sender<Box<dyn PendingWrite>>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Push job leases: only this process opens the file, so they live in memory.
+    leases: Arc<Mutex<Leases>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -138,6 +144,7 @@ impl RedbStore {
             shared,
             queue: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            leases: Arc::default(),
         })
     }
 
@@ -182,35 +189,62 @@ impl RedbStore {
         R: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<R, OpError> + Send + 'static,
     {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        let shared = Arc::clone(&self.shared);
+        let shared = self.open_shared()?;
+        let task = tokio::task::spawn_blocking(move || read_in(&shared, f));
+        task.await
+            .map_err(|e| StoreError::Unavailable(format!("storage read task failed: {e}")))?
+    }
+
+    /// Runs `f` with the leases locked and, inside that lock, a read transaction: a
+    /// snapshot taken before the lock could predate a finish whose lease is already gone.
+    async fn read_leased<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Leases, &ReadTransaction) -> Result<R, OpError> + Send + 'static,
+    {
+        let shared = self.open_shared()?;
+        let leases = Arc::clone(&self.leases);
         let task = tokio::task::spawn_blocking(move || {
-            let db = shared.db.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(db) = db.as_ref() else {
-                return Err(if shared.closed.load(Ordering::Acquire) {
-                    StoreError::Closed
-                } else {
-                    StoreError::Unavailable("the database is being reopened after an I/O error".into())
-                });
-            };
-            db.begin_read()
-                .map_err(OpError::from)
-                .and_then(|txn| f(&txn))
-                .map_err(|e| match e {
-                    OpError::Op(e) => e,
-                    OpError::Db(e) => {
-                        if reopen_needed(&e) {
-                            shared.needs_reopen.store(true, Ordering::Release);
-                        }
-                        db_error(e)
-                    }
-                })
+            let mut leases = leases.lock().unwrap_or_else(PoisonError::into_inner);
+            read_in(&shared, |txn| f(&mut leases, txn))
         });
         task.await
             .map_err(|e| StoreError::Unavailable(format!("storage read task failed: {e}")))?
     }
+
+    fn open_shared(&self) -> Result<Arc<Shared>, StoreError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(Arc::clone(&self.shared))
+    }
+}
+
+/// Runs `f` in a read transaction of the current database handle.
+fn read_in<R>(
+    shared: &Shared,
+    f: impl FnOnce(&ReadTransaction) -> Result<R, OpError>,
+) -> Result<R, StoreError> {
+    let db = shared.db.read().unwrap_or_else(PoisonError::into_inner);
+    let Some(db) = db.as_ref() else {
+        return Err(if shared.closed.load(Ordering::Acquire) {
+            StoreError::Closed
+        } else {
+            StoreError::Unavailable("the database is being reopened after an I/O error".into())
+        });
+    };
+    db.begin_read()
+        .map_err(OpError::from)
+        .and_then(|txn| f(&txn))
+        .map_err(|e| match e {
+            OpError::Op(e) => e,
+            OpError::Db(e) => {
+                if reopen_needed(&e) {
+                    shared.needs_reopen.store(true, Ordering::Release);
+                }
+                db_error(e)
+            }
+        })
 }
 
 fn flag(r: Reply) -> Option<bool> {
@@ -222,6 +256,46 @@ fn flag(r: Reply) -> Option<bool> {
 
 fn done(r: Reply) -> Option<()> {
     matches!(r, Reply::Done).then_some(())
+}
+
+/// A finish in progress: while it lasts, the job's lease (if this claim still holds it)
+/// cannot be taken over. Dropped unfinished (the caller gave up waiting), it leaves the
+/// lease to run out, which is safe whether or not the write landed.
+struct Finishing<'l> {
+    leases: &'l Mutex<Leases>,
+    id: u64,
+    held: bool,
+    recorded: bool,
+}
+
+impl<'l> Finishing<'l> {
+    fn begin(leases: &'l Mutex<Leases>, job: &PushJob) -> Self {
+        let held = leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .begin_finish(job.id, &job.lease);
+        Finishing {
+            leases,
+            id: job.id,
+            held,
+            recorded: false,
+        }
+    }
+
+    fn end(mut self, recorded: bool) {
+        self.recorded = recorded;
+    }
+}
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.leases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .end_finish(self.id, self.recorded);
+        }
+    }
 }
 
 fn writer_gone() -> StoreError {
@@ -350,6 +424,17 @@ impl Store for RedbStore {
         self.read(move |txn| ops::get_subscription(txn, &ai, &dev)).await
     }
 
+    async fn push_inputs(&self, job: &PushJob) -> Result<PushInputs, StoreError> {
+        let job = job.clone();
+        self.read(move |txn| {
+            Ok(PushInputs {
+                subscription: ops::get_subscription(txn, &job.account_index, &job.device_id)?,
+                message: ops::get_message(txn, &job.account, job.namespace, &job.hash)?,
+            })
+        })
+        .await
+    }
+
     async fn claim_jobs(
         &self,
         node: &str,
@@ -357,25 +442,39 @@ impl Store for RedbStore {
         lease_ms: i64,
         max: u32,
     ) -> Result<Vec<PushJob>, StoreError> {
-        let op = WriteOp::ClaimJobs {
-            node: node.to_owned(),
-            now_ms,
-            lease_ms,
-            max,
+        let keys = Arc::clone(&self.shared.keys);
+        let lease = Lease {
+            owner: node.to_owned(),
+            until_ms: now_ms.saturating_add(lease_ms.max(0)),
         };
-        self.submit(op, |r| match r {
-            Reply::Jobs(jobs) => Some(jobs),
-            _ => None,
-        })
-        .await
+        let (jobs, unreadable) = self
+            .read_leased(move |leases, txn| {
+                // The lock is held across the scan, so two claims never take the same job.
+                leases.prune(now_ms);
+                let (mut jobs, unreadable) = ops::due_jobs(txn, &keys, leases, now_ms, max)?;
+                for job in &mut jobs {
+                    leases.take(job.id, lease.clone());
+                    job.lease = lease.clone();
+                }
+                Ok((jobs, unreadable))
+            })
+            .await?;
+        for id in unreadable {
+            self.submit(WriteOp::DropJob { id }, done).await?;
+        }
+        Ok(jobs)
     }
 
     async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError> {
+        let finish = Finishing::begin(&self.leases, job);
         let op = WriteOp::FinishJob {
             job: job.clone(),
             outcome,
+            held: finish.held,
         };
-        self.submit(op, done).await
+        let result = self.submit(op, done).await;
+        finish.end(result.is_ok());
+        result
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

@@ -64,6 +64,7 @@ pg_conformance_tests!(
     closed_store_refuses_work,
     count_messages_per_mailbox,
     seq_span_bounds_the_count,
+    push_inputs_match_the_single_reads,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,11 +80,25 @@ async fn concurrent_puts_get_distinct_increasing_seqs() {
     .expect("test timed out");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_racing_finishes_take_each_job_once() {
+    let Some((_schema, store)) = fresh("claims_racing_finishes_take_each_job_once").await else {
+        return;
+    };
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        conformance::claims_racing_finishes_take_each_job_once(store),
+    )
+    .await
+    .expect("test timed out");
+}
+
 #[test]
 fn every_conformance_test_runs_here() {
     let source = include_str!("../conformance.rs");
     let mut listed: HashSet<&str> = LISTED.iter().copied().collect();
     listed.insert("concurrent_puts_get_distinct_increasing_seqs");
+    listed.insert("claims_racing_finishes_take_each_job_once");
     for line in source.lines() {
         let Some(rest) = line.strip_prefix("pub async fn ") else {
             continue;

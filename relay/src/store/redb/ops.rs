@@ -7,6 +7,7 @@
 use ::redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::keys;
+use super::leases::Leases;
 use super::records::{self, JobRecord, MsgHead};
 use super::tables::{self, META_NEXT_JOB, META_PROBE, OpError, Tables};
 use crate::store::{
@@ -338,70 +339,74 @@ fn remove_job(t: &mut Tables<'_>, id: u64) -> Result<Option<JobRecord>, OpError>
     Ok(Some(rec))
 }
 
-/// Leases up to `max` due jobs to `node`.
-pub fn claim_jobs(
-    t: &mut Tables<'_>,
-    node: &str,
+/// Up to `max` due jobs (`visible_at <= now`, oldest first) that `leases` lets a claim at
+/// `now` take, with their sealed references opened; `lease` is left for the caller to
+/// fill in. Also returns the ids of jobs whose reference does not open (sealed under
+/// another relay key, or damaged): they can never be delivered, and the caller drops them.
+///
+/// Leased jobs keep their due entries, so the scan steps over the jobs in flight: a few
+/// hundred index entries at most, against a durable write per claim before.
+pub fn due_jobs(
+    txn: &ReadTransaction,
+    keys: &linkage::StoreKeys,
+    leases: &Leases,
     now: i64,
-    lease_ms: i64,
     max: u32,
-) -> Result<Vec<PushJob>, OpError> {
+) -> Result<(Vec<PushJob>, Vec<u64>), OpError> {
+    let due = txn.open_table(tables::DUE)?;
+    let jobs = txn.open_table(tables::JOBS)?;
     let hi = keys::due(now, u64::MAX);
-    let mut due = Vec::new();
-    for item in t.due.range(..=hi.as_slice())?.take(max as usize) {
+    let mut found = Vec::new();
+    let mut unreadable = Vec::new();
+    for item in due.range(..=hi.as_slice())? {
+        if found.len() >= max as usize {
+            break;
+        }
         let k = item?.0;
-        due.push(keys::parse_due(k.value()).ok_or_else(|| corrupt_key("job_due"))?);
-    }
-    let mut claimed = Vec::with_capacity(due.len());
-    for (visible_at, id) in due {
-        t.due.remove(keys::due(visible_at, id).as_slice())?;
-        let Some(mut rec) = load_job(t, id)? else { continue };
-        let m = match t.keys.open_job(&rec.account_index, &rec.sealed) {
-            Ok(m) => m,
+        let (_, id) = keys::parse_due(k.value()).ok_or_else(|| corrupt_key("job_due"))?;
+        if !leases.claimable(id, now) {
+            continue;
+        }
+        let Some(v) = jobs.get(id)? else { continue };
+        let rec = records::decode_job(id, v.value())?;
+        match keys.open_job(&rec.account_index, &rec.sealed) {
+            Ok(m) => found.push(job_of(rec, &m)),
             Err(e) => {
-                // Sealed under another relay key (or damaged): it can never be delivered.
                 tracing::warn!(job = id, "dropping an unreadable push job: {e}");
-                t.accounts
-                    .remove(keys::sub_job(&rec.account_index, &rec.device_id, id).as_slice())?;
-                t.jobs.remove(id)?;
-                continue;
+                unreadable.push(id);
             }
-        };
-        rec.lease_until_ms = now.saturating_add(lease_ms.max(0));
-        rec.lease_owner = records::stored_owner(node).to_owned();
-        save_job(t, &rec)?;
-        claimed.push(PushJob {
-            id,
-            account: m.account,
-            account_index: rec.account_index,
-            device_id: rec.device_id,
-            namespace: m.namespace,
-            hash: m.hash,
-            seq: m.seq,
-            created_ms: m.created_ms,
-            expires_ms: m.expires_ms,
-            attempts: rec.attempts,
-            enqueued_ms: rec.enqueued_ms,
-            // The claim as stored, so that `finish_job` can tell whether it still holds.
-            lease: Lease {
-                owner: rec.lease_owner,
-                until_ms: rec.lease_until_ms,
-            },
-        });
+        }
     }
-    Ok(claimed)
+    Ok((found, unreadable))
 }
 
-/// Records how a claimed job ended, if `job.lease` is still its current claim (see
-/// [`crate::store::Store::finish_job`]). Only one process opens the file, but one node
-/// can still lose a lease to itself (a provider call outlasting it), and the semantics
-/// match the PostgreSQL store's.
-pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome) -> Result<(), OpError> {
-    let held = match load_job(t, job.id)? {
-        // A Retry sets `lease_until_ms` to `i64::MIN`, which no claim carries.
-        Some(rec) => rec.lease_owner == job.lease.owner && rec.lease_until_ms == job.lease.until_ms,
-        None => false,
-    };
+fn job_of(rec: JobRecord, m: &JobMessage) -> PushJob {
+    PushJob {
+        id: rec.id,
+        account: m.account,
+        account_index: rec.account_index,
+        device_id: rec.device_id,
+        namespace: m.namespace,
+        hash: m.hash,
+        seq: m.seq,
+        created_ms: m.created_ms,
+        expires_ms: m.expires_ms,
+        attempts: rec.attempts,
+        enqueued_ms: rec.enqueued_ms,
+        lease: Lease::default(),
+    }
+}
+
+/// Removes a job that can never be delivered.
+pub fn drop_job(t: &mut Tables<'_>, id: u64) -> Result<(), OpError> {
+    remove_job(t, id)?;
+    Ok(())
+}
+
+/// Records how a claimed job ended. `held` says whether `job.lease` was still the job's
+/// current claim when the caller checked its in-memory lease (see [`super::leases`]);
+/// it travels in the log, so a replay does what the live write did.
+pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome, held: bool) -> Result<(), OpError> {
     match outcome {
         JobOutcome::Delivered => {
             if held {

@@ -165,9 +165,11 @@ pub struct JobRecord {
     pub enqueued_ms: i64,
     /// Not to be tried before this time (set by a Retry).
     pub not_before_ms: i64,
-    /// The lease ends at this time; `i64::MIN` when not leased.
+    /// A durable lease's end; `i64::MIN` when not leased. Leases live in memory now
+    /// (see `super::leases`), so this stays `i64::MIN`; files written before keep
+    /// theirs, which then hides the job until it ends, as it did.
     pub lease_until_ms: i64,
-    /// The node holding (or last holding) the lease, for operators.
+    /// The node of that durable lease (empty when none).
     pub lease_owner: String,
 }
 
@@ -178,14 +180,8 @@ impl JobRecord {
     }
 }
 
-/// Longest lease owner name kept; longer names are cut (they only serve operators, and,
-/// with the lease end, identify a claim).
+/// Longest lease owner name kept; longer names are cut.
 const MAX_OWNER_LEN: usize = 255;
-
-/// A lease owner name as a job record keeps it.
-pub fn stored_owner(node: &str) -> &str {
-    truncate_utf8(node, MAX_OWNER_LEN)
-}
 
 /// Encodes a job value (the key is the job id): `account_index ‖ device_id ‖
 /// be32(len) ‖ sealed ‖ be32(attempts) ‖ be64(enqueued) ‖ be64(not_before) ‖

@@ -88,8 +88,8 @@ async fn everything_survives_a_reopen_and_counters_continue() {
                 Some(sub([9; 16], T0 + DAY))
             );
             assert_eq!(store.outbox_stats().await.unwrap().depth, 3);
-            // The lease taken before the restart still holds.
-            assert_eq!(store.claim_jobs("b", T0 + 10, 1000, 10).await.unwrap().len(), 2);
+            // Leases live in memory: the restart voided the one taken before it.
+            assert_eq!(store.claim_jobs("b", T0 + 10, 1000, 10).await.unwrap().len(), 3);
             let out = store
                 .put_message(msg(&account, b"4", T0, T0 + DAY))
                 .await
@@ -623,10 +623,11 @@ async fn acknowledged_batches_survive_a_crash_without_checkpoint() {
         assert_eq!(replay.stop, wal::Stop::End);
         assert_eq!(stored_seqs(&store, &account).await, expected);
         assert_eq!(store.outbox_stats().await.unwrap(), expected_stats);
-        // The leases taken before the crash still hold; the rest are claimable.
+        // The delivered job is gone; the crash voided the leases (they live in memory),
+        // so every other job is claimable at once.
         let rest = store.claim_jobs("node-b", T0 + 1, 60_000, 100).await.unwrap();
-        assert_eq!(rest.len(), 15);
-        assert!(rest.iter().all(|j| j.id > jobs[4].id));
+        assert_eq!(rest.len(), 19);
+        assert!(rest.iter().all(|j| j.id != jobs[0].id));
         let next = store
             .put_message(msg(&account, b"after", T0, T0 + DAY))
             .await
@@ -767,12 +768,41 @@ async fn concurrent_batches_replay_to_the_same_state() {
             store.outbox_stats().await.unwrap()
         );
         let more_live = store.claim_jobs("n", T0, 1000, 1000).await.unwrap();
-        let more_replayed = reopened.claim_jobs("n", T0, 1000, 1000).await.unwrap();
-        assert_eq!(
-            more_live, more_replayed,
-            "job ids, seqs and leases replay identically"
-        );
+        // The reopened store has no leases (they live in memory): it hands out all jobs.
+        let all_replayed = reopened.claim_jobs("n", T0, 1000, 1000).await.unwrap();
         assert_eq!(claimed.len(), 50);
+        assert_eq!(
+            [claimed, more_live].concat(),
+            all_replayed,
+            "job ids and seqs replay identically"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_sealed_under_another_key_is_dropped_when_claimed() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let account = [12u8; 32];
+        {
+            let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
+            store.upsert_subscription(sub([6; 16], T0 + DAY)).await.unwrap();
+            store
+                .put_message(msg(&account, b"x", T0, T0 + DAY))
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+        }
+        let other = crate::store::linkage::StoreKeys::new([1; 32], [2; 32]);
+        let store = RedbStore::open(dir.path(), other).unwrap();
+        assert_eq!(store.outbox_stats().await.unwrap().depth, 1);
+        assert!(store.claim_jobs("a", T0, 1000, 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.outbox_stats().await.unwrap().depth,
+            0,
+            "the undeliverable job is removed, not skipped forever"
+        );
     })
     .await;
 }

@@ -35,15 +35,15 @@ pub enum WriteOp {
         account_index: AccountIndex,
         device_id: DeviceId,
     },
-    ClaimJobs {
-        node: String,
-        now_ms: i64,
-        lease_ms: i64,
-        max: u32,
+    /// Removes a job whose sealed reference does not open (claiming found it).
+    DropJob {
+        id: u64,
     },
+    /// `held`: the job's in-memory lease was still this claim's (see `super::leases`).
     FinishJob {
         job: PushJob,
         outcome: JobOutcome,
+        held: bool,
     },
     Probe,
 }
@@ -55,7 +55,6 @@ pub enum Reply {
     Count(u32),
     Removed(u64),
     Flag(bool),
-    Jobs(Vec<PushJob>),
     Done,
 }
 
@@ -75,14 +74,12 @@ impl WriteOp {
                 account_index,
                 device_id,
             } => Reply::Flag(ops::remove_subscription(t, account_index, device_id)?),
-            WriteOp::ClaimJobs {
-                node,
-                now_ms,
-                lease_ms,
-                max,
-            } => Reply::Jobs(ops::claim_jobs(t, node, *now_ms, *lease_ms, *max)?),
-            WriteOp::FinishJob { job, outcome } => {
-                ops::finish_job(t, job, *outcome)?;
+            WriteOp::DropJob { id } => {
+                ops::drop_job(t, *id)?;
+                Reply::Done
+            }
+            WriteOp::FinishJob { job, outcome, held } => {
+                ops::finish_job(t, job, *outcome, *held)?;
                 Reply::Done
             }
             WriteOp::Probe => {
@@ -98,9 +95,11 @@ const DELETE: u8 = 2;
 const SWEEP: u8 = 3;
 const UPSERT: u8 = 4;
 const REMOVE: u8 = 5;
-const CLAIM: u8 = 6;
-const FINISH: u8 = 7;
+// 6 and 7 were a durable claim and a finish without `held`, written before the embedded
+// store's leases moved to memory; they are never reused.
 const PROBE: u8 = 8;
+const FINISH: u8 = 9;
+const DROP_JOB: u8 = 10;
 
 const DELIVERED: u8 = 0;
 const TOKEN_DEAD: u8 = 1;
@@ -167,20 +166,13 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             out.extend_from_slice(account_index);
             out.extend_from_slice(device_id);
         }
-        WriteOp::ClaimJobs {
-            node,
-            now_ms,
-            lease_ms,
-            max,
-        } => {
-            out.push(CLAIM);
-            out.extend_from_slice(&now_ms.to_be_bytes());
-            out.extend_from_slice(&lease_ms.to_be_bytes());
-            out.extend_from_slice(&max.to_be_bytes());
-            put_bytes(out, node.as_bytes());
+        WriteOp::DropJob { id } => {
+            out.push(DROP_JOB);
+            out.extend_from_slice(&id.to_be_bytes());
         }
-        WriteOp::FinishJob { job, outcome } => {
+        WriteOp::FinishJob { job, outcome, held } => {
             out.push(FINISH);
+            out.push(u8::from(*held));
             let (tag, not_before_ms) = match outcome {
                 JobOutcome::Delivered => (DELIVERED, 0),
                 JobOutcome::TokenDead => (TOKEN_DEAD, 0),
@@ -281,20 +273,13 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
             account_index: r.array()?,
             device_id: r.array()?,
         },
-        CLAIM => {
-            let now_ms = r.i64()?;
-            let lease_ms = r.i64()?;
-            let max = r.u32()?;
-            let n = get_len(r)?;
-            let node = String::from_utf8(r.bytes(n)?.to_vec()).map_err(|_| bad("node name"))?;
-            WriteOp::ClaimJobs {
-                node,
-                now_ms,
-                lease_ms,
-                max,
-            }
-        }
+        DROP_JOB => WriteOp::DropJob { id: r.u64()? },
         FINISH => {
+            let held = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(bad("held flag")),
+            };
             let tag = r.u8()?;
             let not_before_ms = r.i64()?;
             let outcome = match tag {
@@ -324,7 +309,7 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
                     },
                 },
             };
-            WriteOp::FinishJob { job, outcome }
+            WriteOp::FinishJob { job, outcome, held }
         }
         PROBE => WriteOp::Probe,
         _ => return Err(bad("operation tag")),
@@ -392,23 +377,17 @@ mod tests {
                 account_index,
                 device_id
             }),
-            ("[a-z0-9-]{0,40}", any::<i64>(), any::<i64>(), any::<u32>()).prop_map(
-                |(node, now_ms, lease_ms, max)| WriteOp::ClaimJobs {
-                    node,
-                    now_ms,
-                    lease_ms,
-                    max
-                }
-            ),
+            any::<u64>().prop_map(|id| WriteOp::DropJob { id }),
             (
                 any::<u64>(),
                 b32,
                 any::<u32>(),
                 any::<i64>(),
                 0u8..4,
-                "[a-z0-9-]{0,40}"
+                "[a-z0-9-]{0,40}",
+                any::<bool>()
             )
-                .prop_map(|(id, b, n, t, o, owner)| {
+                .prop_map(|(id, b, n, t, o, owner, held)| {
                     let outcome = match o {
                         0 => JobOutcome::Delivered,
                         1 => JobOutcome::TokenDead,
@@ -431,6 +410,7 @@ mod tests {
                             lease: Lease { owner, until_ms: t },
                         },
                         outcome,
+                        held,
                     }
                 }),
             Just(WriteOp::Probe),
