@@ -37,7 +37,7 @@ use crate::{
     metrics::{Metrics, PushResult, SubscriptionChange},
     push::Outcome,
     registration::{self, Service},
-    store::{JobOutcome, PushJob, Store},
+    store::{JobOutcome, PushInputs, PushJob, Store},
 };
 pub use payload::PushTexts;
 use providers::Providers;
@@ -146,12 +146,27 @@ async fn run(shared: Arc<Shared>, wake: Arc<Notify>, cancel: CancellationToken) 
             idle(&wake, &cancel, shared.settings.idle_poll).await;
             continue;
         }
-        for job in jobs {
+        // One read for the whole batch: what each delivery needs besides its job.
+        let inputs = match shared.store.push_inputs(&jobs).await {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                // A passing storage problem is not the jobs' fault: leave them leased, so
+                // they are claimed again when the lease runs out instead of being lost.
+                store_errors = store_errors.saturating_add(1);
+                warn!(
+                    jobs = jobs.len(),
+                    "cannot load push job data, retrying after the lease: {e}"
+                );
+                idle(&wake, &cancel, backoff(store_errors, None)).await;
+                continue;
+            }
+        };
+        for (job, inputs) in jobs.into_iter().zip(inputs) {
             // The semaphores are never closed, so acquiring can only fail after a close.
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            tokio::spawn(deliver(shared.clone(), job, permit, finishing.clone()));
+            tokio::spawn(deliver(shared.clone(), job, inputs, permit, finishing.clone()));
         }
     }
     // Let in-flight deliveries record their outcome; their leases cover the rest.
@@ -183,18 +198,15 @@ async fn idle(wake: &Notify, cancel: &CancellationToken, at_most: Duration) {
 }
 
 /// Delivers one job, gives back its delivery permit, and records the outcome.
-async fn deliver(shared: Arc<Shared>, job: PushJob, permit: OwnedSemaphorePermit, finishing: Arc<Semaphore>) {
-    let outcome = match attempt(&shared, &job).await {
+async fn deliver(
+    shared: Arc<Shared>,
+    job: PushJob,
+    inputs: PushInputs,
+    permit: OwnedSemaphorePermit,
+    finishing: Arc<Semaphore>,
+) {
+    let outcome = match attempt(&shared, &job, inputs).await {
         Ok(o) => o,
-        Err(GiveUp::Store(e)) => {
-            // A passing storage problem is not the job's fault: leave it leased, so it is
-            // claimed again when the lease runs out instead of being lost.
-            warn!(
-                job = job.id,
-                "cannot load push job data, retrying after the lease: {e}"
-            );
-            return;
-        }
         Err(give_up) => {
             debug!(job = job.id, "dropping push job: {give_up}");
             if let Some(m) = &shared.settings.metrics {
@@ -222,12 +234,9 @@ enum GiveUp {
     NoMessage,
     #[error("stored registration unreadable: {0}")]
     Unreadable(#[from] registration::AtRestError),
-    #[error("store error: {0}")]
-    Store(#[from] crate::store::StoreError),
 }
 
-async fn attempt(shared: &Shared, job: &PushJob) -> Result<JobOutcome, GiveUp> {
-    let inputs = shared.store.push_inputs(job).await?;
+async fn attempt(shared: &Shared, job: &PushJob, inputs: PushInputs) -> Result<JobOutcome, GiveUp> {
     let sub = inputs.subscription.ok_or(GiveUp::NoSubscription)?;
     let reg = registration::open_at_rest(
         &shared.at_rest_key,

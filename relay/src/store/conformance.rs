@@ -909,22 +909,28 @@ pub async fn push_inputs_match_the_single_reads(store: &dyn Store) {
         .unwrap();
     f.put(store, b"m").await;
     let job = claim_all(store, T0).await.pop().unwrap();
-    let inputs = store.push_inputs(&job).await.unwrap();
-    assert_eq!(
-        inputs,
-        PushInputs {
-            subscription: store.get_subscription(&f.index, &dev).await.unwrap(),
-            message: store.get_message(&f.account, NS, &job.hash).await.unwrap(),
-        }
-    );
-    assert_eq!(inputs.message.unwrap().data, b"m");
-    assert_eq!(inputs.subscription.unwrap().device_id, dev);
+    let single = PushInputs {
+        subscription: store.get_subscription(&f.index, &dev).await.unwrap(),
+        message: store.get_message(&f.account, NS, &job.hash).await.unwrap(),
+    };
+    let batch = store.push_inputs(std::slice::from_ref(&job)).await.unwrap();
+    assert_eq!(batch, std::slice::from_ref(&single));
+    assert_eq!(single.message.unwrap().data, b"m");
+    assert_eq!(single.subscription.unwrap().device_id, dev);
 
     store.delete_messages(&f.account, NS, &[job.hash]).await.unwrap();
-    let inputs = store.push_inputs(&job).await.unwrap();
-    assert!(inputs.message.is_none() && inputs.subscription.is_some());
+    let mut gone = job.clone();
+    gone.device_id = device();
+    let both = store.push_inputs(&[job.clone(), gone]).await.unwrap();
+    assert!(both[0].message.is_none() && both[0].subscription.is_some());
+    assert_eq!(
+        both[1],
+        PushInputs::default(),
+        "answers keep the order of the jobs"
+    );
     store.remove_subscription(&f.index, &dev).await.unwrap();
-    assert_eq!(store.push_inputs(&job).await.unwrap(), PushInputs::default());
+    assert_eq!(store.push_inputs(&[job]).await.unwrap(), [PushInputs::default()]);
+    assert!(store.push_inputs(&[]).await.unwrap().is_empty());
 }
 
 /// Claims racing finishes from several tasks: while leases last, every job is handed out

@@ -264,13 +264,18 @@ pub trait Store: Send + Sync + 'static {
         device_id: &DeviceId,
     ) -> Result<Option<Subscription>, StoreError>;
 
-    /// Loads what delivering `job` needs: [`Store::get_subscription`] of its device and
-    /// [`Store::get_message`] of its message. A backend may answer both from one read.
-    async fn push_inputs(&self, job: &PushJob) -> Result<PushInputs, StoreError> {
-        Ok(PushInputs {
-            subscription: self.get_subscription(&job.account_index, &job.device_id).await?,
-            message: self.get_message(&job.account, job.namespace, &job.hash).await?,
-        })
+    /// Loads what delivering each of `jobs` needs, in order: [`Store::get_subscription`]
+    /// of its device and [`Store::get_message`] of its message. The notifier asks once per
+    /// claimed batch, so a backend can answer all of it from one read.
+    async fn push_inputs(&self, jobs: &[PushJob]) -> Result<Vec<PushInputs>, StoreError> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(PushInputs {
+                subscription: self.get_subscription(&job.account_index, &job.device_id).await?,
+                message: self.get_message(&job.account, job.namespace, &job.hash).await?,
+            });
+        }
+        Ok(out)
     }
 
     /// Claims up to `max` jobs that are due (`not_before <= now`) and not leased by a

@@ -270,18 +270,22 @@ impl Store for PostgresStore {
         ops::get_subscription(&self.client().await?, account_index, device_id).await
     }
 
-    async fn push_inputs(&self, job: &PushJob) -> Result<PushInputs, StoreError> {
-        // Both queries on one connection at once: tokio-postgres pipelines them, so this
-        // costs one round trip and one pool checkout instead of two of each.
+    async fn push_inputs(&self, jobs: &[PushJob]) -> Result<Vec<PushInputs>, StoreError> {
+        // Every query on one connection at once: tokio-postgres pipelines them, so a batch
+        // costs about one round trip and one pool checkout.
         let client = self.client().await?;
-        let (subscription, message) = tokio::try_join!(
-            ops::get_subscription(&client, &job.account_index, &job.device_id),
-            ops::get_message(&client, &job.account, job.namespace, &job.hash),
-        )?;
-        Ok(PushInputs {
-            subscription,
-            message,
-        })
+        let client = &client;
+        futures_util::future::try_join_all(jobs.iter().map(|job| async move {
+            let (subscription, message) = tokio::try_join!(
+                ops::get_subscription(client, &job.account_index, &job.device_id),
+                ops::get_message(client, &job.account, job.namespace, &job.hash),
+            )?;
+            Ok(PushInputs {
+                subscription,
+                message,
+            })
+        }))
+        .await
     }
 
     async fn claim_jobs(

@@ -424,13 +424,17 @@ impl Store for RedbStore {
         self.read(move |txn| ops::get_subscription(txn, &ai, &dev)).await
     }
 
-    async fn push_inputs(&self, job: &PushJob) -> Result<PushInputs, StoreError> {
-        let job = job.clone();
+    async fn push_inputs(&self, jobs: &[PushJob]) -> Result<Vec<PushInputs>, StoreError> {
+        let jobs = jobs.to_vec();
         self.read(move |txn| {
-            Ok(PushInputs {
-                subscription: ops::get_subscription(txn, &job.account_index, &job.device_id)?,
-                message: ops::get_message(txn, &job.account, job.namespace, &job.hash)?,
-            })
+            jobs.iter()
+                .map(|job| {
+                    Ok(PushInputs {
+                        subscription: ops::get_subscription(txn, &job.account_index, &job.device_id)?,
+                        message: ops::get_message(txn, &job.account, job.namespace, &job.hash)?,
+                    })
+                })
+                .collect()
         })
         .await
     }
