@@ -1,13 +1,13 @@
 //! The embedded store: one redb file in the relay's data directory.
 //!
-//! Writes go through one writer thread that group-commits (see [`writer`]): every
-//! acknowledged write is in the write-ahead log `tidings.wal` on disk (see [`wal`]), yet
+//! Writes go through one writer thread that group-commits (see `writer`): every
+//! acknowledged write is in the write-ahead log `tidings.wal` on disk (see `wal`), yet
 //! one small sequential append and `fdatasync` serves all writes queued meanwhile; redb
 //! itself is made durable by a checkpoint about once a second.
 //! Reads run in read transactions and never wait for the writer: on the blocking pool,
 //! except the two lookups of [`Store::seq_span`] that every Store makes, which run inline
 //! (the hand-off cost more than the read: 14 200 against 10 000 Stores/s).
-//! Push job leases are kept in memory ([`leases`]): claiming is a read, and only a job's
+//! Push job leases are kept in memory (`leases`): claiming is a read, and only a job's
 //! outcome is written.
 //!
 //! After an I/O error (disk full, EIO) redb refuses all work until the file is opened

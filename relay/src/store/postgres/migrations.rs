@@ -44,7 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
 /// so deployments in different schemas of one database do not wait for each other.
 const LOCK_CLASS: i32 = 0x7469;
 
-/// What [`apply`] did.
+/// What a migration run (`apply`) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
     /// The versions this call applied, ascending (empty when the schema was up to date).
