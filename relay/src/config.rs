@@ -78,14 +78,33 @@ impl Default for Config {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
     /// `embedded` (redb in `data_dir`, the default) or `postgres`.
     pub backend: Backend,
     /// Connection URL, required for `backend = "postgres"`.
     pub postgres_url: Option<String>,
+    /// The embedded store's page cache, in MiB: what bounds the relay's memory besides
+    /// its connections. redb's own default (1 GiB) would grow a long-running relay's
+    /// RSS to that; pages beyond the cache are read from the OS page cache.
+    pub cache_mb: u32,
 }
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            backend: Backend::default(),
+            postgres_url: None,
+            cache_mb: DEFAULT_CACHE_MB,
+        }
+    }
+}
+
+/// Default of `storage.cache_mb`.
+pub const DEFAULT_CACHE_MB: u32 = 128;
+const MIN_CACHE_MB: u32 = 8;
+const MAX_CACHE_MB: u32 = 1 << 20;
 
 /// The storage backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -620,6 +639,12 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
+        if !(MIN_CACHE_MB..=MAX_CACHE_MB).contains(&self.storage.cache_mb) {
+            return Err(ConfigError::invalid(
+                "storage.cache_mb",
+                format!("must be within {MIN_CACHE_MB}..={MAX_CACHE_MB}"),
+            ));
+        }
         match (&self.storage.backend, &self.storage.postgres_url) {
             (Backend::Postgres, None) => Err(ConfigError::invalid(
                 "storage.postgres_url",
@@ -1019,6 +1044,8 @@ id = "com.example.messenger"
             bad_key("[storage]\nbackend = \"postgres\""),
             "storage.postgres_url"
         );
+        assert_eq!(bad_key("[storage]\ncache_mb = 1"), "storage.cache_mb");
+        assert_eq!(bad_key("[storage]\ncache_mb = -5"), "storage.cache_mb");
         assert_eq!(
             bad_key("[[apps]]\nid = \"a\"\n[apps.fcm]\nendpoint = \"x\""),
             "apps[0].fcm"

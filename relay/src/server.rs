@@ -150,7 +150,10 @@ async fn open_store(config: &Config, store_keys: StoreKeys) -> Result<Arc<dyn St
     match config.storage.backend {
         Backend::Embedded => {
             let dir = config.data_dir.clone();
-            let store = blocking(move || RedbStore::open(&dir, store_keys)).await??;
+            let cache = usize::try_from(config.storage.cache_mb)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(1 << 20);
+            let store = blocking(move || RedbStore::open_with_cache(&dir, store_keys, cache)).await??;
             Ok(Arc::new(store))
         }
         Backend::Postgres => {

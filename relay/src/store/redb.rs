@@ -45,6 +45,9 @@ use super::{
     PushJob, PutOutcome, Store, StoreError, StoredMessage, Subscription, linkage::StoreKeys,
 };
 
+/// The page cache of [`RedbStore::open`]: 128 MiB (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "tidings.redb";
 
@@ -65,8 +68,11 @@ impl std::fmt::Debug for RedbStore {
 }
 
 /// Opens (or creates) the file and checks its schema version.
-fn open_file(path: &Path, keys: &StoreKeys) -> Result<Database, StoreError> {
-    let db = Database::builder().create(path).map_err(open_error)?;
+fn open_file(path: &Path, keys: &StoreKeys, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(open_error)?;
     tables::init_schema(&db, keys).map_err(op_error)?;
     Ok(db)
 }
@@ -88,19 +94,30 @@ impl RedbStore {
     /// `spawn_blocking`). `keys` (from the relay secret) hide which account a push job or
     /// pushed marker belongs to, and seal the write-ahead log.
     pub fn open(dir: &Path, keys: StoreKeys) -> Result<RedbStore, StoreError> {
+        Self::open_with_cache(dir, keys, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of `cache_bytes` (the relay's
+    /// `storage.cache_mb`).
+    pub fn open_with_cache(dir: &Path, keys: StoreKeys, cache_bytes: usize) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create the data directory {}: {e}", dir.display()))
         })?;
-        Self::open_with(dir, Checkpoints::default(), keys)
+        Self::open_with(dir, Checkpoints::default(), keys, cache_bytes)
     }
 
     /// Opens the store in `dir` with its write-ahead log, checkpointing as `policy` says.
-    fn open_with(dir: &Path, policy: Checkpoints, keys: StoreKeys) -> Result<RedbStore, StoreError> {
+    fn open_with(
+        dir: &Path,
+        policy: Checkpoints,
+        keys: StoreKeys,
+        cache_bytes: usize,
+    ) -> Result<RedbStore, StoreError> {
         let path = dir.join(FILE_NAME);
         let keys = Arc::new(keys);
         let for_opener = Arc::clone(&keys);
         Self::start(
-            Box::new(move || open_file(&path, &for_opener)),
+            Box::new(move || open_file(&path, &for_opener, cache_bytes)),
             Some((dir, policy)),
             keys,
         )

@@ -500,7 +500,7 @@ async fn throughput_of_concurrent_puts_without_log() {
     let path = dir.path().join(FILE_NAME);
     let store = Arc::new(
         RedbStore::with_opener(
-            Box::new(move || open_file(&path, &crate::store::linkage::test_keys())),
+            Box::new(move || open_file(&path, &crate::store::linkage::test_keys(), DEFAULT_CACHE_BYTES)),
             crate::store::linkage::test_keys(),
         )
         .unwrap(),
@@ -545,7 +545,13 @@ fn lagging_store(dir: &Path) -> RedbStore {
         every: Duration::from_secs(3600),
         batches: u64::MAX,
     };
-    RedbStore::open_with(dir, never, crate::store::linkage::test_keys()).unwrap()
+    RedbStore::open_with(
+        dir,
+        never,
+        crate::store::linkage::test_keys(),
+        DEFAULT_CACHE_BYTES,
+    )
+    .unwrap()
 }
 
 /// What a crash would leave on disk now: the files as the OS has them, with the live
