@@ -27,7 +27,7 @@ mod writer;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 use std::thread::{self, JoinHandle};
 
 use ::redb::{Database, ReadTransaction, ReadableDatabase};
@@ -218,12 +218,29 @@ impl RedbStore {
     /// hot path. A read never waits for the writer (redb readers see the last commit), and
     /// the pages it touches are in redb's cache or the OS page cache on a running relay,
     /// so this takes microseconds: far less than a trip through the blocking pool.
-    fn read_inline<R>(
-        &self,
-        f: impl FnOnce(&ReadTransaction) -> Result<R, OpError>,
-    ) -> Result<R, StoreError> {
+    ///
+    /// The exception is a reopen after an I/O error, which holds the database handle while
+    /// redb repairs the file (reading all of it): rather than stall a runtime thread for
+    /// that, such a read goes through the blocking pool like any other.
+    async fn read_quick<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<R, OpError> + Send + 'static,
+    {
         let shared = self.open_shared()?;
-        read_in(&shared, f)
+        // The guard must be gone before the await below: it may not cross threads.
+        let f = {
+            let db = match shared.db.try_read() {
+                Ok(db) => Some(db),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            match db {
+                Some(db) => return read_with(&shared, db.as_ref(), f),
+                None => f,
+            }
+        };
+        self.read(f).await
     }
 
     /// Runs `f` with the leases locked and, inside that lock, a read transaction: a
@@ -257,7 +274,16 @@ fn read_in<R>(
     f: impl FnOnce(&ReadTransaction) -> Result<R, OpError>,
 ) -> Result<R, StoreError> {
     let db = shared.db.read().unwrap_or_else(PoisonError::into_inner);
-    let Some(db) = db.as_ref() else {
+    read_with(shared, db.as_ref(), f)
+}
+
+/// Runs `f` in a read transaction of `db` (`None`: closed, or being reopened).
+fn read_with<R>(
+    shared: &Shared,
+    db: Option<&Database>,
+    f: impl FnOnce(&ReadTransaction) -> Result<R, OpError>,
+) -> Result<R, StoreError> {
+    let Some(db) = db else {
         return Err(if shared.closed.load(Ordering::Acquire) {
             StoreError::Closed
         } else {
@@ -377,8 +403,10 @@ impl Store for RedbStore {
 
     async fn seq_span(&self, account: &Account, namespace: u32) -> Result<u64, StoreError> {
         // Two index lookups on every Store: cheaper on this thread than the hand-off to
-        // the blocking pool and back (see `read_inline`).
-        self.read_inline(|txn| ops::seq_span(txn, account, namespace))
+        // the blocking pool and back (see `read_quick`).
+        let account = *account;
+        self.read_quick(move |txn| ops::seq_span(txn, &account, namespace))
+            .await
     }
 
     async fn count_messages(

@@ -812,3 +812,37 @@ async fn a_job_sealed_under_another_key_is_dropped_when_claimed() {
     })
     .await;
 }
+
+/// While the writer holds the database handle (reopening the file after an I/O error can
+/// read all of it), a Store's span check must not block the runtime thread it runs on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_span_check_does_not_stall_the_runtime_while_the_handle_is_held() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
+        let alive = Arc::new(AtomicBool::new(false));
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+        let holder = {
+            let (shared, alive) = (Arc::clone(&store.shared), Arc::clone(&alive));
+            std::thread::spawn(move || {
+                let _handle = shared.db.write().unwrap();
+                locked_tx.send(()).unwrap();
+                let give_up = Instant::now() + Duration::from_secs(10);
+                while !alive.load(Ordering::Acquire) && Instant::now() < give_up {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                alive.load(Ordering::Acquire)
+            })
+        };
+        locked_rx.await.unwrap();
+        // Runs only if the span check yields this (only) runtime thread.
+        let flag = Arc::clone(&alive);
+        tokio::spawn(async move { flag.store(true, Ordering::Release) });
+        assert_eq!(store.seq_span(&[1; 32], 20).await.unwrap(), 0);
+        assert!(
+            holder.join().unwrap(),
+            "the runtime ran other tasks while the handle was held"
+        );
+    })
+    .await;
+}
