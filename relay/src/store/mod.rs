@@ -264,19 +264,11 @@ pub trait Store: Send + Sync + 'static {
         device_id: &DeviceId,
     ) -> Result<Option<Subscription>, StoreError>;
 
-    /// Loads what delivering each of `jobs` needs, in order: [`Store::get_subscription`]
-    /// of its device and [`Store::get_message`] of its message. The notifier asks once per
-    /// claimed batch, so a backend can answer all of it from one read.
-    async fn push_inputs(&self, jobs: &[PushJob]) -> Result<Vec<PushInputs>, StoreError> {
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(PushInputs {
-                subscription: self.get_subscription(&job.account_index, &job.device_id).await?,
-                message: self.get_message(&job.account, job.namespace, &job.hash).await?,
-            });
-        }
-        Ok(out)
-    }
+    /// Loads what delivering each of `jobs` needs, in order: what
+    /// [`Store::get_subscription`] gives for its device and [`Store::get_message`] for its
+    /// message. The notifier asks once per claimed batch, so that a backend answers all of
+    /// it from one read (or one round trip).
+    async fn push_inputs(&self, jobs: &[PushJob]) -> Result<Vec<PushInputs>, StoreError>;
 
     /// Claims up to `max` jobs that are due (`not_before <= now`) and not leased by a
     /// live lease, leasing them to `node` until `now_ms + lease_ms`.

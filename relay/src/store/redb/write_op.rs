@@ -182,9 +182,9 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             out.push(tag);
             out.extend_from_slice(&not_before_ms.to_be_bytes());
             out.extend_from_slice(&job.id.to_be_bytes());
-            // Every field of the job as claimed, its lease the claim being finished. The
-            // account is in clear here only because the whole record is sealed in the log
-            // (see `store::linkage`).
+            // Every field of the job as claimed but its lease: `held` already says what the
+            // claim decided. The account is in clear here only because the whole record is
+            // sealed in the log (see `store::linkage`).
             out.extend_from_slice(&job.account);
             out.extend_from_slice(&job.account_index);
             out.extend_from_slice(&job.device_id);
@@ -195,8 +195,6 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             out.extend_from_slice(&job.expires_ms.to_be_bytes());
             out.extend_from_slice(&job.attempts.to_be_bytes());
             out.extend_from_slice(&job.enqueued_ms.to_be_bytes());
-            out.extend_from_slice(&job.lease.until_ms.to_be_bytes());
-            put_bytes(out, job.lease.owner.as_bytes());
         }
         WriteOp::Probe => out.push(PROBE),
     }
@@ -301,13 +299,7 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
                 expires_ms: r.i64()?,
                 attempts: r.u32()?,
                 enqueued_ms: r.i64()?,
-                lease: Lease {
-                    until_ms: r.i64()?,
-                    owner: {
-                        let n = get_len(r)?;
-                        String::from_utf8(r.bytes(n)?.to_vec()).map_err(|_| bad("lease owner"))?
-                    },
-                },
+                lease: Lease::default(),
             };
             WriteOp::FinishJob { job, outcome, held }
         }
@@ -422,7 +414,17 @@ mod tests {
         fn batches_round_trip(ops in prop::collection::vec(arb_op(), 0..8)) {
             let mut bytes = Vec::new();
             encode(ops.iter(), &mut bytes);
-            prop_assert_eq!(decode(&bytes).unwrap(), ops);
+            // A finish logs `held`, not the claim's lease.
+            let logged: Vec<WriteOp> = ops
+                .into_iter()
+                .map(|mut op| {
+                    if let WriteOp::FinishJob { job, .. } = &mut op {
+                        job.lease = Lease::default();
+                    }
+                    op
+                })
+                .collect();
+            prop_assert_eq!(decode(&bytes).unwrap(), logged);
         }
 
         #[test]
