@@ -129,6 +129,16 @@ impl PushRig {
             .map(tonic::Response::into_inner)
     }
 
+    /// A new account with an iPhone (APNs) and an Android phone (FCM), both subscribed
+    /// to namespace 0: the cast of most provider tests.
+    pub async fn account_with_phone_and_droid(&self, want_data: bool) -> (Account, Device, Device) {
+        let account = Account::random();
+        let (phone, droid) = (Device::apns(), Device::fcm());
+        self.subscribe(&account, &phone, &[0], want_data).await;
+        self.subscribe(&account, &droid, &[0], want_data).await;
+        (account, phone, droid)
+    }
+
     /// Subscribes `device` of `account` to `namespaces` (ascending); must be accepted.
     pub async fn subscribe(
         &self,

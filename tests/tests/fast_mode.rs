@@ -870,10 +870,7 @@ async fn fcm_gets_data_only_messages_high_for_messages_normal_for_config() {
 async fn want_data_includes_data_that_fits_and_omits_the_rest() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], true).await;
-    rig.subscribe(&alice, &droid, &[0], true).await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(true).await;
     let small = b"small enough to ride along".to_vec();
     let large: Vec<u8> = (0..3200u32).map(|i| (i % 251) as u8).collect();
     let small_sent = rig.deposit(&alice, 0, &small).await;
@@ -917,10 +914,7 @@ async fn want_data_includes_data_that_fits_and_omits_the_rest() {
 async fn without_want_data_no_data_is_sent() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(false).await;
     rig.deposit(&alice, 0, b"tiny").await;
     let a = rig.apns.wait_for(1, PUSH_WAIT).await.unwrap();
     let f = rig.fcm.wait_for(1, PUSH_WAIT).await.unwrap();
@@ -957,10 +951,7 @@ async fn a_namespace_the_device_did_not_subscribe_to_is_not_pushed() {
 async fn many_pushes_share_one_provider_jwt_and_one_oauth_token() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, _, _) = rig.account_with_phone_and_droid(false).await;
     for i in 0..20 {
         rig.deposit(&alice, 0, format!("message {i}").as_bytes()).await;
     }
@@ -1093,10 +1084,7 @@ async fn fcm_unregistered_removes_the_subscription() {
 async fn a_503_storm_is_retried_and_delivered_exactly_once() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(false).await;
     rig.apns.fail_next(3, ApnsFailure::unavailable().retry_after(1));
     rig.fcm.fail_next(3, FcmFailure::unavailable().retry_after(1));
     let sent = rig.deposit(&alice, 0, b"through the storm").await;
@@ -1116,10 +1104,7 @@ async fn a_503_storm_is_retried_and_delivered_exactly_once() {
 async fn config_errors_keep_the_token_and_are_retried() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(false).await;
     // A topic the key may not push to, and a Firebase sender mismatch: the relay's
     // configuration is wrong, not the device's token.
     rig.apns.fail_next(1, ApnsFailure::new(400, "TopicDisallowed"));
@@ -1394,10 +1379,7 @@ async fn storing_the_same_bytes_twice_pushes_once() {
 async fn each_device_gets_each_message_once_despite_retries() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(false).await;
     rig.apns.fail_next(3, ApnsFailure::too_many_requests());
     rig.fcm.fail_next(3, FcmFailure::quota_exceeded());
     let mut hashes = Vec::new();

@@ -57,10 +57,7 @@ async fn a_hung_provider_times_out_and_everything_else_flows() {
         })
         .start()
         .await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(false).await;
     // Longer than the test: a hung request is never answered while we look.
     rig.apns.set_delay(Some(Duration::from_secs(600)));
 
@@ -128,10 +125,7 @@ async fn a_long_503_storm_backs_off_recovers_and_loses_nothing() {
         })
         .start()
         .await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(false).await;
 
     const N: usize = 30;
     // Every first attempt fails, and about half of the second ones.

@@ -386,10 +386,7 @@ async fn an_open_breaker_stops_calling_a_failing_provider_while_others_flow() {
         })
         .start()
         .await;
-    let alice = Account::random();
-    let (phone, droid) = (Device::apns(), Device::fcm());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    rig.subscribe(&alice, &droid, &[0], false).await;
+    let (alice, _, _) = rig.account_with_phone_and_droid(false).await;
     rig.apns.set_outage(Some(ApnsFailure::unavailable()));
     for i in 0..10 {
         rig.deposit(&alice, 0, format!("m{i}").as_bytes()).await;

@@ -63,96 +63,77 @@ async fn metrics_follow_calls_sizes_subscriptions_and_pushes() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 
     let text = scrape(&rig).await;
-    let at_least = |series: &str, min: f64| {
+    // Series that also count what other tests' traffic might add: a lower bound.
+    let at_least = [
+        (
+            r#"tidings_grpc_requests_total{rpc="/tidings.v1.Mailbox/Store",code="OK"}"#,
+            2.0,
+        ),
+        (
+            r#"tidings_grpc_requests_total{rpc="/tidings.v1.Mailbox/Store",code="INVALID_ARGUMENT"}"#,
+            1.0,
+        ),
+        (
+            r#"tidings_grpc_requests_total{rpc="/tidings.v1.Mailbox/Retrieve",code="OK"}"#,
+            1.0,
+        ),
+        (
+            r#"tidings_grpc_requests_total{rpc="/tidings.v1.Relay/Subscribe",code="OK"}"#,
+            3.0,
+        ),
+        (
+            r#"tidings_grpc_request_duration_seconds_count{rpc="/tidings.v1.Mailbox/Store"}"#,
+            3.0,
+        ),
+        (r#"tidings_message_bytes_sum{op="retrieve"}"#, 3100.0),
+        // The relay fetched its FCM OAuth token at start (the mock's token endpoint).
+        (
+            r#"tidings_push_token_refreshes_total{provider="fcm",result="ok"}"#,
+            1.0,
+        ),
+    ];
+    for (series, min) in at_least {
         let v = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
         assert!(v >= min, "{series} = {v}, expected at least {min}\n{text}");
-    };
-    at_least(
-        r#"tidings_grpc_requests_total{rpc="/tidings.v1.Mailbox/Store",code="OK"}"#,
-        2.0,
-    );
-    at_least(
-        r#"tidings_grpc_requests_total{rpc="/tidings.v1.Mailbox/Store",code="INVALID_ARGUMENT"}"#,
-        1.0,
-    );
-    at_least(
-        r#"tidings_grpc_requests_total{rpc="/tidings.v1.Mailbox/Retrieve",code="OK"}"#,
-        1.0,
-    );
-    at_least(
-        r#"tidings_grpc_requests_total{rpc="/tidings.v1.Relay/Subscribe",code="OK"}"#,
-        3.0,
-    );
-    at_least(
-        r#"tidings_grpc_request_duration_seconds_count{rpc="/tidings.v1.Mailbox/Store"}"#,
-        3.0,
-    );
-    assert_eq!(
-        sample(&text, r#"tidings_message_bytes_count{op="store"}"#),
-        Some(2.0)
-    );
-    assert_eq!(
-        sample(&text, r#"tidings_message_bytes_sum{op="store"}"#),
-        Some(3100.0)
-    );
-    at_least(r#"tidings_message_bytes_sum{op="retrieve"}"#, 3100.0);
-    assert_eq!(
-        sample(
-            &text,
-            r#"tidings_subscription_changes_total{service="apns",change="added"}"#
+    }
+    let exactly = [
+        (r#"tidings_message_bytes_count{op="store"}"#, 2.0),
+        (r#"tidings_message_bytes_sum{op="store"}"#, 3100.0),
+        (
+            r#"tidings_subscription_changes_total{service="apns",change="added"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"tidings_subscription_changes_total{service="apns",change="renewed"}"#
+        (
+            r#"tidings_subscription_changes_total{service="apns",change="renewed"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"tidings_subscription_changes_total{service="fcm",change="added"}"#
+        (
+            r#"tidings_subscription_changes_total{service="fcm",change="added"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"tidings_push_outcomes_total{provider="apns",result="delivered"}"#
+        (
+            r#"tidings_push_outcomes_total{provider="apns",result="delivered"}"#,
+            2.0,
         ),
-        Some(2.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"tidings_push_outcomes_total{provider="fcm",result="delivered"}"#
+        (
+            r#"tidings_push_outcomes_total{provider="fcm",result="delivered"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"tidings_push_outcomes_total{provider="fcm",result="token_dead"}"#
+        (
+            r#"tidings_push_outcomes_total{provider="fcm",result="token_dead"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"tidings_subscription_changes_total{service="fcm",change="token_dead"}"#
+        (
+            r#"tidings_subscription_changes_total{service="fcm",change="token_dead"}"#,
+            1.0,
         ),
-        Some(1.0)
-    );
-    // The relay fetched its FCM OAuth token at start (the mock's token endpoint).
-    at_least(
-        r#"tidings_push_token_refreshes_total{provider="fcm",result="ok"}"#,
-        1.0,
-    );
-    assert_eq!(sample(&text, "tidings_outbox_jobs"), Some(0.0));
-    assert_eq!(sample(&text, "tidings_outbox_oldest_job_age_seconds"), Some(0.0));
-    assert_eq!(sample(&text, "tidings_open_longpolls"), Some(0.0));
+        ("tidings_outbox_jobs", 0.0),
+        ("tidings_outbox_oldest_job_age_seconds", 0.0),
+        ("tidings_open_longpolls", 0.0),
+    ];
+    for (series, want) in exactly {
+        assert_eq!(sample(&text, series), Some(want), "{series}\n{text}");
+    }
 
     // Nothing a client sent is a label value.
     let account_hex = hex::encode(alice.id());
