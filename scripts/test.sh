@@ -24,6 +24,13 @@ else
 fi
 cargo test --workspace --doc --quiet
 
+# The sealed-message test vectors (docs/test-vectors.json), checked by an independent
+# implementation: libsodium through PyNaCl and OpenSSL through `cryptography` (skips with
+# a message when PyNaCl is missing; CI installs it).
+if command -v python3 >/dev/null 2>&1; then
+  python3 device-link/tests/python/check_sealed_vectors.py
+fi
+
 # Soak (issue 7, part 6): Store, Retrieve long-polls, Subscribe churn and pushes to the
 # mock providers at once for 10 s; exits non-zero on any error or a lost/duplicated push.
 cargo build -q -p tidings-tests --bin tidings-bench
@@ -58,7 +65,7 @@ if command -v python3 >/dev/null 2>&1; then
     TIDINGS_TESTBED=target/debug/tidings-testbed \
     TIDINGS_BINDGEN=target/debug/uniffi-bindgen \
     TIDINGS_LIBRARY="$mobile_lib" \
-    python3 mobile-glue/tests/python/test_bindings.py
+    python3 mobile-glue/tests/python/run.py
 else
   echo "test.sh: SKIPPING binding tests (mobile-glue/tests/python): python3 not found"
 fi

@@ -21,17 +21,19 @@
 mod edit;
 mod engine;
 mod inbox;
+mod link;
+pub mod sign_out;
 
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::Duration,
 };
 
 use tidings_proto::v1::DeviceRegistration;
 use zeroize::Zeroizing;
 
 use crate::{
+    journal,
     client::{
         ClientError, ClientOptions, PushDecryptError, PushService, RelayClient, StoreResponse,
         SubscribeResponse, decrypt_push,
@@ -43,12 +45,13 @@ use crate::{
         sync::{CONFIG_NAMESPACE, Inventory, SnapshotReason, SyncConfig, SyncPlanner},
     },
     identity::{AccountIdError, Identity, PhraseError, parse_account_id},
-    link::{LinkError, LinkOffer, PendingLink, send_root},
+    link::LinkError,
     state::{DeviceState, StateError},
 };
 
 pub use edit::ConfigEdit;
-pub use inbox::ReceivedMessage;
+pub use inbox::{ReceivedMessage, Source as MessageSource};
+pub use link::{IncomingLink, InspectedLink, LinkRequest};
 
 use engine::ConfigEngine;
 use inbox::Inbox;
@@ -94,6 +97,13 @@ pub enum AccountError {
     /// Restoring or linking into a state directory that holds a different account.
     #[error("the device state in {0} holds a different account; sign it out first")]
     OtherAccount(PathBuf),
+    /// A message could not be sealed (a recipient that is not an account key, a
+    /// plaintext too large).
+    #[error(transparent)]
+    Sealed(#[from] crate::sealed::SealedMessageError),
+    /// The notification extension's delivery journal could not be read or consumed.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// A push addressed to another account than this one.
     #[error("the push is for another account")]
     PushForOtherAccount,
@@ -161,8 +171,12 @@ pub struct Progress {
     pub stage: ProgressStage,
     /// Config messages fetched so far.
     pub messages: u64,
-    /// How many there are in all; the relay does not say before the last page, so this is
-    /// `None` until then.
+    /// How many there are in all, as far as the relay has said: from the first page on,
+    /// the messages fetched plus the relay's `remaining` count, exact at the last page.
+    /// The relay caps its count (at ten pages ahead, and at 10 000), so for a larger
+    /// namespace this is a lower bound that grows as pages come, and it may shrink if
+    /// messages expire meanwhile. `None` while a relay that does not count (one from
+    /// before `remaining`) has not sent its last page.
     pub total: Option<u64>,
     /// Bytes of config messages fetched so far.
     pub bytes: u64,
@@ -192,6 +206,16 @@ pub struct SyncReport {
     /// The compaction could not be completed (it is retried by the next sync); the
     /// merge itself succeeded and was saved.
     pub compaction_error: Option<String>,
+}
+
+/// What [`Account::ingest_journal`] read in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalIngest {
+    /// The hash of every push the extension processed (messages and config): these
+    /// pushes arrived, whether or not the message came with them.
+    pub pushed: Vec<[u8; 32]>,
+    /// Messages new to this install, now pending.
+    pub messages: Vec<ReceivedMessage>,
 }
 
 /// What a push brought.
@@ -254,6 +278,7 @@ impl Account {
         forget_previous_account(&mut disk)?;
         let state = ConfigState::new(DeviceId(disk.device_id()));
         disk.put_blob(CONFIG_BLOB, &state.save())?;
+        crate::notification::save_preview_index(&mut disk, &state)?;
         disk.set_identity(&identity)?;
         let phrase = Zeroizing::new(identity.phrase().to_owned());
         let account = Account::assemble(dir, relay.into(), identity, disk, state)?;
@@ -295,32 +320,6 @@ impl Account {
         Account::assemble(dir, relay.into(), identity, disk, state)
     }
 
-    /// The new device's side of linking by QR code: fresh one-time keys for a device that
-    /// will use `relay`. Show [`LinkRequest::qr_payload`], then [`LinkRequest::wait`].
-    pub fn link_offer(relay: impl Into<RelaySettings>) -> Result<LinkRequest, AccountError> {
-        let settings = relay.into();
-        let offer = LinkOffer::new(&settings.url)?;
-        let client = RelayClient::connect_lazy(&settings.url, settings.client.clone())?;
-        Ok(LinkRequest {
-            offer,
-            client,
-            settings,
-        })
-    }
-
-    /// The linked device's side of linking by QR code: seals this account's root secret
-    /// to the scanned `qr_payload` and deposits it for the new device. Returns the
-    /// six-digit code to show; the user compares it with the new device's screen.
-    pub async fn approve_link(&self, qr_payload: &str) -> Result<String, AccountError> {
-        let offer = LinkOffer::parse(qr_payload).map_err(LinkError::from)?;
-        let client = if offer.relay_addr == self.inner.settings.url {
-            self.inner.client.clone()
-        } else {
-            RelayClient::connect_lazy(&offer.relay_addr, self.inner.settings.client.clone())?
-        };
-        Ok(send_root(&client, &self.inner.identity, &offer).await?)
-    }
-
     /// Restores `identity` into `dir`: full pull and merge first, then persist, then sync.
     async fn adopt(
         dir: &Path,
@@ -357,6 +356,7 @@ impl Account {
             "config namespace merged"
         );
         disk.put_blob(CONFIG_BLOB, &state.save())?;
+        crate::notification::save_preview_index(&mut disk, &state)?;
         let cursor = disk.cursor(CONFIG_NAMESPACE).max(fetched.last_seq);
         disk.set_cursor(CONFIG_NAMESPACE, cursor)?;
         // Written last: a restore interrupted before this point leaves no account behind.
@@ -660,11 +660,77 @@ impl Account {
         Ok(self.inner.client.store(&to, MESSAGE_NAMESPACE, data, ttl).await?)
     }
 
+    /// Seals `plaintext` to the account `to_account` (DESIGN.md "Sealed messages between
+    /// accounts": only the recipient can open it, and it names and authenticates this
+    /// account as the sender to the recipient alone) and deposits it in its mailbox.
+    pub async fn send_sealed(&self, to_account: &str, plaintext: &[u8]) -> Result<StoreResponse, AccountError> {
+        let to = parse_account_id(to_account)?;
+        let sealed = crate::sealed::seal_message(&self.inner.identity, &to, plaintext)?;
+        let ttl = self.inner.settings.message_ttl_ms;
+        Ok(self.inner.client.store(&to, MESSAGE_NAMESPACE, &sealed, ttl).await?)
+    }
+
+    /// Opens a received message's data as a sealed message to this account: the
+    /// authenticated sender and the plaintext. [`SealedMessageError::NotSealed`] for an
+    /// app's own opaque bytes (found without any cryptography).
+    ///
+    /// [`SealedMessageError::NotSealed`]: crate::sealed::SealedMessageError::NotSealed
+    pub fn open_sealed(&self, data: &[u8]) -> Result<crate::sealed::OpenedMessage, crate::sealed::SealedMessageError> {
+        crate::sealed::open_message(&self.inner.identity, data)
+    }
+
     /// Fetches messages sent to this account since the last call, waiting up to `wait_ms`
-    /// (at most 60 000) when there are none. Each message is returned once per install,
-    /// even if a push delivered it before; the position is saved.
+    /// (at most 60 000) when there are none, and returns the new ones. Each message is
+    /// returned once per install, even if a push delivered it before. Every new message
+    /// is saved as pending before the position moves past it, and stays in
+    /// [`Account::pending_messages`] until [`Account::ack`]: at-least-once delivery.
     pub async fn receive(&self, wait_ms: u32) -> Result<Vec<ReceivedMessage>, AccountError> {
         self.inner.receive(wait_ms).await
+    }
+
+    /// Every message received (by poll, push or the notification extension) and not yet
+    /// acknowledged, oldest first. Offer these to the user at every start: a crash, a
+    /// failing listener or no listener at all never loses a message.
+    pub fn pending_messages(&self) -> Vec<ReceivedMessage> {
+        self.inner.pending_messages()
+    }
+
+    /// Acknowledges messages by hash once the app has stored them itself: they are never
+    /// offered again. Unknown or already acknowledged hashes are ignored. Returns how many
+    /// were pending.
+    pub fn ack(&self, hashes: &[[u8; 32]]) -> Result<usize, AccountError> {
+        self.inner.ack(hashes)
+    }
+
+    /// Reads in what the notification extension processed (the delivery journal in the
+    /// state directory): the messages it saw become pending like pushes the app handled
+    /// (those without data come by polling), and only then is the journal consumed, so a
+    /// crash in between loses nothing. Call at open and whenever the app comes to the
+    /// foreground.
+    pub fn ingest_journal(&self, state_key: &[u8; 32]) -> Result<JournalIngest, AccountError> {
+        let dir = &self.inner.dir;
+        let (entries, end) = journal::read(dir, state_key)?;
+        if entries.is_empty() {
+            return Ok(JournalIngest::default());
+        }
+        let pushed: Vec<[u8; 32]> = entries.iter().map(|e| e.hash).collect();
+        let carried = entries
+            .into_iter()
+            .filter(|e| e.namespace == MESSAGE_NAMESPACE)
+            .filter_map(|e| {
+                Some(ReceivedMessage {
+                    hash: e.hash,
+                    seq: e.seq,
+                    data: e.data?,
+                    created_ms: e.created_ms,
+                    expires_ms: e.expires_ms,
+                    source: MessageSource::Extension,
+                })
+            })
+            .collect();
+        let messages = self.inner.keep_unseen(carried)?;
+        journal::consume(dir, end)?;
+        Ok(JournalIngest { pushed, messages })
     }
 
     // ------------------------------------------------------------------ Fast Mode
@@ -695,6 +761,23 @@ impl Account {
                 registration,
             )
             .await?)
+    }
+
+    /// Signs this install out so that pushes stop even when the relay cannot be reached
+    /// now: queues a signed Unsubscribe for this install's registration durably (sent by
+    /// [`sign_out::flush_unsubscribes`], which the caller runs now and keeps running until
+    /// the queue is empty), then forgets the account's state here (config, inbox, cursors,
+    /// queued uploads), deletes the identity and rotates the device id and push key. The
+    /// caller must stop using this handle (and every clone) first.
+    pub fn sign_out(&self) -> Result<(), AccountError> {
+        let request = crate::client::signed_unsubscribe(&self.inner.identity, &self.inner.device_id);
+        let mut disk = self.inner.lock_disk();
+        sign_out::queue_unsubscribe(&mut disk, &request)?;
+        disk.clear_identity()?;
+        forget_previous_account(&mut disk)?;
+        disk.delete_blob(CONFIG_BLOB)?;
+        disk.rotate_device()?;
+        Ok(())
     }
 
     /// Removes this install's push registration (back to Slow Mode); `true` when there was one.
@@ -746,79 +829,6 @@ impl Inner {
 
     fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The new device's side of QR linking, from [`Account::link_offer`].
-pub struct LinkRequest {
-    offer: LinkOffer,
-    client: RelayClient,
-    settings: RelaySettings,
-}
-
-impl std::fmt::Debug for LinkRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkRequest")
-            .field("relay", &self.settings.url)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LinkRequest {
-    /// The text to show as a QR code.
-    pub fn qr_payload(&self) -> String {
-        self.offer.qr_payload()
-    }
-
-    /// Waits (long-polling) up to `timeout` for the linked device to send the account.
-    /// Call it again to keep waiting after [`IncomingLink::reject`].
-    pub async fn wait(&self, timeout: Duration) -> Result<IncomingLink, AccountError> {
-        let pending = self.offer.wait_for_root(&self.client, timeout).await?;
-        Ok(IncomingLink {
-            pending,
-            client: self.client.clone(),
-            settings: self.settings.clone(),
-        })
-    }
-}
-
-/// An account received by QR code, waiting for the user to compare the codes.
-pub struct IncomingLink {
-    pending: PendingLink,
-    client: RelayClient,
-    settings: RelaySettings,
-}
-
-impl std::fmt::Debug for IncomingLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IncomingLink")
-            .field("sas", &self.pending.sas())
-            .finish_non_exhaustive()
-    }
-}
-
-impl IncomingLink {
-    /// The six-digit code to show next to the linked device's.
-    pub fn sas(&self) -> &str {
-        self.pending.sas()
-    }
-
-    /// The user saw equal codes: adopt the account into `state_dir` exactly like
-    /// [`Account::restore`] (full pull and merge before any upload) and delete the
-    /// one-time mailbox.
-    pub async fn confirm(
-        self,
-        state_dir: impl AsRef<Path>,
-        app_key: &[u8; 32],
-        progress: impl Fn(Progress) + Send + Sync,
-    ) -> Result<Account, AccountError> {
-        let identity = self.pending.confirm(&self.client).await?;
-        Account::adopt(state_dir.as_ref(), app_key, self.settings, identity, &progress).await
-    }
-
-    /// The codes differed: forget what arrived and clean the one-time mailbox.
-    pub async fn reject(self) {
-        self.pending.reject(&self.client).await;
     }
 }
 

@@ -21,19 +21,22 @@ use tidings_proto::{
     sign,
     v1::{
         DeleteRequest, GetRelayInfoRequest, RetrieveRequest, StoreRequest, SubscribeRequest,
-        UnsubscribeRequest, mailbox_client::MailboxClient, relay_client::RelayClient as RelayRpcClient,
+        mailbox_client::MailboxClient, relay_client::RelayClient as RelayRpcClient,
     },
 };
 use tonic::{
     Code, Request, Response, Status,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Channel, Endpoint},
 };
 
-use crate::identity::Identity;
+use crate::{
+    identity::Identity,
+    tls::{self, RelayConnector, TlsConnectError, TrustRoots},
+};
 
 pub use tidings_proto::v1::{
     DeviceRegistration, PushNotification, PushService, RelayInfo, RetrieveResponse, StoreResponse,
-    StoredMessage, SubscribeResponse,
+    StoredMessage, SubscribeResponse, UnsubscribeRequest,
 };
 
 /// The longest long-poll the relay honours (DESIGN.md "Mailbox").
@@ -149,8 +152,11 @@ pub struct ClientOptions {
     pub rpc_timeout: Duration,
     /// What a long-poll's deadline adds to its `wait_ms` for the network and the relay.
     pub long_poll_margin: Duration,
-    /// An extra trusted root (PEM) for `https://` relays with a private CA.
-    pub ca_certificate_pem: Option<Vec<u8>>,
+    /// Which roots the certificate of an `https://` relay is checked against.
+    pub roots: TrustRoots,
+    /// Roots trusted beside `roots`, for a relay behind a private CA: each entry one or
+    /// more PEM certificates. A bad entry fails the client's creation, naming its index.
+    pub extra_roots_pem: Vec<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -160,7 +166,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             rpc_timeout: Duration::from_secs(30),
             long_poll_margin: Duration::from_secs(10),
-            ca_certificate_pem: None,
+            roots: TrustRoots::default(),
+            extra_roots_pem: Vec::new(),
         }
     }
 }
@@ -209,15 +216,18 @@ impl RelayClient {
         Self::connect_with(endpoint, ClientOptions::default()).await
     }
 
-    /// Connects with explicit options, retrying a refused connection like `UNAVAILABLE`.
+    /// Connects with explicit options, retrying a refused connection like `UNAVAILABLE`
+    /// (but not a relay certificate that is not trusted: that is no passing condition).
     pub async fn connect_with(endpoint: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let ep = build_endpoint(endpoint, &options)?;
+        let target = build_endpoint(endpoint, &options)?;
         let mut attempt = 0;
         let channel = loop {
             attempt += 1;
-            match ep.connect().await {
+            match target.connect().await {
                 Ok(channel) => break channel,
-                Err(e) if attempt < options.retry.max_attempts => {
+                Err(e)
+                    if attempt < options.retry.max_attempts && !TlsConnectError::is_certificate_error(&e) =>
+                {
                     tracing::debug!(attempt, error = %error_chain(&e), "relay connect failed, retrying");
                     tokio::time::sleep(options.retry.backoff(attempt)).await;
                 }
@@ -230,8 +240,8 @@ impl RelayClient {
     /// A client that connects on first use (and reconnects by itself), for apps that
     /// start while offline. Fails only on a malformed endpoint.
     pub fn connect_lazy(endpoint: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let ep = build_endpoint(endpoint, &options)?;
-        Ok(Self::from_channel(ep.connect_lazy(), options))
+        let target = build_endpoint(endpoint, &options)?;
+        Ok(Self::from_channel(target.connect_lazy(), options))
     }
 
     /// A client over an existing tonic channel.
@@ -468,17 +478,28 @@ impl RelayClient {
         owner: &impl MailboxOwner,
         device_id: &[u8; 16],
     ) -> Result<bool, ClientError> {
-        let account = owner.account();
-        let make = || {
-            let ts = unix_now();
-            let msg = sign::unsubscribe_bytes(&account, device_id, ts);
-            UnsubscribeRequest {
-                account: account.to_vec(),
-                device_id: device_id.to_vec(),
-                ts,
-                signature: sign::sign(owner.signing_key(), &msg).to_vec(),
-            }
-        };
+        // Signed afresh for each attempt, like every other call.
+        self.send_unsubscribe_with(|| signed_unsubscribe(owner, device_id))
+            .await
+    }
+
+    /// Sends an Unsubscribe signed earlier by [`signed_unsubscribe`], as it is, with the
+    /// retry policy of every call; `true` when it removed a registration.
+    ///
+    /// The relay accepts such a request for as long as a subscription lives (30 days by
+    /// default) after it was signed, and it removes the registration only if that was made
+    /// before the signature (give or take the relay's clock window): `false` also when the
+    /// device registered again since. A refusal with `UNAUTHENTICATED` whose message names
+    /// `ts` is final (too old: every registration it could remove has lapsed; or signed by
+    /// a clock far ahead): drop the request then, as after any answer.
+    pub async fn send_unsubscribe(&self, request: UnsubscribeRequest) -> Result<bool, ClientError> {
+        self.send_unsubscribe_with(|| request.clone()).await
+    }
+
+    async fn send_unsubscribe_with(
+        &self,
+        make: impl Fn() -> UnsubscribeRequest,
+    ) -> Result<bool, ClientError> {
         let resp = self
             .call(
                 self.options.rpc_timeout,
@@ -593,6 +614,23 @@ pub fn decrypt_push(enc: &str, push_key: &[u8; 32]) -> Result<PushNotification, 
     })
 }
 
+/// An Unsubscribe of `device_id` signed by `owner` now, to send at once or keep and send
+/// later with [`RelayClient::send_unsubscribe`]: it carries its own signature, so sending
+/// it needs neither the identity nor its key, and it may be persisted as its protobuf
+/// encoding (`prost::Message::encode_to_vec`). Sign-out queues one durably before the
+/// identity is deleted.
+pub fn signed_unsubscribe(owner: &impl MailboxOwner, device_id: &[u8; 16]) -> UnsubscribeRequest {
+    let account = owner.account();
+    let ts = unix_now();
+    let msg = sign::unsubscribe_bytes(&account, device_id, ts);
+    UnsubscribeRequest {
+        account: account.to_vec(),
+        device_id: device_id.to_vec(),
+        ts,
+        signature: sign::sign(owner.signing_key(), &msg).to_vec(),
+    }
+}
+
 /// The current Unix time in seconds, the `ts` of signed requests.
 pub fn unix_now() -> i64 {
     // A clock before 1970 yields 0, which the relay rejects as out of its window.
@@ -618,7 +656,30 @@ fn check_hash(hash: &[u8]) -> Result<(), ClientError> {
     }
 }
 
-fn build_endpoint(endpoint: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+/// Where a client connects, and how: tonic's own connector for `http://`, ours
+/// ([`RelayConnector`]) for `https://`.
+struct Target {
+    endpoint: Endpoint,
+    tls: Option<RelayConnector>,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.tls {
+            Some(tls) => self.endpoint.connect_with_connector(tls.service()).await,
+            None => self.endpoint.connect().await,
+        }
+    }
+
+    fn connect_lazy(&self) -> Channel {
+        match &self.tls {
+            Some(tls) => self.endpoint.connect_with_connector_lazy(tls.service()),
+            None => self.endpoint.connect_lazy(),
+        }
+    }
+}
+
+fn build_endpoint(endpoint: &str, options: &ClientOptions) -> Result<Target, ClientError> {
     let bad = |reason: String| ClientError::Endpoint {
         endpoint: endpoint.to_owned(),
         reason,
@@ -629,22 +690,30 @@ fn build_endpoint(endpoint: &str, options: &ClientOptions) -> Result<Endpoint, C
     } else {
         format!("http://{trimmed}")
     };
-    let tls = uri.starts_with("https://");
-    let mut ep = Endpoint::from_shared(uri)
-        .map_err(|e| bad(error_chain(&e)))?
+    // Checked for http:// too, so a bad root fails in development, not in production.
+    tls::parse_extra_roots(&options.extra_roots_pem).map_err(|e| bad(e.to_string()))?;
+    let mut ep = Endpoint::from_shared(uri).map_err(|e| bad(error_chain(&e)))?;
+    let mut tls = None;
+    if ep.uri().scheme_str() == Some("https") {
+        let origin = ep.uri().clone();
+        let connector = RelayConnector::new(&origin, options.roots, &options.extra_roots_pem)
+            .map_err(|e| bad(e.to_string()))?;
+        // tonic refuses an https:// URI without its own TLS, so it is handed the plain
+        // address to dial (our connector does the TLS) and keeps https:// as the origin
+        // its requests carry.
+        let host = origin.host().unwrap_or_default();
+        ep = Endpoint::from_shared(format!("http://{host}:{}", connector.port()))
+            .map_err(|e| bad(error_chain(&e)))?
+            .origin(origin);
+        tls = Some(connector);
+    }
+    let endpoint = ep
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         // Keeps NAT and proxies from dropping a connection idle between long-polls.
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    if tls {
-        let mut config = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(pem) = &options.ca_certificate_pem {
-            config = config.ca_certificate(Certificate::from_pem(pem));
-        }
-        ep = ep.tls_config(config).map_err(|e| bad(error_chain(&e)))?;
-    }
-    Ok(ep)
+    Ok(Target { endpoint, tls })
 }
 
 /// An error and its sources, for transport errors whose own message is only
@@ -653,8 +722,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        // tonic's connect error shows its source's text as its own: say it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out
@@ -733,12 +806,45 @@ mod tests {
     #[test]
     fn endpoints_without_scheme_are_plain_http() {
         let opts = ClientOptions::default();
-        let ep = build_endpoint("127.0.0.1:7400", &opts).unwrap();
-        assert_eq!(ep.uri().to_string(), "http://127.0.0.1:7400/");
+        let target = build_endpoint("127.0.0.1:7400", &opts).unwrap();
+        assert_eq!(target.endpoint.uri().to_string(), "http://127.0.0.1:7400/");
+        assert!(target.tls.is_none());
         assert!(matches!(
             build_endpoint("http://bad host", &opts),
             Err(ClientError::Endpoint { .. })
         ));
+    }
+
+    #[test]
+    fn https_endpoints_dial_the_plain_address_through_our_tls() {
+        let opts = ClientOptions {
+            // Any root will do: nothing connects here.
+            extra_roots_pem: vec![
+                rcgen::generate_simple_self_signed(vec!["ca".into()])
+                    .unwrap()
+                    .cert
+                    .pem()
+                    .into(),
+            ],
+            ..ClientOptions::default()
+        };
+        let target = build_endpoint("https://relay.example", &opts).unwrap();
+        assert_eq!(target.endpoint.uri().to_string(), "http://relay.example:443/");
+        assert_eq!(target.tls.map(|t| t.port()), Some(443));
+    }
+
+    #[test]
+    fn a_bad_extra_root_fails_the_client_naming_it() {
+        let opts = ClientOptions {
+            extra_roots_pem: vec![b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec()],
+            ..ClientOptions::default()
+        };
+        for endpoint in ["https://relay.example", "http://127.0.0.1:7400"] {
+            let Err(ClientError::Endpoint { reason, .. }) = build_endpoint(endpoint, &opts) else {
+                panic!("accepted a bad root for {endpoint}")
+            };
+            assert!(reason.starts_with("extra_roots_pem[0] "), "{reason}");
+        }
     }
 
     #[tokio::test]
@@ -763,6 +869,22 @@ mod tests {
             .await
             .expect("bounded retries end");
         assert_eq!(err.unwrap_err().code(), Some(Code::Unavailable));
+    }
+
+    #[test]
+    fn a_signed_unsubscribe_verifies_and_survives_its_encoding() {
+        use prost::Message;
+        let identity = Identity::create();
+        let device_id = [3u8; 16];
+        let before = unix_now();
+        let req = signed_unsubscribe(&identity, &device_id);
+        assert!((before..=unix_now()).contains(&req.ts));
+        assert_eq!(req.account, identity.account());
+        assert_eq!(req.device_id, device_id);
+        let signed = sign::unsubscribe_bytes(&identity.account(), &device_id, req.ts);
+        assert!(sign::verify(&identity.account(), &signed, &req.signature).is_ok());
+        let stored = req.encode_to_vec();
+        assert_eq!(UnsubscribeRequest::decode(stored.as_slice()).unwrap(), req);
     }
 
     #[tokio::test]

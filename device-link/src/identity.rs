@@ -11,6 +11,7 @@ use bip39::{Language, Mnemonic};
 use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
 use sha2::Sha256;
+use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 /// HKDF salt of every account key.
@@ -29,8 +30,10 @@ pub const NEW_PHRASE_WORDS: usize = 12;
 /// How many close words a mistyped word's error suggests at most.
 const MAX_SUGGESTIONS: usize = 3;
 
-/// Why a recovery phrase was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a recovery phrase was not accepted. Neither `Display` nor `Debug` shows a word of
+/// the phrase: a mistyped word is usually one letter away from the real one, and the
+/// suggestions are likely the real one. The app renders `suggestions` itself.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhraseError {
     /// Not 12 or 24 words.
     #[error("a recovery phrase has 12 or 24 words, this one has {found}")]
@@ -38,15 +41,13 @@ pub enum PhraseError {
         /// How many words were given.
         found: usize,
     },
-    /// A word is not in the BIP-39 English word list. The message shows the mistyped
-    /// word (it is not a valid word, but it is close to one: do not log this error).
-    #[error("word {position} (\"{word}\") is not a recovery phrase word{}", did_you_mean(.suggestions))]
+    /// A word is not in the BIP-39 English word list.
+    #[error("word {position} is not a recovery phrase word")]
     UnknownWord {
         /// 1-based position of the word in the phrase.
         position: usize,
-        /// The word as typed (lower-cased).
-        word: String,
-        /// Up to three valid words closest to it, closest first.
+        /// Up to three valid words closest to it, closest first: for the app to offer,
+        /// never to log.
         suggestions: Vec<String>,
     },
     /// Every word is valid but the phrase's checksum does not match: a word is wrong or
@@ -61,11 +62,18 @@ pub enum PhraseError {
     },
 }
 
-fn did_you_mean(suggestions: &[String]) -> String {
-    if suggestions.is_empty() {
-        String::new()
-    } else {
-        format!("; did you mean {}?", suggestions.join(", "))
+impl std::fmt::Debug for PhraseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PhraseError::UnknownWord { position, suggestions } => f
+                .debug_struct("UnknownWord")
+                .field("position", position)
+                .field("suggestions", &suggestions.len())
+                .finish(),
+            PhraseError::WordCount { found } => f.debug_struct("WordCount").field("found", found).finish(),
+            PhraseError::Checksum => f.write_str("Checksum"),
+            PhraseError::EntropyLength { found } => f.debug_struct("EntropyLength").field("found", found).finish(),
+        }
     }
 }
 
@@ -109,7 +117,6 @@ impl Identity {
             if Language::English.find_word(word).is_none() {
                 return Err(PhraseError::UnknownWord {
                     position: i + 1,
-                    word: (*word).to_owned(),
                     suggestions: closest_words(word),
                 });
             }
@@ -182,6 +189,16 @@ impl Identity {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         tidings_proto::sign::sign(&self.signing_key, message)
     }
+
+    /// The X25519 secret that opens sealed messages to this account
+    /// (DESIGN.md "Sealed messages between accounts"): the signing key's scalar, the first
+    /// half of SHA-512(seed), which X25519 clamps as Ed25519 does. Its public key is
+    /// therefore the Montgomery form of the account key, so a sender needs nothing but the
+    /// account id. The secret is wiped when dropped.
+    pub fn message_secret(&self) -> StaticSecret {
+        let scalar = Zeroizing::new(self.signing_key.to_scalar_bytes());
+        StaticSecret::from(*scalar)
+    }
 }
 
 impl fmt::Debug for Identity {
@@ -231,8 +248,9 @@ fn normalize_phrase(phrase: &str) -> String {
 }
 
 /// The valid words nearest to `word` by edit distance (transpositions count as one),
-/// ties in word-list (alphabetical) order.
-fn closest_words(word: &str) -> Vec<String> {
+/// ties in word-list (alphabetical) order, at most three: what a phrase screen offers
+/// for a mistyped word.
+pub fn closest_words(word: &str) -> Vec<String> {
     let mut ranked: Vec<(usize, &str)> = Language::English
         .word_list()
         .iter()
@@ -279,13 +297,12 @@ mod tests {
     fn a_mistyped_word_is_named_with_suggestions() {
         let typo = ABANDON.replacen("about", "abuot", 1);
         match Identity::restore(&typo) {
-            Err(PhraseError::UnknownWord {
-                position,
-                word,
-                suggestions,
-            }) => {
+            Err(e @ PhraseError::UnknownWord { .. }) => {
+                for shown in [e.to_string(), format!("{e:?}")] {
+                    assert!(!shown.contains("abuot") && !shown.contains("about"), "{shown}");
+                }
+                let PhraseError::UnknownWord { position, suggestions } = e else { unreachable!() };
                 assert_eq!(position, 12);
-                assert_eq!(word, "abuot");
                 assert_eq!(suggestions.first().map(String::as_str), Some("about"));
                 assert!(suggestions.len() <= MAX_SUGGESTIONS);
             }
@@ -294,7 +311,7 @@ mod tests {
         let typo = ABANDON.replacen("abandon", "abandn", 1);
         let err = Identity::restore(&typo).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("word 1") && msg.contains("abandon"), "{msg}");
+        assert!(msg.contains("word 1") && !msg.contains("aband"), "{msg}");
     }
 
     #[test]

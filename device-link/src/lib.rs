@@ -7,6 +7,11 @@
 pub mod account;
 pub mod client;
 pub mod config;
+pub mod fast_mode;
 pub mod identity;
+pub mod journal;
 pub mod link;
+pub mod notification;
+pub mod sealed;
 pub mod state;
+pub mod tls;

@@ -68,6 +68,9 @@ pub enum StateError {
     /// The device record is missing although other state exists.
     #[error("device state in {0} has no device record; refusing to start over on top of it")]
     MissingDeviceRecord(PathBuf),
+    /// [`StateReader::open`] on a directory the app has not created state in (yet).
+    #[error("there is no device state in {0}: the app has not opened it yet")]
+    NoState(PathBuf),
     /// A blob name outside `[a-z0-9._-]{1,64}` (not starting with '.').
     #[error("invalid blob name {0:?}: use 1 to 64 characters of a-z, 0-9, '.', '_', '-'")]
     BlobName(String),
@@ -167,6 +170,21 @@ impl DeviceState {
         self.remove(IDENTITY_FILE)
     }
 
+    /// Gives this install a new random device id and push key (at sign-out): nothing the
+    /// relay or a push provider still holds for the old ones can reach or be read by the
+    /// next account signed in here.
+    pub fn rotate_device(&mut self) -> Result<(), StateError> {
+        let device_id = random_bytes::<16>();
+        let push_key = Zeroizing::new(random_bytes::<32>());
+        let mut record = Zeroizing::new(Vec::with_capacity(48));
+        record.extend_from_slice(&device_id);
+        record.extend_from_slice(push_key.as_slice());
+        self.write(DEVICE_FILE, &record)?;
+        self.device_id = device_id;
+        self.push_key = push_key;
+        Ok(())
+    }
+
     /// The retrieve cursor of `namespace` (0 when none was saved).
     pub fn cursor(&self, namespace: i32) -> u64 {
         self.cursors.get(&namespace).copied().unwrap_or(0)
@@ -207,6 +225,26 @@ impl DeviceState {
     pub fn delete_blob(&mut self, name: &str) -> Result<(), StateError> {
         check_blob_name(name)?;
         self.remove(&format!("{BLOBS_DIR}/{name}"))
+    }
+
+    /// The names of the blobs that start with `prefix`, sorted: how a module keeps a
+    /// durable list of records as one blob each (the inbox's pending batches).
+    pub fn blob_names(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        let dir = self.dir.join(BLOBS_DIR);
+        let entries = fs::read_dir(&dir).map_err(io_at(&dir))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_at(&dir))?;
+            let file = entry.file_name();
+            let Some(name) = file.to_str().and_then(|n| n.strip_suffix(SEALED_EXT)) else {
+                continue;
+            };
+            if name.starts_with(prefix) && check_blob_name(name).is_ok() {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
     }
 
     /// Appends an upload to the durable queue and returns its id. It stays in
@@ -477,6 +515,176 @@ fn unix_micros() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ read-only view
+
+/// A read-only view of a state directory, for a process beside the app that owns it: the
+/// iOS Notification Service Extension, Android's messaging service. Unlike
+/// [`DeviceState::open`] it never creates, removes or writes anything (no directory, no
+/// device record, no cleanup of temporaries) and takes no lock, so it can run while the
+/// app writes: every write there is a rename, so each file read is a whole old or a whole
+/// new version.
+pub struct StateReader {
+    dir: PathBuf,
+    key: Zeroizing<[u8; 32]>,
+    device_id: [u8; 16],
+    push_key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for StateReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateReader")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateReader {
+    /// Opens the state in `dir` under `key` for reading. Fails with
+    /// [`StateError::NoState`] when the app has not created it, and with
+    /// [`StateError::WrongKey`] for another key than the app's.
+    pub fn open(dir: impl AsRef<Path>, key: &[u8; 32]) -> Result<StateReader, StateError> {
+        let dir = dir.as_ref().to_path_buf();
+        let key = Zeroizing::new(*key);
+        let record = match read_sealed_file(&dir, &key, DEVICE_FILE) {
+            Ok(Some(record)) => Zeroizing::new(record),
+            Ok(None) => return Err(StateError::NoState(dir)),
+            // As in `DeviceState::open`: the first file opened failing means the key.
+            Err(StateError::Corrupt(_)) => return Err(StateError::WrongKey),
+            Err(e) => return Err(e),
+        };
+        if record.len() != 48 {
+            return Err(StateError::Corrupt(DEVICE_FILE.into()));
+        }
+        let mut device_id = [0u8; 16];
+        device_id.copy_from_slice(&record[..16]);
+        let mut push_key = Zeroizing::new([0u8; 32]);
+        push_key.copy_from_slice(&record[16..]);
+        Ok(StateReader {
+            dir,
+            key,
+            device_id,
+            push_key,
+        })
+    }
+
+    /// The directory this state lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This install's device id.
+    pub fn device_id(&self) -> [u8; 16] {
+        self.device_id
+    }
+
+    /// This install's push key.
+    pub fn push_key(&self) -> &[u8; 32] {
+        &self.push_key
+    }
+
+    /// The account this install is signed in to, if any (read afresh on every call).
+    pub fn identity(&self) -> Result<Option<Identity>, StateError> {
+        match read_sealed_file(&self.dir, &self.key, IDENTITY_FILE)? {
+            None => Ok(None),
+            Some(entropy) => Ok(Some(Identity::from_entropy(&Zeroizing::new(entropy))?)),
+        }
+    }
+
+    /// The blob stored under `name`, if any (read afresh on every call).
+    pub fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        check_blob_name(name)?;
+        read_sealed_file(&self.dir, &self.key, &format!("{BLOBS_DIR}/{name}"))
+    }
+}
+
+/// Reads and opens `dir/NAME.sealed`; `None` when it does not exist.
+fn read_sealed_file(dir: &Path, key: &[u8; 32], name: &str) -> Result<Option<Vec<u8>>, StateError> {
+    let path = dir.join(format!("{name}{SEALED_EXT}"));
+    let sealed = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StateError::Io { path, source: e }),
+    };
+    open_sealed(key, name, &sealed)
+        .map(Some)
+        .ok_or_else(|| StateError::Corrupt(name.to_owned()))
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.push((path.clone(), Vec::new()));
+                out.extend(tree(&path));
+            } else {
+                let bytes = fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn reads_what_the_app_wrote_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::create();
+        let mut st = DeviceState::open(dir.path(), &KEY).unwrap();
+        st.set_identity(&id).unwrap();
+        st.put_blob("doc", b"content").unwrap();
+        // A temporary the app's next open would remove: the reader leaves it.
+        fs::write(dir.path().join(format!(".doc.sealed{TMP_MARK}00")), b"x").unwrap();
+        let before = tree(dir.path());
+        let reader = StateReader::open(dir.path(), &KEY).unwrap();
+        assert_eq!(reader.device_id(), st.device_id());
+        assert_eq!(reader.push_key(), st.push_key());
+        assert_eq!(reader.identity().unwrap().unwrap().account(), id.account());
+        assert_eq!(reader.get_blob("doc").unwrap().as_deref(), Some(&b"content"[..]));
+        assert_eq!(reader.get_blob("other").unwrap(), None);
+        assert!(matches!(reader.get_blob("../x"), Err(StateError::BlobName(_))));
+        assert_eq!(tree(dir.path()), before);
+        // Later writes by the app are seen by the open reader.
+        st.put_blob("doc", b"newer").unwrap();
+        assert_eq!(reader.get_blob("doc").unwrap().as_deref(), Some(&b"newer"[..]));
+        st.clear_identity().unwrap();
+        assert!(reader.identity().unwrap().is_none());
+    }
+
+    #[test]
+    fn no_state_and_a_wrong_key_fail_clearly_without_creating_anything() {
+        let parent = tempfile::tempdir().unwrap();
+        let missing = parent.path().join("app-group");
+        let err = StateReader::open(&missing, &KEY).unwrap_err();
+        assert!(matches!(&err, StateError::NoState(p) if p == &missing), "{err:?}");
+        assert!(err.to_string().contains("no device state"));
+        assert!(!missing.exists());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            StateReader::open(empty.path(), &KEY),
+            Err(StateError::NoState(_))
+        ));
+        assert_eq!(fs::read_dir(empty.path()).unwrap().count(), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        DeviceState::open(dir.path(), &KEY).unwrap();
+        let before = tree(dir.path());
+        assert!(matches!(
+            StateReader::open(dir.path(), &[8; 32]),
+            Err(StateError::WrongKey)
+        ));
+        assert_eq!(tree(dir.path()), before);
+        // Signed out: the reader opens, and says so.
+        assert!(StateReader::open(dir.path(), &KEY).unwrap().identity().unwrap().is_none());
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ impl Mailbox for Mock {
                 expires_ms: 0,
             }],
             more: false,
+            remaining: 0,
         }))
     }
 

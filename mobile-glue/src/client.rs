@@ -8,12 +8,12 @@
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tidings_device_link::{
     account::{
-        Account, Progress as AccountProgress, ProgressStage as AccountStage, ReceivedMessage, RelaySettings,
+        Account, Progress as AccountProgress, ProgressStage as AccountStage, RelaySettings,
     },
     client::RelayClient,
     config::Documents,
@@ -25,6 +25,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use zeroize::Zeroizing;
 
 use crate::{
+    cancel::{Cancellation, cancellable},
     driver::DriverState,
     error::{Result, TidingsError},
     events::{Event, EventListener, Events},
@@ -32,17 +33,17 @@ use crate::{
     push::key32,
     runtime,
     types::{
-        CONFIG_NAMESPACE, ClientOptions, ConfigChange, ConfigDocument, DecryptedPush, IncomingMessage,
-        MESSAGE_NAMESPACE, MessageSource, Operation, Progress, ProgressStage, PushKind, PushOutcome,
+        CONFIG_NAMESPACE, ClientOptions, ConfigChange, ConfigDocument, DecryptedPush,
+        MESSAGE_NAMESPACE, Operation, Progress, ProgressStage, PushKind, PushOutcome,
         SendReceipt, SyncSummary, hash_hex,
     },
 };
 
-/// The blob device-link keeps the config replica in (removed at sign-out).
-const CONFIG_BLOB: &str = "config";
 /// How long `stop` waits for running tasks: each ends at its next await, so only a state
 /// write or a callback in progress can hold it up.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// `handle_push`'s default budget: Android gives `onMessageReceived` about 10 s.
+const DEFAULT_PUSH_BUDGET_MS: u32 = 8_000;
 
 /// Shared by the client object and its background tasks.
 pub(crate) struct Inner {
@@ -56,7 +57,7 @@ pub(crate) struct Inner {
     /// This client's handle on the state directory: device id, push key, and its own
     /// blobs. The account engine has its own for everything account-related; the two never
     /// write the same file (see `DeviceState`: one file per blob).
-    store: Mutex<DeviceState>,
+    pub(crate) store: Mutex<DeviceState>,
     account: RwLock<Option<Account>>,
     pub driver: Mutex<DriverState>,
     /// Serialises Subscribe / Unsubscribe, so a renewal never races a new token.
@@ -117,6 +118,7 @@ impl TidingsClient {
         let store = DeviceState::open(&dir, &key)?;
         let mut settings = RelaySettings::new(relay_url.as_str());
         settings.message_ttl_ms = options.message_ttl_ms;
+        options.apply_to(&mut settings.client);
         // Tonic channels start their worker on the runtime they are made in.
         let handle = runtime::handle();
         let _guard = handle.enter();
@@ -161,6 +163,7 @@ impl TidingsClient {
         let inner = self.inner.clone();
         self.inner
             .run(async move {
+                inner.ingest_journal();
                 inner.start_loops();
                 inner.relay.relay_info().await?;
                 Ok(())
@@ -199,12 +202,17 @@ impl TidingsClient {
     /// Restores an account from its 12- or 24-word phrase: derives the keys, then fetches
     /// and merges the account's config before anything is uploaded (progress through
     /// `on_progress`). Returns the account id. A mistyped word fails with `BadWord`
-    /// (position and suggestions), a wrong word with `BadChecksum`.
-    pub async fn restore_account(&self, phrase: String) -> Result<String> {
+    /// (its position; `suggest_words` offers the closest words), a wrong word with
+    /// `BadChecksum`.
+    ///
+    /// `cancel` ends it with `Cancelled`, leaving no account behind (the identity is
+    /// written last).
+    #[uniffi::method(default(cancel = None))]
+    pub async fn restore_account(&self, phrase: String, cancel: Option<Arc<Cancellation>>) -> Result<String> {
         let phrase = Zeroizing::new(phrase);
         let inner = self.inner.clone();
         self.inner
-            .run(async move {
+            .run(cancellable(cancel, async move {
                 if inner.account().is_some() {
                     return Err(TidingsError::AlreadySignedIn);
                 }
@@ -213,7 +221,7 @@ impl TidingsClient {
                     Account::restore(&inner.dir, &inner.key, inner.settings.clone(), &phrase, progress)
                         .await?;
                 Ok(inner.adopt(account))
-            })
+            }))
             .await
     }
 
@@ -238,22 +246,13 @@ impl TidingsClient {
         hex::encode(self.inner.lock_store().device_id())
     }
 
-    /// Signs out: unregisters pushes (best effort), forgets the account and its config on
-    /// this install. The phrase is the only way back.
-    pub async fn sign_out(&self) -> Result<()> {
-        let inner = self.inner.clone();
-        self.inner.run(async move { inner.sign_out().await }).await
-    }
-
     // ---- messages -------------------------------------------------------------------
 
     /// Sends `data` (the app's own encrypted envelope) to another account's mailbox.
     /// Idempotent: sending the same bytes twice stores them once.
     pub async fn send(&self, recipient_account_id: String, data: Vec<u8>) -> Result<SendReceipt> {
         let recipient =
-            parse_account_id(&recipient_account_id).map_err(|_| TidingsError::InvalidAccountId {
-                value: recipient_account_id.clone(),
-            })?;
+            parse_account_id(&recipient_account_id).map_err(|_| TidingsError::InvalidAccountId)?;
         let inner = self.inner.clone();
         self.inner
             .run(async move {
@@ -271,26 +270,59 @@ impl TidingsClient {
             .await
     }
 
+    /// Sends `plaintext` to another account as a sealed message (DESIGN.md "Sealed
+    /// messages between accounts"): only the recipient can open it, it names this
+    /// account as the sender to the recipient alone (so its notification can show a
+    /// contact's name), and the relay sees only a padded ciphertext. The recipient's
+    /// `IncomingMessage` has `sender_account_id` and `plaintext` set.
+    pub async fn send_message(&self, recipient_account_id: String, plaintext: Vec<u8>) -> Result<SendReceipt> {
+        let inner = self.inner.clone();
+        self.inner
+            .run(async move {
+                let account = inner.require_account()?;
+                let plaintext = Zeroizing::new(plaintext);
+                let resp = account.send_sealed(&recipient_account_id, &plaintext).await?;
+                Ok(SendReceipt {
+                    hash: hash_hex(&resp.hash),
+                    seq: resp.seq,
+                    expires_ms: resp.expires_ms,
+                    duplicate: resp.duplicate,
+                })
+            })
+            .await
+    }
+
     /// Fetches everything new once — messages and config — without waiting: for a
     /// background refresh (Android WorkManager, iOS background fetch) or pull-to-refresh.
-    /// New messages are also reported through `on_message`.
-    pub async fn sync_now(&self) -> Result<SyncSummary> {
+    /// Returns the new messages (also reported through `on_message`, and pending until
+    /// acknowledged). `cancel` ends it with `Cancelled`; what was fetched by then stays
+    /// pending.
+    #[uniffi::method(default(cancel = None))]
+    pub async fn sync_now(&self, cancel: Option<Arc<Cancellation>>) -> Result<SyncSummary> {
         let inner = self.inner.clone();
-        self.inner.run(async move { inner.sync_now().await }).await
+        self.inner
+            .run(cancellable(cancel, async move { inner.sync_now().await }))
+            .await
     }
 
     /// Handles a push the app received (the `enc` field of the APNs payload or the FCM
-    /// data): decrypts it, reports the message unless it arrived already, fetches it when
-    /// the push did not carry it, and merges config changes. Also tells the Fast/Slow
-    /// driver that pushes arrive.
-    pub async fn handle_push(&self, enc: String) -> Result<PushOutcome> {
+    /// data): decrypts it, saves the message as pending and reports it unless it arrived
+    /// already, fetches it when the push did not carry it, and merges config changes.
+    /// Also tells the Fast/Slow driver that pushes arrive.
+    ///
+    /// Returns within `budget_ms` (default 8 000, for Android's ~10 s
+    /// `onMessageReceived`): a fetch or sync that does not finish in time is left to
+    /// polling (`complete` is false), and nothing is lost.
+    #[uniffi::method(default(budget_ms = None))]
+    pub async fn handle_push(&self, enc: String, budget_ms: Option<u32>) -> Result<PushOutcome> {
         let inner = self.inner.clone();
-        self.inner.run(async move { inner.handle_push(&enc).await }).await
+        let budget = Duration::from_millis(u64::from(budget_ms.unwrap_or(DEFAULT_PUSH_BUDGET_MS)));
+        self.inner.run(async move { inner.handle_push(&enc, budget).await }).await
     }
 }
 
 impl Inner {
-    fn account_slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Account>> {
+    pub(crate) fn account_slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Account>> {
         self.account.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -349,25 +381,6 @@ impl Inner {
         }
     }
 
-    async fn sign_out(self: &Arc<Self>) -> Result<()> {
-        if let Err(e) = self.disable_fast_mode().await {
-            tracing::debug!(error = %e, "unregistering pushes at sign-out failed; the registration lapses");
-        }
-        self.set_signed_out_mode();
-        // Stop the loops first, so no sync of the old account writes after this.
-        let running = self.stop_loops().await;
-        *self.account_slot() = None;
-        {
-            let mut st = self.lock_store();
-            st.clear_identity()?;
-            st.delete_blob(CONFIG_BLOB)?;
-        }
-        if running {
-            self.start_loops();
-        }
-        Ok(())
-    }
-
     /// Starts the background loops once.
     pub(crate) fn start_loops(self: &Arc<Self>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -379,6 +392,7 @@ impl Inner {
         tasks.push(calls.spawn_on(crate::driver::poll_loop(self.clone(), MESSAGE_NAMESPACE), handle));
         tasks.push(calls.spawn_on(crate::driver::poll_loop(self.clone(), CONFIG_NAMESPACE), handle));
         tasks.push(calls.spawn_on(crate::driver::supervisor(self.clone()), handle));
+        tasks.push(calls.spawn_on(crate::sign_out::unsubscribe_loop(self.clone()), handle));
     }
 
     /// Aborts the loops; true when they were running.
@@ -393,7 +407,7 @@ impl Inner {
 
     /// Aborts the loops and waits until they have ended (an abort takes effect at the
     /// task's next await, possibly after a state write); true when they were running.
-    async fn stop_loops(&self) -> bool {
+    pub(crate) async fn stop_loops(&self) -> bool {
         let running = self.abort_loops();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         for t in tasks {
@@ -439,31 +453,9 @@ impl Inner {
             return Ok(u32::from(changed));
         }
         let fresh = account.receive(wait_ms).await?;
-        let fresh = self.report_messages(fresh, MessageSource::Poll);
+        let fresh = self.report_messages(fresh);
         self.note_polled(&fresh);
         Ok(u32::try_from(fresh.len()).unwrap_or(u32::MAX))
-    }
-
-    /// Reports new messages through `on_message`; returns them.
-    fn report_messages(&self, messages: Vec<ReceivedMessage>, source: MessageSource) -> Vec<IncomingMessage> {
-        let now = now_ms();
-        let fresh: Vec<IncomingMessage> = messages
-            .into_iter()
-            .filter(|m| m.expires_ms > now)
-            .map(|m| IncomingMessage {
-                hash: hash_hex(&m.hash),
-                namespace: MESSAGE_NAMESPACE,
-                seq: m.seq,
-                data: m.data,
-                created_ms: m.created_ms,
-                expires_ms: m.expires_ms,
-                source,
-            })
-            .collect();
-        for m in &fresh {
-            self.events.send(Event::Message(m.clone()));
-        }
-        fresh
     }
 
     /// Reports which documents differ from `before` (all four when it is unknown).
@@ -489,29 +481,30 @@ impl Inner {
 
     async fn sync_now(&self) -> Result<SyncSummary> {
         let account = self.require_account()?;
-        let fresh = account.receive(0).await?;
-        let fresh = self.report_messages(fresh, MessageSource::Poll);
-        self.note_polled(&fresh);
+        let mut fresh = self.ingest_journal();
+        let polled = self.report_messages(account.receive(0).await?);
+        self.note_polled(&polled);
+        fresh.extend(polled);
         let before = account.documents();
         let changed = account.sync().await?;
         if changed {
             self.config_changed(Some(&before), &account.documents());
         }
-        let messages = u32::try_from(fresh.len()).unwrap_or(u32::MAX);
+        let count = fresh.len() as u64;
         self.events.send(Event::Progress(Progress {
             operation: Operation::Sync,
             stage: ProgressStage::Done,
-            done: u64::from(messages),
-            total: Some(u64::from(messages)),
+            done: count,
+            total: Some(count),
             bytes: fresh.iter().map(|m| m.data.len() as u64).sum(),
         }));
         Ok(SyncSummary {
-            messages,
+            messages: fresh,
             config_changed: changed,
         })
     }
 
-    async fn handle_push(&self, enc: &str) -> Result<PushOutcome> {
+    async fn handle_push(&self, enc: &str, budget: Duration) -> Result<PushOutcome> {
         let account = self.require_account()?;
         let push_key = Zeroizing::new(*self.lock_store().push_key());
         let note = tidings_device_link::client::decrypt_push(enc, &push_key)?;
@@ -520,17 +513,28 @@ impl Inner {
             self.note_pushed(&hash);
         }
         let before = (push.kind == PushKind::Config).then(|| account.documents());
-        let outcome = account.handle_push(enc).await?;
+        let Ok(outcome) = tokio::time::timeout(budget, account.handle_push(enc)).await else {
+            tracing::debug!("push handling ran out of its budget; polling brings the rest");
+            return Ok(PushOutcome {
+                push,
+                messages: Vec::new(),
+                duplicate: false,
+                config_changed: false,
+                complete: false,
+            });
+        };
+        let outcome = outcome?;
         if let Some(before) = before.filter(|_| outcome.config_changed) {
             self.config_changed(Some(&before), &account.documents());
         }
-        let messages = self.report_messages(outcome.messages, MessageSource::Push);
+        let messages = self.report_messages(outcome.messages);
         let duplicate = push.kind == PushKind::Message && !messages.iter().any(|m| m.hash == push.hash);
         Ok(PushOutcome {
             push,
             messages,
             duplicate,
             config_changed: outcome.config_changed,
+            complete: true,
         })
     }
 }
@@ -613,7 +617,7 @@ mod tests {
         let _ = runtime::handle().block_on(c.connect());
         c.stop();
         assert!(c.inner.calls.is_empty(), "a task outlived stop");
-        let err = runtime::handle().block_on(c.sync_now()).unwrap_err();
+        let err = runtime::handle().block_on(c.sync_now(None)).unwrap_err();
         assert_eq!(err, TidingsError::Closed);
         std::fs::remove_dir_all(dir.path()).unwrap();
     }

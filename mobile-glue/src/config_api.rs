@@ -262,7 +262,7 @@ impl TidingsClient {
 fn normalize_account_id(id: &str) -> Result<String> {
     parse_account_id(id)
         .map(|key| format_account_id(&key))
-        .map_err(|_| TidingsError::InvalidAccountId { value: id.to_owned() })
+        .map_err(|_| TidingsError::InvalidAccountId)
 }
 
 fn profile_out(p: &dl::Profile) -> Profile {

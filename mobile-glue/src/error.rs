@@ -1,8 +1,10 @@
 //! The one error type of the API, which becomes `TidingsError` (Python, Swift) or
 //! `TidingsException` (Kotlin) with one subclass per variant.
 //!
-//! Variants carry what an app shows or acts on (the mistyped word and its suggestions, the
-//! gRPC code of a relay refusal); messages never contain a phrase, key or token.
+//! Variants carry what an app shows or acts on (the position of a mistyped word, the gRPC
+//! code of a relay refusal); no field, message or `Debug` output contains a phrase word
+//! (mistyped or suggested), a key or a token. The generated Kotlin and Swift errors print
+//! their fields in their messages, so the rule covers fields too.
 
 use tidings_device_link::{
     account::AccountError,
@@ -12,18 +14,17 @@ use tidings_device_link::{
     state::StateError,
 };
 
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+/// Why a call failed. `Display` and `Debug` never show a phrase word (not even a
+/// mistyped one: it is usually one letter from the real word), a key or a token.
+#[derive(Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum TidingsError {
-    /// A recovery phrase word is not in the word list.
-    #[error("word {position} ({word:?}) is not a recovery phrase word")]
+    /// A recovery phrase word is not in the word list. Only its position is carried (a
+    /// generated Kotlin or Swift error prints its fields in its message, which apps log):
+    /// `suggest_words(phrase, position)` gives the closest words for the app to offer.
+    #[error("word {position} is not a recovery phrase word")]
     BadWord {
         /// 1-based position of the word.
         position: u32,
-        /// The word as typed (lower-cased).
-        word: String,
-        /// Up to three valid words closest to it, closest first.
-        suggestions: Vec<String>,
     },
     /// Every word is valid but the checksum does not match (a wrong or swapped word).
     #[error("the recovery phrase's checksum does not match: a word is wrong or out of order")]
@@ -34,12 +35,10 @@ pub enum TidingsError {
         /// How many words were given.
         found: u32,
     },
-    /// Not `"01"` followed by 64 hex digits.
-    #[error("{value:?} is not an account id (\"01\" and 64 hex digits)")]
-    InvalidAccountId {
-        /// The rejected text (an account id is public).
-        value: String,
-    },
+    /// Not `"01"` followed by 64 hex digits. The text is not repeated: it may be
+    /// anything the user pasted, a phrase included.
+    #[error("not an account id (\"01\" and 64 hex digits)")]
+    InvalidAccountId,
     /// An argument is outside what the API accepts.
     #[error("invalid argument: {reason}")]
     InvalidArgument {
@@ -106,9 +105,46 @@ pub enum TidingsError {
         /// What was waited for.
         what: String,
     },
+    /// The call was cancelled (its `Cancellation` fired).
+    #[error("cancelled")]
+    Cancelled,
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+}
+
+impl std::fmt::Debug for TidingsError {
+    // The variant and its message, which carry only our own texts and codes: a derived
+    // Debug would print whatever a future field holds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            other => write!(f, "{}({other})", variant_name(other)),
+        }
+    }
+}
+
+fn variant_name(e: &TidingsError) -> &'static str {
+    match e {
+        TidingsError::BadWord { .. } => "BadWord",
+        TidingsError::BadChecksum => "BadChecksum",
+        TidingsError::WordCount { .. } => "WordCount",
+        TidingsError::InvalidAccountId => "InvalidAccountId",
+        TidingsError::InvalidArgument { .. } => "InvalidArgument",
+        TidingsError::WrongStateKey => "WrongStateKey",
+        TidingsError::State { .. } => "State",
+        TidingsError::NotSignedIn => "NotSignedIn",
+        TidingsError::AlreadySignedIn => "AlreadySignedIn",
+        TidingsError::Unreachable { .. } => "Unreachable",
+        TidingsError::Relay { .. } => "Relay",
+        TidingsError::PushMalformed => "PushMalformed",
+        TidingsError::PushNotForThisDevice => "PushNotForThisDevice",
+        TidingsError::BadLinkCode { .. } => "BadLinkCode",
+        TidingsError::Link { .. } => "Link",
+        TidingsError::Config { .. } => "Config",
+        TidingsError::Timeout { .. } => "Timeout",
+        TidingsError::Cancelled => "Cancelled",
+        TidingsError::Closed => "Closed",
+    }
 }
 
 /// Results of this crate.
@@ -120,14 +156,8 @@ impl From<PhraseError> for TidingsError {
             PhraseError::WordCount { found } => TidingsError::WordCount {
                 found: saturating_u32(found),
             },
-            PhraseError::UnknownWord {
-                position,
-                word,
-                suggestions,
-            } => TidingsError::BadWord {
+            PhraseError::UnknownWord { position, .. } => TidingsError::BadWord {
                 position: saturating_u32(position),
-                word,
-                suggestions,
             },
             PhraseError::Checksum => TidingsError::BadChecksum,
             other @ PhraseError::EntropyLength { .. } => TidingsError::State {
@@ -139,7 +169,7 @@ impl From<PhraseError> for TidingsError {
 
 impl From<AccountIdError> for TidingsError {
     fn from(_: AccountIdError) -> Self {
-        TidingsError::InvalidAccountId { value: String::new() }
+        TidingsError::InvalidAccountId
     }
 }
 
@@ -226,11 +256,14 @@ impl From<AccountError> for TidingsError {
             AccountError::Phrase(e) => e.into(),
             AccountError::Link(e) => e.into(),
             AccountError::Push(e) => e.into(),
-            AccountError::AccountId(_) => TidingsError::InvalidAccountId { value: String::new() },
+            AccountError::AccountId(_) => TidingsError::InvalidAccountId,
             AccountError::NotSignedIn(_) => TidingsError::NotSignedIn,
             AccountError::AlreadySignedIn(_) | AccountError::OtherAccount(_) => TidingsError::AlreadySignedIn,
             AccountError::PushForOtherAccount => TidingsError::InvalidArgument {
                 reason: "the push is for another account than the signed-in one".into(),
+            },
+            AccountError::Sealed(e) => TidingsError::InvalidArgument {
+                reason: format!("message: {e}"),
             },
             e @ (AccountError::Config(_) | AccountError::Envelope(_)) => TidingsError::Config {
                 reason: e.to_string(),
@@ -283,18 +316,15 @@ mod tests {
     fn phrase_errors_keep_their_details() {
         let e: TidingsError = PhraseError::UnknownWord {
             position: 3,
-            word: "abuot".into(),
             suggestions: vec!["about".into()],
         }
         .into();
-        assert_eq!(
-            e,
-            TidingsError::BadWord {
-                position: 3,
-                word: "abuot".into(),
-                suggestions: vec!["about".into()]
-            }
-        );
+        assert_eq!(e, TidingsError::BadWord { position: 3 });
+        // Neither the typed word nor a suggestion is in what gets logged or shown.
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains("abuot") && !shown.contains("about"), "{shown}");
+            assert!(shown.contains('3'), "{shown}");
+        }
         assert_eq!(
             TidingsError::from(PhraseError::Checksum),
             TidingsError::BadChecksum

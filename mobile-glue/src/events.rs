@@ -28,7 +28,7 @@ pub trait EventListener: Send + Sync {
     fn on_config_changed(&self, change: ConfigChange);
     /// The Fast/Slow mode changed.
     fn on_mode_changed(&self, change: ModeChange);
-    /// A device sent this new install the account: show the code, ask the user.
+    /// A device scanned this new install's link code: show the code, ask the user.
     fn on_link_request(&self, request: LinkRequest);
     /// A long operation progressed.
     fn on_progress(&self, progress: Progress);
@@ -194,7 +194,10 @@ pub(crate) mod tests {
             reason: ModeReason::TokenPruned,
             detail: String::new(),
         }));
-        events.send(Event::LinkRequest(LinkRequest { sas: "123456".into() }));
+        events.send(Event::LinkRequest(LinkRequest {
+            sas: "123456".into(),
+            relay_url: String::new(),
+        }));
         assert_eq!(
             rec.wait_for(3),
             vec!["progress 1", "mode Slow TokenPruned", "link 123456"]
@@ -204,10 +207,16 @@ pub(crate) mod tests {
     #[test]
     fn no_listener_drops_events() {
         let events = Events::start(None);
-        events.send(Event::LinkRequest(LinkRequest { sas: "1".into() }));
+        events.send(Event::LinkRequest(LinkRequest {
+            sas: "1".into(),
+            relay_url: String::new(),
+        }));
         let rec = Arc::new(Recorder::default());
         events.set_listener(Some(rec.clone()));
-        events.send(Event::LinkRequest(LinkRequest { sas: "2".into() }));
+        events.send(Event::LinkRequest(LinkRequest {
+            sas: "2".into(),
+            relay_url: String::new(),
+        }));
         assert_eq!(rec.wait_for(1), vec!["link 2"]);
     }
 
@@ -216,9 +225,15 @@ pub(crate) mod tests {
         let rec = Arc::new(Recorder::default());
         let events = Events::start(Some(rec.clone()));
         events.close();
-        events.send(Event::LinkRequest(LinkRequest { sas: "1".into() }));
+        events.send(Event::LinkRequest(LinkRequest {
+            sas: "1".into(),
+            relay_url: String::new(),
+        }));
         events.set_listener(Some(rec.clone()));
-        events.send(Event::LinkRequest(LinkRequest { sas: "2".into() }));
+        events.send(Event::LinkRequest(LinkRequest {
+            sas: "2".into(),
+            relay_url: String::new(),
+        }));
         // Give a (wrongly) delivering dispatcher time to deliver; a pass cannot be a fluke
         // of a slow thread in the other direction, only a miss.
         thread::sleep(Duration::from_millis(100));

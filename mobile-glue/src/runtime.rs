@@ -53,7 +53,10 @@ where
             r = fut => r,
         }
     };
-    match calls.spawn_on(guarded, handle()).await {
+    // A foreign caller that gives up (a cancelled Swift Task or Kotlin coroutine) drops
+    // this future; the work must stop with it, not run on unobserved.
+    let task = AbortOnDrop(calls.spawn_on(guarded, handle()));
+    match task.await {
         Ok(result) => result,
         // The task was aborted (client closed) or panicked: neither should reach the app
         // as a panic across the FFI.
@@ -78,4 +81,21 @@ pub fn wait_blocking(calls: &TaskTracker, limit: Duration) {
             tracing::warn!("client tasks still running after stop; they end at their next await");
         }
     });
+}
+
+/// Aborts the task when dropped before it finished.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }

@@ -1,6 +1,7 @@
 //! Plain data crossing the FFI: records (structs with public fields) and enums.
 
 use tidings_device_link::client::PushNotification;
+use tidings_device_link::tls::TrustRoots;
 
 /// The owner-only namespace the account's config messages live in.
 pub const CONFIG_NAMESPACE: i32 = tidings_device_link::config::sync::CONFIG_NAMESPACE;
@@ -81,10 +82,13 @@ pub enum MessageSource {
     Push,
     /// By polling the mailbox.
     Poll,
+    /// Inside a push the notification extension processed (read from the delivery
+    /// journal when the app opened or resumed).
+    Extension,
 }
 
-/// A message deposited in this account's mailbox. Each is reported once, however many
-/// ways it arrived.
+/// A message deposited in this account's mailbox. It stays in `pending_messages()` until
+/// acknowledged with `ack`; `on_message` reports it once when it arrives.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct IncomingMessage {
     /// The message hash, 64 hex digits: its identity.
@@ -101,6 +105,12 @@ pub struct IncomingMessage {
     pub expires_ms: i64,
     /// How it arrived first.
     pub source: MessageSource,
+    /// For a sealed message to this account (`send_message`): the sender's account id,
+    /// authenticated by the sender's signature. None for an app's own opaque bytes.
+    pub sender_account_id: Option<String>,
+    /// For a sealed message: what the sender wrote. None for an app's own bytes (in
+    /// `data`).
+    pub plaintext: Option<Vec<u8>>,
 }
 
 /// What the relay answered to a send.
@@ -185,6 +195,10 @@ pub struct PushOutcome {
     pub duplicate: bool,
     /// A config push changed the documents (also reported through `on_config_changed`).
     pub config_changed: bool,
+    /// Everything the push announced was handled within the budget. False when a fetch
+    /// (a push that omitted its message) or a config sync ran out of time: polling brings
+    /// it later, nothing is lost.
+    pub complete: bool,
 }
 
 /// A long operation.
@@ -222,12 +236,14 @@ pub struct Progress {
     pub bytes: u64,
 }
 
-/// A device offered this (new) install the account: compare the code on both screens,
-/// then `confirm_link` or `reject_link`.
+/// A device scanned this (new) install's link code; nothing was sent yet. Show the code
+/// beside the other screen's, then `confirm_link` (they match) or `reject_link`.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct LinkRequest {
     /// The six-digit short authentication string.
     pub sas: String,
+    /// The relay the link code named (where this install waits and will sign in).
+    pub relay_url: String,
 }
 
 /// A config document.
@@ -253,8 +269,9 @@ pub struct ConfigChange {
 /// What a `sync_now` fetched.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncSummary {
-    /// New messages (also reported through `on_message`).
-    pub messages: u32,
+    /// The new messages, oldest first (also reported through `on_message`, and pending
+    /// until acknowledged).
+    pub messages: Vec<IncomingMessage>,
     /// Whether the config documents changed.
     pub config_changed: bool,
 }
@@ -293,6 +310,55 @@ pub struct ClientOptions {
     pub retry_backoff_ms: u64,
     /// Time to live of sent messages, ms (0: the relay's default, 14 days).
     pub message_ttl_ms: i64,
+    /// Which roots an `https://` relay's certificate is checked against.
+    pub trust: TrustStore,
+    /// Root certificates trusted beside `trust`, for a relay behind a private CA: each
+    /// entry one or more PEM certificates. A bad entry fails `open`, naming its index.
+    pub extra_ca_roots_pem: Vec<String>,
+    /// Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
+    pub request_timeout_ms: u64,
+}
+
+/// The roots an `https://` relay's certificate is checked against (plus any
+/// `extra_ca_roots_pem`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum TrustStore {
+    /// Mozilla's roots, compiled into the library: no setup, the same on every device, but
+    /// only as current as the app's build and blind to roots an organisation installs.
+    Bundled,
+    /// The operating system's verifier: the device's trust store with the roots a user or
+    /// an MDM profile installed, and the OS's own revocation and distrust decisions. On
+    /// Android call `TidingsPlatform.initPlatformVerifier(context)` once first.
+    Platform,
+}
+
+impl From<TrustStore> for TrustRoots {
+    fn from(trust: TrustStore) -> TrustRoots {
+        match trust {
+            TrustStore::Bundled => TrustRoots::Bundled,
+            TrustStore::Platform => TrustRoots::Platform,
+        }
+    }
+}
+
+/// The deadline of one request when `request_timeout_ms` is 0.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+impl ClientOptions {
+    /// The relay client's settings these options ask for, on top of `base`.
+    pub(crate) fn apply_to(&self, base: &mut tidings_device_link::client::ClientOptions) {
+        base.roots = self.trust.into();
+        base.extra_roots_pem = self
+            .extra_ca_roots_pem
+            .iter()
+            .map(|pem| pem.as_bytes().to_vec())
+            .collect();
+        let timeout_ms = match self.request_timeout_ms {
+            0 => DEFAULT_REQUEST_TIMEOUT_MS,
+            ms => ms,
+        };
+        base.rpc_timeout = std::time::Duration::from_millis(timeout_ms);
+    }
 }
 
 impl Default for ClientOptions {
@@ -305,6 +371,11 @@ impl Default for ClientOptions {
             renew_at_percent: 50,
             retry_backoff_ms: 5_000,
             message_ttl_ms: 0,
+            // What the device trusts (MDM-installed roots, OS trust updates) rather than a
+            // snapshot frozen at build time.
+            trust: TrustStore::Platform,
+            extra_ca_roots_pem: Vec::new(),
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
         }
     }
 }

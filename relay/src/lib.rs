@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod decode_errors;
 pub mod keys;
 pub mod limits;
 pub mod longpoll;

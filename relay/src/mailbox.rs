@@ -33,6 +33,11 @@ use crate::{
 const MESSAGE_OVERHEAD: usize = 128;
 /// Messages read from the store per call while filling a page.
 const READ_CHUNK: u32 = 64;
+/// How far a Retrieve counts `remaining`: at most this many pages of the size it returns
+/// (so the count costs at most ten times the page read)...
+const REMAINING_PAGES: u32 = 10;
+/// ...and never more than this many messages, whatever the page size.
+const REMAINING_CAP: u32 = 10_000;
 /// The retry hint of a Store into a full mailbox: room comes only when the owner
 /// deletes or messages expire, so there is no point in trying again soon.
 const FULL_MAILBOX_RETRY: Duration = Duration::from_secs(60);
@@ -89,12 +94,45 @@ impl MailboxService {
         self
     }
 
-    /// The answer to a Retrieve, its size recorded.
-    fn retrieved(&self, page: Page) -> Response<RetrieveResponse> {
+    /// The answer to a Retrieve after `after_seq`, its size recorded.
+    async fn retrieved(
+        &self,
+        account: &[u8; 32],
+        namespace: u32,
+        after_seq: u64,
+        page: Page,
+    ) -> Result<Response<RetrieveResponse>, Status> {
         if let Some(m) = &self.metrics {
             m.retrieved(page.messages.iter().map(|msg| msg.data.len()).sum());
         }
-        Response::new(page_response(page))
+        let remaining = self.remaining(account, namespace, after_seq, &page).await?;
+        Ok(Response::new(page_response(page, remaining)))
+    }
+
+    /// How many unexpired messages follow the page, counted only when it says `more` (a
+    /// last page has none after it, and most pages are last pages) and only up to
+    /// [`REMAINING_PAGES`] pages of its size and [`REMAINING_CAP`]: a restore that pages
+    /// through a big mailbox pays a bounded multiple of its reads, not a count per page of
+    /// everything behind it.
+    async fn remaining(
+        &self,
+        account: &[u8; 32],
+        namespace: u32,
+        after_seq: u64,
+        page: &Page,
+    ) -> Result<u64, Status> {
+        if !page.more {
+            return Ok(0);
+        }
+        let last = page.messages.last().map_or(after_seq, |m| m.seq);
+        let page_len = u32::try_from(page.messages.len()).unwrap_or(u32::MAX);
+        let at_most = page_len.max(1).saturating_mul(REMAINING_PAGES).min(REMAINING_CAP);
+        let n = self
+            .store
+            .count_messages(account, namespace, last, self.clock.now_ms(), at_most)
+            .await
+            .map_err(storage_status)?;
+        Ok(u64::from(n))
     }
 
     /// Applies these rate limits and long-poll caps (shared with the Relay service).
@@ -126,7 +164,7 @@ impl MailboxService {
         }
         let held = self
             .store
-            .count_messages(account, namespace, now_ms, max)
+            .count_messages(account, namespace, 0, now_ms, max)
             .await
             .map_err(storage_status)?;
         if held < max {
@@ -228,8 +266,8 @@ impl PageBuilder {
     }
 }
 
-/// The wire form of a page.
-pub fn page_response(page: Page) -> RetrieveResponse {
+/// The wire form of a page followed by `remaining` messages.
+pub fn page_response(page: Page, remaining: u64) -> RetrieveResponse {
     let messages = page
         .messages
         .into_iter()
@@ -244,6 +282,7 @@ pub fn page_response(page: Page) -> RetrieveResponse {
     RetrieveResponse {
         messages,
         more: page.more,
+        remaining,
     }
 }
 
@@ -316,7 +355,7 @@ impl Mailbox for MailboxService {
             .read_page(&v.account, v.namespace, v.after_seq, v.limit)
             .await?;
         if !page.messages.is_empty() || v.wait_ms == 0 || self.shutdown.is_cancelled() {
-            return Ok(self.retrieved(page));
+            return self.retrieved(&v.account, v.namespace, v.after_seq, page).await;
         }
         // Only a call that would park needs a slot; what is there was answered above.
         let _slot = self.guards.long_polls.park(&v.account)?;
@@ -332,7 +371,8 @@ impl Mailbox for MailboxService {
             })
             .await?;
         // A deadline or a shutdown answers "nothing new" (the client simply polls again).
-        Ok(self.retrieved(waited.unwrap_or_default()))
+        self.retrieved(&v.account, v.namespace, v.after_seq, waited.unwrap_or_default())
+            .await
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
@@ -399,9 +439,73 @@ mod tests {
         let mut p = PageBuilder::new(2, 1 << 20);
         assert!(!p.extend(vec![msg(1, 1), msg(2, 1), msg(3, 1)]));
         assert_eq!(p.room(), 0);
-        let r = page_response(p.finish(true));
-        assert_eq!((r.messages.len(), r.more), (2, true));
+        let r = page_response(p.finish(true), 7);
+        assert_eq!((r.messages.len(), r.more, r.remaining), (2, true, 7));
         assert_eq!(r.messages[1].hash, vec![2u8; 32]);
+    }
+
+    /// A service over a fresh embedded store, on a clock the test moves.
+    fn service(dir: &std::path::Path, clock: crate::clock::ManualClock) -> MailboxService {
+        let store = crate::store::redb::RedbStore::open(dir, crate::store::linkage::test_keys()).unwrap();
+        MailboxService::new(
+            Arc::new(store),
+            Arc::new(RelayKeys::from_secret(&[9; 32])),
+            Limits::default(),
+            Arc::new(clock),
+            Arc::new(Waiters::new()),
+            CancellationToken::new(),
+            Arc::new(Notify::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn retrieve_reports_what_remains_after_a_full_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::clock::ManualClock::starting_now();
+        let mailbox = service(dir.path(), clock.clone());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let account = key.verifying_key().to_bytes();
+        for i in 0..25u8 {
+            // The last one expires first.
+            let ttl_ms = if i == 24 { 10_000 } else { 0 };
+            let req = StoreRequest {
+                account: account.to_vec(),
+                data: vec![i],
+                ttl_ms,
+                ..StoreRequest::default()
+            };
+            mailbox.store(Request::new(req)).await.unwrap();
+        }
+        let retrieve = |after_seq: u64, limit: u32| {
+            let ts = clock.now_ms().div_euclid(1000);
+            let req = RetrieveRequest {
+                account: account.to_vec(),
+                after_seq,
+                limit,
+                ts,
+                signature: tidings_proto::sign::sign(
+                    &key,
+                    &tidings_proto::sign::retrieve_bytes(&account, 0, ts),
+                )
+                .to_vec(),
+                ..RetrieveRequest::default()
+            };
+            let mailbox = mailbox.clone();
+            async move { mailbox.retrieve(Request::new(req)).await.unwrap().into_inner() }
+        };
+        let shape = |r: &RetrieveResponse| (r.messages.len(), r.more, r.remaining);
+        assert_eq!(shape(&retrieve(0, 10).await), (10, true, 15));
+        assert_eq!(shape(&retrieve(20, 10).await), (5, false, 0), "a last page: none");
+        // Counted up to ten pages of the page's size: a lower bound beyond that.
+        assert_eq!(shape(&retrieve(0, 1).await), (1, true, 10));
+        assert_eq!(shape(&retrieve(20, 1).await), (1, true, 4));
+        clock.advance_ms(10_000);
+        assert_eq!(
+            shape(&retrieve(20, 1).await),
+            (1, true, 3),
+            "expired: not counted"
+        );
+        assert_eq!(shape(&retrieve(20, 4).await), (4, false, 0));
     }
 
     #[test]

@@ -177,7 +177,11 @@ impl Relay for RelayService {
     ) -> Result<Response<UnsubscribeResponse>, Status> {
         self.check_ip(&request)?;
         let req = request.into_inner();
-        let (account, device_id) = validate_unsubscribe(&req, &self.limits, self.clock.now_s())?;
+        let ValidUnsubscribe {
+            account,
+            device_id,
+            ts,
+        } = validate_unsubscribe(&req, &self.limits, self.clock.now_s())?;
         self.check_account(&account)?;
         let account_index = self.keys.account_index(&account);
         let service = match &self.metrics {
@@ -186,7 +190,7 @@ impl Relay for RelayService {
         };
         let removed = self
             .store
-            .remove_subscription(&account_index, &device_id)
+            .remove_subscription(&account_index, &device_id, removable_expiry(ts, &self.limits))
             .await
             .map_err(storage_status)?;
         if let (true, Some(m), Some(service)) = (removed, &self.metrics, service) {
@@ -242,13 +246,24 @@ pub fn validate_subscribe(
     })
 }
 
-/// Checks an Unsubscribe: account, device id, then the signature. Returns the account
-/// and the device id.
+/// An Unsubscribe that passed every check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidUnsubscribe {
+    /// The account whose device is unsubscribed.
+    pub account: [u8; 32],
+    /// The device.
+    pub device_id: [u8; DEVICE_ID_LEN],
+    /// When it was signed (Unix seconds): it removes no registration made later.
+    pub ts: i64,
+}
+
+/// Checks an Unsubscribe: account, device id, then the signature, whose `ts` may be as
+/// old as a subscription lives (see [`check_unsubscribe_ts`]).
 pub fn validate_unsubscribe(
     req: &UnsubscribeRequest,
     limits: &Limits,
     now_s: i64,
-) -> Result<([u8; 32], [u8; DEVICE_ID_LEN]), Status> {
+) -> Result<ValidUnsubscribe, Status> {
     let account = auth::parse_account(&req.account)?;
     let device_id: [u8; DEVICE_ID_LEN] = req.device_id.as_slice().try_into().map_err(|_| {
         Status::invalid_argument(format!(
@@ -256,15 +271,73 @@ pub fn validate_unsubscribe(
             req.device_id.len()
         ))
     })?;
-    auth::authenticate(
+    auth::check_signature_len(&req.signature)?;
+    check_unsubscribe_ts(req.ts, now_s, limits)?;
+    auth::verify(
         &account,
-        req.ts,
+        &sign::unsubscribe_bytes(&account, &device_id, req.ts),
         &req.signature,
-        now_s,
-        limits.clock_window_s,
-        || sign::unsubscribe_bytes(&account, &device_id, req.ts),
     )?;
-    Ok((account, device_id))
+    Ok(ValidUnsubscribe {
+        account,
+        device_id,
+        ts: req.ts,
+    })
+}
+
+/// The `ts` rule of an Unsubscribe (UNAUTHENTICATED otherwise, naming `ts`): no more than
+/// the clock window ahead of the relay's clock, like every signed request, but behind it by
+/// as much as a subscription lives (`subscription_ttl_ms`, and never less than the window).
+///
+/// A device that signs out queues its signed Unsubscribe and may send it days later (the
+/// relay was unreachable, the phone offline): the request must still work then, without
+/// the identity that signed it, which is deleted. Older than a subscription lives it has
+/// nothing left to remove, since every registration it could apply to has lapsed. What
+/// makes the long window safe is [`removable_expiry`]: a replay removes only registrations
+/// older than its signature.
+pub fn check_unsubscribe_ts(ts: i64, now_s: i64, limits: &Limits) -> Result<(), Status> {
+    let window = limits.clock_window_s;
+    let max_age = limits
+        .subscription_ttl_ms
+        .saturating_add(999)
+        .div_euclid(1000)
+        .max(window);
+    let off = i128::from(ts) - i128::from(now_s);
+    if off > i128::from(window) {
+        return Err(Status::unauthenticated(format!(
+            "ts: {off} s ahead of the relay's clock, at most {window} s ahead is accepted"
+        )));
+    }
+    if -off > i128::from(max_age) {
+        return Err(Status::unauthenticated(format!(
+            "ts: {} s behind the relay's clock; an Unsubscribe may be at most {max_age} s old \
+             (the subscription lifetime), and any registration it could remove has lapsed",
+            -off
+        )));
+    }
+    Ok(())
+}
+
+/// The latest expiry a registration may have for an Unsubscribe signed at `ts` to remove
+/// it: the registration was made (or last renewed) no later than `ts` plus the clock window.
+///
+/// The registration time is derived from the stored expiry (`expires_ms −
+/// subscription_ttl_ms`, as Subscribe sets it) rather than stored beside it: that needs no
+/// new column, record layout or migration in either backend, and the store compares the
+/// expiry in the same atomic step as the removal, so a concurrent renewal is never lost.
+/// The price: after an operator changes `subscription_ttl_ms`, registrations made before
+/// the change look older (TTL raised) or newer (TTL lowered) by the difference until they
+/// are renewed.
+///
+/// The window's slack is for the device's clock: `ts` comes from it, the registration
+/// time from the relay's, and the two may differ by up to the window (Subscribe accepts
+/// that much), so a device that signs out right after renewing must still be heard. A
+/// replay can thus remove a registration made at most one window after the signature,
+/// exactly what a replay inside the window could always do.
+pub fn removable_expiry(ts: i64, limits: &Limits) -> i64 {
+    ts.saturating_mul(1000)
+        .saturating_add(limits.clock_window_s.saturating_mul(1000))
+        .saturating_add(limits.subscription_ttl_ms)
 }
 
 /// Namespaces: 1..=256 of them, each valid, strictly ascending (so the signed list
@@ -326,6 +399,108 @@ mod tests {
         );
         assert_eq!(msg(&[-1]), "namespaces[0]: must be in 0..=32767 (got -1)");
         assert_eq!(msg(&[40_000]), "namespaces[0]: must be in 0..=32767 (got 40000)");
+    }
+
+    /// An Unsubscribe of device `[5; 16]` signed at `ts` by a fixed test key.
+    fn unsubscribe_at(ts: i64) -> UnsubscribeRequest {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let account = key.verifying_key().to_bytes();
+        let device_id = [5u8; DEVICE_ID_LEN];
+        let msg = sign::unsubscribe_bytes(&account, &device_id, ts);
+        UnsubscribeRequest {
+            account: account.to_vec(),
+            device_id: device_id.to_vec(),
+            ts,
+            signature: sign::sign(&key, &msg).to_vec(),
+        }
+    }
+
+    #[test]
+    fn unsubscribe_ts_may_be_as_old_as_a_subscription_lives() {
+        const NOW: i64 = 1_800_000_000;
+        let limits = Limits::default();
+        let window = limits.clock_window_s;
+        let ttl_s = limits.subscription_ttl_ms / 1000;
+        // (ts, accepted?, what a refusal starts with)
+        let cases: &[(i64, bool, &str)] = &[
+            (NOW, true, ""),
+            (NOW - window - 1, true, ""),
+            (NOW - 3600, true, ""),
+            (NOW - ttl_s + 1, true, ""),
+            (NOW - ttl_s, true, ""),
+            (
+                NOW - ttl_s - 1,
+                false,
+                "ts: 2592001 s behind the relay's clock; an Unsubscribe may be at most 2592000 s old",
+            ),
+            (NOW + window, true, ""),
+            (
+                NOW + window + 1,
+                false,
+                "ts: 301 s ahead of the relay's clock, at most 300 s ahead is accepted",
+            ),
+            (i64::MAX, false, "ts: "),
+            (i64::MIN, false, "ts: "),
+            (0, false, "ts: "),
+        ];
+        for &(ts, accepted, says) in cases {
+            let req = unsubscribe_at(ts);
+            match validate_unsubscribe(&req, &limits, NOW) {
+                Ok(v) => {
+                    assert!(accepted, "ts {ts} accepted");
+                    assert_eq!((v.ts, v.device_id), (ts, [5; DEVICE_ID_LEN]));
+                }
+                Err(e) => {
+                    assert!(!accepted, "ts {ts} refused: {e:?}");
+                    assert_eq!(e.code(), tonic::Code::Unauthenticated, "ts {ts}");
+                    assert!(e.message().starts_with(says), "ts {ts}: {}", e.message());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsubscribe_checks_the_signature_after_the_ts() {
+        const NOW: i64 = 1_800_000_000;
+        let limits = Limits::default();
+        let mut req = unsubscribe_at(NOW - 3600);
+        req.signature[0] ^= 1;
+        let e = validate_unsubscribe(&req, &limits, NOW).unwrap_err();
+        assert_eq!(e.message(), "signature: does not verify for this account");
+        req.ts -= limits.subscription_ttl_ms;
+        let e = validate_unsubscribe(&req, &limits, NOW).unwrap_err();
+        assert!(e.message().starts_with("ts: "), "{e:?}");
+        req.signature.truncate(10);
+        let e = validate_unsubscribe(&req, &limits, NOW).unwrap_err();
+        assert_eq!(e.message(), "signature: must be 64 bytes (got 10)");
+    }
+
+    #[test]
+    fn a_short_subscription_lifetime_still_allows_the_window() {
+        let limits = Limits {
+            subscription_ttl_ms: 60_000,
+            ..Limits::default()
+        };
+        assert!(check_unsubscribe_ts(1000 - 300, 1000, &limits).is_ok());
+        assert!(check_unsubscribe_ts(1000 - 301, 1000, &limits).is_err());
+    }
+
+    #[test]
+    fn an_unsubscribe_removes_registrations_up_to_a_window_after_its_ts() {
+        let limits = Limits::default();
+        let ts = 1_800_000_000;
+        let registered_at = |ms: i64| ms + limits.subscription_ttl_ms;
+        let bound = removable_expiry(ts, &limits);
+        assert!(
+            registered_at(ts * 1000 - 3_600_000) <= bound,
+            "an older registration"
+        );
+        assert!(
+            registered_at((ts + 300) * 1000) <= bound,
+            "the device clock's slack"
+        );
+        assert!(registered_at((ts + 300) * 1000 + 1) > bound, "a later one stays");
+        assert_eq!(removable_expiry(i64::MAX, &limits), i64::MAX);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::{
     admin,
     clock::{Clock, SystemClock},
     config::{Backend, Config, ConfigError},
+    decode_errors::{DecodeErrorsLayer, Decoded},
     keys::{self, KeyError, RelayKeys},
     limits::{CappedIncoming, Guards},
     longpoll::Waiters,
@@ -256,11 +257,15 @@ async fn serve(
         .layer(tower::util::MapResponseLayer::new(move |res| {
             oversize_as_resource_exhausted(res, max_request)
         }))
+        // Undecodable requests are INVALID_ARGUMENT, not tonic's INTERNAL. A witness that
+        // the handler was reached (`Decoded`) decides, not tonic's wording, so a real
+        // INTERNAL from a handler is never renamed: see `decode_errors`.
+        .layer(DecodeErrorsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(MailboxServer::new(mailbox).max_decoding_message_size(max_request))
-        .add_service(RelayServer::new(relay).max_decoding_message_size(max_request));
+        .add_service(MailboxServer::new(Decoded::new(mailbox)).max_decoding_message_size(max_request))
+        .add_service(RelayServer::new(Decoded::new(relay)).max_decoding_message_size(max_request));
     let grpc_task = {
         let (draining, exited) = (draining.clone(), grpc_exited.clone());
         let tls_config = tls.as_ref().map(CertReloader::server_config).transpose()?;

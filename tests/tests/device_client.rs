@@ -6,7 +6,7 @@ use std::time::Duration;
 use tidings_device_link::{
     client::{ClientOptions, RelayClient, RetryPolicy},
     identity::Identity,
-    link::{self, LinkOffer},
+    link::{self, LinkOffer, LinkResponder},
 };
 use tidings_proto::hash::message_hash;
 use tidings_tests::{STEP, TestRelay, within};
@@ -175,31 +175,36 @@ async fn a_device_links_by_qr_code_through_a_one_time_mailbox() {
 
     // The new device shows a QR code.
     let new_client = client_for(&relay).await;
-    let offer = LinkOffer::new(&relay.endpoint()).unwrap();
+    let offer = LinkOffer::new(&relay.endpoint(), "new phone").unwrap();
     let qr = offer.qr_payload();
 
-    // The linked device scans it, dials the relay it names, and sends the root.
-    let scanned = LinkOffer::parse(&qr).unwrap();
-    let linked_client = within(STEP, "connect", RelayClient::connect(&scanned.relay_addr))
-        .await
-        .unwrap();
-    let shown_on_linked = within(
+    // The linked device scans it, dials the relay it names, and sends only a hello.
+    let responder = LinkResponder::scan(&qr).unwrap();
+    let linked_client = within(
         STEP,
-        "send root",
-        link::send_root(&linked_client, &account, &scanned),
+        "connect",
+        RelayClient::connect(&responder.offer().relay_addr),
     )
     .await
     .unwrap();
-
-    let pending = within(STEP, "wait for root", offer.wait_for_root(&new_client, STEP))
+    within(STEP, "hello", responder.send_hello(&linked_client))
         .await
         .unwrap();
-    assert_eq!(pending.sas(), shown_on_linked);
-    let linked = within(STEP, "confirm", pending.confirm(&new_client))
+    let pending = within(STEP, "wait for hello", offer.wait_for_hello(&new_client, STEP))
+        .await
+        .unwrap();
+    assert_eq!(pending.sas(), responder.sas());
+
+    // Approved: the root sealed under the hello's handshake arrives.
+    within(STEP, "approve", responder.approve(&linked_client, &account))
+        .await
+        .unwrap();
+    let linked = within(STEP, "wait for root", pending.wait_for_root(&new_client, STEP))
         .await
         .unwrap();
     assert_eq!(linked.account(), account.account());
     assert_eq!(linked.phrase(), account.phrase());
+    within(STEP, "finish", pending.finish(&new_client)).await;
 
     // The one-time mailbox is empty afterwards.
     let left = within(
@@ -214,17 +219,17 @@ async fn a_device_links_by_qr_code_through_a_one_time_mailbox() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiting_for_a_root_skips_junk_and_times_out_cleanly() {
+async fn waiting_for_a_hello_skips_junk_and_times_out_cleanly() {
     let relay = TestRelay::start().await;
     let client = client_for(&relay).await;
-    let offer = LinkOffer::new(&relay.endpoint()).unwrap();
+    let offer = LinkOffer::new(&relay.endpoint(), "new phone").unwrap();
     within(
         STEP,
         "junk",
         client.store(
             &offer.payload().mailbox,
             link::LINK_NAMESPACE,
-            b"not a sealed root at all, not at all",
+            b"not a hello at all, not at all",
             TTL,
         ),
     )
@@ -233,7 +238,7 @@ async fn waiting_for_a_root_skips_junk_and_times_out_cleanly() {
     let err = within(
         STEP,
         "wait",
-        offer.wait_for_root(&client, Duration::from_millis(500)),
+        offer.wait_for_hello(&client, Duration::from_millis(500)),
     )
     .await
     .unwrap_err();

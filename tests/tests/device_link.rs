@@ -1,7 +1,8 @@
 //! device-link's `Account` engine end to end against a real relay (issue 4, "Tests"):
-//! restore by phrase, concurrent edits with a device offline, linking by QR code, a change
-//! reaching another device by push (mock APNs) and by polling, the durable upload queue
-//! across a restart, and compaction keeping the stored config bounded.
+//! restore by phrase, concurrent edits with a device offline, linking by QR code (nothing
+//! but a hello before approval; decline, timeout, another relay, a root from another
+//! device), a change reaching another device by push (mock APNs) and by polling, the
+//! durable upload queue across a restart, and compaction keeping the stored config bounded.
 //!
 //! "Offline" is a TCP proxy in front of the relay that drops every connection while off.
 
@@ -16,9 +17,13 @@ use std::{
 };
 
 use tidings_device_link::{
-    account::{Account, Progress, ProgressStage, RelaySettings},
-    client::{PushService, RetryPolicy},
+    account::{
+        Account, AccountError, IncomingLink, InspectedLink, LinkRequest, Progress, ProgressStage,
+        RelaySettings,
+    },
+    client::{PushService, RelayClient, RetryPolicy},
     config::{Avatar, Contact, ContactUpdate, Documents, NotificationMode, Previews, sync::CONFIG_NAMESPACE},
+    link::{LINK_NAMESPACE, LinkError},
 };
 use tidings_tests::{
     STEP, TestRelay,
@@ -329,24 +334,48 @@ async fn a_device_linked_by_qr_code_converges() {
     let (dir_a, dir_c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = account_with_contacts(dir_a.path(), &relay.endpoint(), CONTACTS).await;
 
-    let request = Account::link_offer(settings(&relay.endpoint())).expect("an offer");
+    let request = Account::link_offer(settings(&relay.endpoint()), "Ada's tablet").expect("an offer");
     let qr = request.qr_payload();
-    let waiting = tokio::spawn(async move {
-        let incoming = request.wait(LONG).await.expect("the root arrives");
-        (request, incoming)
-    });
-    let sas_a = within(STEP, "approve", a.approve_link(&qr))
+    let mailbox = OneTimeMailbox::of(&relay, &request).await;
+    let (request, incoming, inspected) = scan_and_wait(request, &a, &qr).await;
+    assert_eq!(incoming.sas(), inspected.sas(), "both screens show the same code");
+    assert_eq!(inspected.sas().len(), 6);
+    assert_eq!(inspected.device_name(), "Ada's tablet");
+    assert_eq!(inspected.relay_addr(), relay.endpoint());
+    assert!(inspected.same_relay());
+    assert_eq!(incoming.relay_addr(), relay.endpoint());
+
+    // Before the approval the one-time mailbox holds the hello and nothing else, and
+    // confirming on the new device finds nothing to adopt.
+    assert_eq!(mailbox.kinds().await, vec![HELLO]);
+    assert_eq!(mailbox.messages().await[0].len(), 33);
+    let early = within(
+        STEP,
+        "confirm before approval",
+        confirm(&incoming, SHORT, dir_c.path()),
+    )
+    .await;
+    assert!(
+        matches!(early, Err(AccountError::Link(LinkError::Timeout(_)))),
+        "{early:?}"
+    );
+    assert!(
+        Account::open(dir_c.path(), &KEY, settings(&relay.endpoint()))
+            .await
+            .is_err()
+    );
+
+    within(STEP, "approve", a.approve_link(&inspected))
         .await
         .expect("A sends the account");
-    let (_request, incoming) = within(LONG, "wait for the root", waiting).await.unwrap();
-    assert_eq!(incoming.sas(), sas_a, "both screens show the same code");
+    assert_eq!(mailbox.kinds().await, vec![HELLO, ROOT]);
 
     let progress = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&progress);
     let c = within(
         LONG,
         "confirm",
-        incoming.confirm(dir_c.path(), &KEY, move |p| log.lock().unwrap().push(p)),
+        incoming.confirm(LONG, dir_c.path(), &KEY, move |p| log.lock().unwrap().push(p)),
     )
     .await
     .expect("C adopts the account");
@@ -359,6 +388,11 @@ async fn a_device_linked_by_qr_code_converges() {
         progress.lock().unwrap().last().map(|p| p.stage),
         Some(ProgressStage::Done)
     );
+    assert!(
+        mailbox.kinds().await.is_empty(),
+        "the one-time mailbox is cleaned"
+    );
+    drop(request);
 
     within(STEP, "C edits", c.set_display_name("Ada on C"))
         .await
@@ -366,6 +400,205 @@ async fn a_device_linked_by_qr_code_converges() {
     let docs = converge(&[&a, &c]).await;
     assert_eq!(docs.profile.display_name, "Ada on C");
     assert_eq!(docs.contacts.len(), CONTACTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_link_sends_no_root_and_ends_with_a_typed_outcome() {
+    tidings_tests::require_backend!();
+    let relay = TestRelay::start().await;
+    let (dir_a, dir_c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = account_with_contacts(dir_a.path(), &relay.endpoint(), 10).await;
+
+    let request = Account::link_offer(settings(&relay.endpoint()), "Unknown phone").unwrap();
+    let qr = request.qr_payload();
+    let mailbox = OneTimeMailbox::of(&relay, &request).await;
+    let (request, incoming, inspected) = scan_and_wait(request, &a, &qr).await;
+    within(STEP, "decline", a.decline_link(inspected))
+        .await
+        .expect("A declines");
+    assert_eq!(mailbox.kinds().await, vec![HELLO, DECLINE], "no root was sent");
+
+    let outcome = within(STEP, "confirm", confirm(&incoming, LONG, dir_c.path())).await;
+    assert!(
+        matches!(outcome, Err(AccountError::Link(LinkError::Declined))),
+        "{outcome:?}"
+    );
+    assert!(
+        Account::open(dir_c.path(), &KEY, settings(&relay.endpoint()))
+            .await
+            .is_err()
+    );
+    assert!(
+        mailbox.kinds().await.is_empty(),
+        "the one-time mailbox is cleaned"
+    );
+
+    // The code stays valid: scanning it again starts a new handshake with a new code.
+    let waiting = tokio::spawn(async move { request.wait(LONG).await.map(|i| i.sas().to_owned()) });
+    let again = within(STEP, "inspect again", a.inspect_link(&qr)).await.unwrap();
+    let sas = within(LONG, "wait again", waiting).await.unwrap().unwrap();
+    assert_eq!(sas, again.sas());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_waits_time_out_with_a_typed_outcome_and_can_be_resumed() {
+    tidings_tests::require_backend!();
+    let relay = TestRelay::start().await;
+    let (dir_a, dir_c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = account_with_contacts(dir_a.path(), &relay.endpoint(), 10).await;
+    let request = Account::link_offer(settings(&relay.endpoint()), "Slow tablet").unwrap();
+    let qr = request.qr_payload();
+
+    // Nobody scans.
+    let nobody = within(STEP, "wait for a scan", request.wait(SHORT)).await;
+    assert!(
+        matches!(nobody, Err(AccountError::Link(LinkError::Timeout(_)))),
+        "{nobody:?}"
+    );
+
+    // Scanned, but not approved yet: the confirmation times out and can be repeated.
+    let (_request, incoming, inspected) = scan_and_wait(request, &a, &qr).await;
+    let pending = within(STEP, "confirm", confirm(&incoming, SHORT, dir_c.path())).await;
+    assert!(
+        matches!(pending, Err(AccountError::Link(LinkError::Timeout(_)))),
+        "{pending:?}"
+    );
+    within(STEP, "approve", a.approve_link(&inspected)).await.unwrap();
+    let c = within(LONG, "confirm again", confirm(&incoming, LONG, dir_c.path()))
+        .await
+        .expect("the approval is found");
+    assert_eq!(c.account_id(), a.account_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_naming_another_relay_is_flagged() {
+    tidings_tests::require_backend!();
+    let (home, elsewhere) = (TestRelay::start().await, TestRelay::start().await);
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = account_with_contacts(dir_a.path(), &home.endpoint(), 10).await;
+
+    let request = Account::link_offer(settings(&elsewhere.endpoint()), "Eve's laptop").unwrap();
+    let qr = request.qr_payload();
+    let mailbox = OneTimeMailbox::of(&elsewhere, &request).await;
+    let (_request, incoming, inspected) = scan_and_wait(request, &a, &qr).await;
+    assert!(!inspected.same_relay(), "another relay is flagged");
+    assert_eq!(inspected.relay_addr(), elsewhere.endpoint());
+    assert_eq!(incoming.sas(), inspected.sas());
+    // Only the hello went there.
+    assert_eq!(mailbox.kinds().await, vec![HELLO]);
+    within(STEP, "decline", a.decline_link(inspected)).await.unwrap();
+    assert_eq!(mailbox.kinds().await, vec![HELLO, DECLINE]);
+
+    // The same relay spelt another way is not flagged.
+    let bare = home.endpoint().trim_start_matches("http://").to_owned();
+    let request = Account::link_offer(settings(&bare), "Ada's phone").unwrap();
+    let inspected = within(STEP, "inspect", a.inspect_link(&request.qr_payload()))
+        .await
+        .unwrap();
+    assert!(inspected.same_relay());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_from_another_device_than_the_hellos_is_never_adopted() {
+    tidings_tests::require_backend!();
+    let relay = TestRelay::start().await;
+    let (dir_a, dir_e, dir_c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = account_with_contacts(dir_a.path(), &relay.endpoint(), 10).await;
+    let (e, _) = within(
+        STEP,
+        "create E",
+        Account::create(dir_e.path(), &KEY, settings(&relay.endpoint())),
+    )
+    .await
+    .unwrap();
+
+    // A scans first, so the new device shows A's code; E scans too and approves.
+    let request = Account::link_offer(settings(&relay.endpoint()), "Ada's tablet").unwrap();
+    let qr = request.qr_payload();
+    let (_request, incoming, from_a) = scan_and_wait(request, &a, &qr).await;
+    let from_e = within(STEP, "E inspects", e.inspect_link(&qr)).await.unwrap();
+    assert_ne!(from_e.sas(), incoming.sas());
+    within(STEP, "E approves", e.approve_link(&from_e)).await.unwrap();
+
+    let outcome = within(STEP, "confirm", confirm(&incoming, LONG, dir_c.path())).await;
+    assert!(
+        matches!(outcome, Err(AccountError::Link(LinkError::Mismatch))),
+        "{outcome:?}"
+    );
+    assert!(
+        Account::open(dir_c.path(), &KEY, settings(&relay.endpoint()))
+            .await
+            .is_err()
+    );
+    drop(from_a);
+}
+
+const SHORT: Duration = Duration::from_millis(300);
+const HELLO: u8 = 0x01;
+const ROOT: u8 = 0x02;
+const DECLINE: u8 = 0x03;
+
+/// The linked device `linked` inspects `qr` while the new device waits for the hello.
+async fn scan_and_wait(
+    request: LinkRequest,
+    linked: &Account,
+    qr: &str,
+) -> (LinkRequest, IncomingLink, InspectedLink) {
+    let waiting = tokio::spawn(async move {
+        let incoming = request.wait(LONG).await.expect("the hello arrives");
+        (request, incoming)
+    });
+    let inspected = within(STEP, "inspect", linked.inspect_link(qr))
+        .await
+        .expect("the linked device reads the code");
+    let (request, incoming) = within(LONG, "wait for the hello", waiting).await.unwrap();
+    (request, incoming, inspected)
+}
+
+async fn confirm(incoming: &IncomingLink, timeout: Duration, dir: &Path) -> Result<Account, AccountError> {
+    incoming.confirm(timeout, dir, &KEY, |_| {}).await
+}
+
+/// The new device's one-time mailbox, read with its key, as anyone holding it could.
+struct OneTimeMailbox {
+    client: RelayClient,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl OneTimeMailbox {
+    async fn of(relay: &TestRelay, request: &LinkRequest) -> OneTimeMailbox {
+        let client = within(STEP, "connect", RelayClient::connect(&relay.endpoint()))
+            .await
+            .expect("the client connects");
+        OneTimeMailbox {
+            client,
+            key: request.offer().mailbox_key().clone(),
+        }
+    }
+
+    async fn messages(&self) -> Vec<Vec<u8>> {
+        let page = within(
+            STEP,
+            "retrieve the one-time mailbox",
+            self.client.retrieve(&self.key, LINK_NAMESPACE, 0, 100, 0),
+        )
+        .await
+        .expect("the one-time mailbox is readable with its key");
+        page.messages.into_iter().map(|m| m.data).collect()
+    }
+
+    /// The first byte of every message: what kind of link message it is.
+    async fn kinds(&self) -> Vec<u8> {
+        self.messages()
+            .await
+            .iter()
+            .map(|m| m.first().copied().unwrap_or_default())
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

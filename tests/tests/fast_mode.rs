@@ -585,8 +585,12 @@ async fn unsubscribe_refuses_bad_accounts_signatures_and_stale_ts() {
     let mut no_sig = unsubscribe_request(&alice, &phone.device_id, now_s());
     no_sig.signature.clear();
     refused(Code::InvalidArgument, "signature: must be 64 bytes")(rig.try_unsubscribe(no_sig).await);
-    let stale = unsubscribe_request(&alice, &phone.device_id, now_s() - 400);
+    // An Unsubscribe may be as old as a subscription lives (30 days), not older, and no
+    // further ahead than the window.
+    let stale = unsubscribe_request(&alice, &phone.device_id, now_s() - 31 * DAY_MS / 1000);
     refused(Code::Unauthenticated, "ts: ")(rig.try_unsubscribe(stale).await);
+    let ahead = unsubscribe_request(&alice, &phone.device_id, now_s() + 400);
+    refused(Code::Unauthenticated, "ts: ")(rig.try_unsubscribe(ahead).await);
     // Mallory unsubscribing Alice's device id under her own account removes nothing of Alice's.
     let own = rig
         .try_unsubscribe(unsubscribe_request(&mallory, &phone.device_id, now_s()))
@@ -727,6 +731,54 @@ async fn unsubscribe_removes_then_finds_nothing() {
     rig.deposit(&alice, 0, b"nobody listens").await;
     rig.settle().await;
     assert!(rig.apns.attempts().is_empty(), "no push after unsubscribing");
+}
+
+/// Sign-out queues a signed Unsubscribe and sends it when the relay can be reached, maybe
+/// much later: it still removes the registration made before it was signed, but the same
+/// kind of old request never removes a registration renewed after it (so a replay cannot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_sent_an_hour_late_removes_only_older_registrations() {
+    use tidings_device_link::client::{RelayClient, signed_unsubscribe};
+    tidings_tests::require_backend!();
+    let clock = tidings_relay::clock::ManualClock::starting_now();
+    let rig = PushRig::builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .start()
+        .await;
+    let (alice, phone, droid) = rig.account_with_phone_and_droid(false).await;
+    // Both signed now (the relay's clock still reads the system time), sent an hour later.
+    let droid_signs_out = signed_unsubscribe(alice.signing_key(), &droid.device_id);
+    let before_renewal = signed_unsubscribe(alice.signing_key(), &phone.device_id);
+    clock.advance_ms(3_600_000);
+    let sealed = seal_registration(&rig.relay_pub(), &alice.id(), &phone.registration());
+    let renew = signed_subscribe(&alice, &[0], false, clock_now(&clock) / 1000, sealed);
+    assert!(
+        !rig.try_subscribe(renew).await.unwrap().added,
+        "the phone renewed"
+    );
+
+    let client = within(STEP, "connect", RelayClient::connect(&rig.relay().endpoint()))
+        .await
+        .unwrap();
+    let removed = within(STEP, "late unsubscribe", client.send_unsubscribe(droid_signs_out))
+        .await
+        .unwrap();
+    assert!(
+        removed,
+        "an hour-old Unsubscribe removes the registration made before it"
+    );
+    assert!(rig.subscription(&alice, &droid.device_id).await.is_none());
+    let removed = within(STEP, "older unsubscribe", client.send_unsubscribe(before_renewal))
+        .await
+        .unwrap();
+    assert!(!removed, "a registration renewed after the signature stays");
+    assert!(rig.subscription(&alice, &phone.device_id).await.is_some());
+
+    let sent = rig.deposit(&alice, 0, b"after the late unsubscribe").await;
+    let got = rig.apns.wait_for(1, PUSH_WAIT).await.unwrap();
+    assert_eq!(phone.decrypt(enc_of_apns(&got[0])).hash, sent.hash);
+    rig.settle().await;
+    assert!(rig.fcm.attempts().is_empty(), "no push to the signed-out device");
 }
 
 // ======================================================= delivery

@@ -729,40 +729,70 @@ async fn garbage_on_the_wire_is_refused_and_the_relay_keeps_serving() {
     let relay = TestRelay::start().await;
     let alice = Account::random();
     let store = "/tidings.v1.Mailbox/Store";
-    let cases: Vec<(&str, bytes::Bytes)> = vec![
+    let not_a_store = |what: &str| format!("request: not a tidings.v1.StoreRequest ({what})");
+    // A request that does not decode is the client's error, never INTERNAL (which means
+    // the server is broken): each case has exactly one right answer.
+    let cases: Vec<(&str, bytes::Bytes, Code, String)> = vec![
         // A well-framed message whose protobuf is junk (field 1 claims 200 bytes, has 3).
-        ("junk protobuf", grpc_frame(&[0x0a, 0xc8, 0x01, 1, 2, 3])),
-        ("invalid wire type", grpc_frame(&[0xff, 0xff, 0xff, 0xff, 0x0f])),
+        (
+            "junk protobuf",
+            grpc_frame(&[0x0a, 0xc8, 0x01, 1, 2, 3]),
+            Code::InvalidArgument,
+            not_a_store("field StoreRequest.account: ends too early"),
+        ),
+        (
+            "invalid wire type",
+            grpc_frame(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Code::InvalidArgument,
+            not_a_store("invalid wire type"),
+        ),
         // The frame header promises more bytes than the stream carries.
         (
             "truncated frame",
             bytes::Bytes::from_static(&[0, 0, 0, 1, 0, 1, 2]),
+            Code::InvalidArgument,
+            not_a_store("the body ends inside a message frame"),
         ),
         (
             "bad compression flag",
             bytes::Bytes::from_static(&[7, 0, 0, 0, 1, 0]),
+            Code::InvalidArgument,
+            not_a_store("invalid compressed-flag in the message frame"),
+        ),
+        (
+            "compressed flag without an encoding",
+            bytes::Bytes::from_static(&[1, 0, 0, 0, 1, 0]),
+            Code::InvalidArgument,
+            not_a_store("compressed-flag set without a grpc-encoding"),
         ),
         (
             "frame over the size limit",
             bytes::Bytes::from_static(&[0, 0x7f, 0xff, 0xff, 0xff, 1, 2]),
+            Code::ResourceExhausted,
+            format!(
+                "request: larger than the relay accepts ({} bytes)",
+                relay.relay().config().limits.max_request_bytes()
+            ),
         ),
         (
             "no frame at all",
             bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"),
+            Code::InvalidArgument,
+            not_a_store("invalid compressed-flag in the message frame"),
+        ),
+        (
+            "empty body",
+            bytes::Bytes::new(),
+            Code::InvalidArgument,
+            not_a_store("the body holds no message"),
         ),
     ];
-    for (what, body) in cases {
+    for (what, body, code, message) in cases {
         let reply = within(STEP, what, raw_grpc(relay.addr, store, body))
             .await
             .expect(what);
-        let code = reply.grpc_status.map(Code::from_i32);
-        assert!(
-            matches!(
-                code,
-                Some(Code::InvalidArgument | Code::Internal | Code::ResourceExhausted | Code::Unimplemented)
-            ),
-            "{what}: {reply:?}"
-        );
+        assert_eq!(reply.grpc_status, Some(code as i32), "{what}: {reply:?}");
+        assert_eq!(reply.grpc_message.as_deref(), Some(message.as_str()), "{what}");
     }
     // An unknown method is UNIMPLEMENTED, not a crash.
     let reply = within(

@@ -193,6 +193,7 @@ impl Inner {
             }
         }
         disk.put_blob(CONFIG_BLOB, &engine.state.save())?;
+        crate::notification::save_preview_index(&mut disk, &engine.state)?;
         uploads?;
         Ok((result, true))
     }

@@ -137,12 +137,12 @@ pub(super) async fn pull_everything(
 ) -> Result<Everything, AccountError> {
     let config = relay_sync_config(client, settings.sync).await?;
     let mut bytes = 0u64;
-    let listing = list_namespace(client, identity, &mut |page: &[StoredMessage], so_far, done| {
+    let listing = list_namespace(client, identity, &mut |page: &[StoredMessage], so_far, total| {
         bytes += page.iter().map(|m| m.data.len() as u64).sum::<u64>();
         progress(Progress {
             stage: ProgressStage::Fetching,
             messages: so_far,
-            total: done.then_some(so_far),
+            total,
             bytes,
         });
     })
@@ -190,12 +190,16 @@ pub(super) async fn retrieve_page(
     }
 }
 
-/// Every stored config message, from `after_seq = 0` to the end. `on_page` sees each page,
-/// the count so far and whether it was the last.
+/// What a listing reports after each page: the page, the count so far and the total as far
+/// as known (see [`listing_total`]).
+type OnPage<'a> = dyn FnMut(&[StoredMessage], u64, Option<u64>) + Send + 'a;
+
+/// Every stored config message, from `after_seq = 0` to the end, reporting each page to
+/// `on_page`.
 async fn list_namespace(
     client: &RelayClient,
     identity: &Identity,
-    on_page: &mut (dyn FnMut(&[StoredMessage], u64, bool) + Send),
+    on_page: &mut OnPage<'_>,
 ) -> Result<Vec<StoredMessage>, AccountError> {
     let mut all: Vec<StoredMessage> = Vec::new();
     let mut after = 0;
@@ -205,11 +209,28 @@ async fn list_namespace(
             after = last.seq;
         }
         let done = !page.more || page.messages.is_empty();
-        on_page(&page.messages, (all.len() + page.messages.len()) as u64, done);
+        let so_far = (all.len() + page.messages.len()) as u64;
+        on_page(
+            &page.messages,
+            so_far,
+            listing_total(so_far, done, page.remaining),
+        );
         all.extend(page.messages);
         if done {
             return Ok(all);
         }
+    }
+}
+
+/// The size of a listing after a page: exact at the last page, else what is fetched plus
+/// the relay's `remaining` (a lower bound where the relay caps its count, so it may grow
+/// from page to page). A full page with `remaining = 0` says nothing (a relay from before
+/// the field, or messages gone since the page was read): unknown.
+fn listing_total(so_far: u64, done: bool, remaining: u64) -> Option<u64> {
+    if done {
+        Some(so_far)
+    } else {
+        (remaining > 0).then(|| so_far.saturating_add(remaining))
     }
 }
 
@@ -358,6 +379,7 @@ impl Inner {
         let cursor = engine.cursor;
         let mut disk = self.lock_disk();
         disk.put_blob(CONFIG_BLOB, &bytes)?;
+        crate::notification::save_preview_index(&mut disk, &engine.state)?;
         if disk.cursor(CONFIG_NAMESPACE) != cursor {
             disk.set_cursor(CONFIG_NAMESPACE, cursor)?;
         }
@@ -427,4 +449,21 @@ impl Inner {
 fn note_fetched(report: &mut SyncReport, messages: &[StoredMessage]) {
     report.fetched += messages.len();
     report.fetched_bytes += messages.iter().map(|m| m.data.len() as u64).sum::<u64>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listing_total;
+
+    #[test]
+    fn a_listing_total_is_known_from_the_first_page_the_relay_counts() {
+        assert_eq!(listing_total(1000, false, 2500), Some(3500));
+        assert_eq!(listing_total(3500, true, 0), Some(3500), "the last page is exact");
+        assert_eq!(
+            listing_total(1000, false, 0),
+            None,
+            "a full page without a count says nothing"
+        );
+        assert_eq!(listing_total(5, false, u64::MAX), Some(u64::MAX));
+    }
 }

@@ -54,9 +54,9 @@ async fn the_account_and_its_futures_can_cross_threads() {
     assert_send(&account.edit(|e| e.mark_read("c", 1)));
     assert_send(&account.receive(0));
     assert_send(&account.handle_push(""));
-    assert_send(&account.approve_link(""));
+    assert_send(&account.inspect_link(""));
     assert_send(&Account::restore(dir.path(), &KEY, offline(), "", |_| {}));
-    let link = Account::link_offer(offline()).unwrap();
+    let link = Account::link_offer(offline(), "test device").unwrap();
     assert_send(&link.wait(Duration::ZERO));
 }
 

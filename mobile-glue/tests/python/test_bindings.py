@@ -1,205 +1,20 @@
-"""Tests of the generated Python bindings of tidings-mobile against a real relay whose
-Fast Mode pushes go to the mock APNs and FCM (the `tidings-testbed` binary).
-
-Run by scripts/test.sh, which builds and generates everything first. By hand:
-
-    scripts/bindings.sh --python target/bindings/python
-    cargo build -p tidings-tests --bin tidings-testbed
-    TIDINGS_BINDINGS_DIR=target/bindings/python TIDINGS_TESTBED=target/debug/tidings-testbed \\
-        python3 mobile-glue/tests/python/test_bindings.py
-
-Optional: TIDINGS_BINDGEN and TIDINGS_LIBRARY (the uniffi-bindgen binary and the cdylib)
-enable the check that the committed Swift and Kotlin bindings are up to date.
-
-Every wait is bounded (WAIT seconds); nothing asserts on timing.
-"""
+"""Binding tests: accounts, messages, Fast Mode and its fallbacks, config sync and
+linking, through the generated Python bindings against the testbed (see harness.py)."""
 
 import asyncio
-import filecmp
-import json
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
-import threading
-import time
 import unittest
-import urllib.request
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.abspath(os.environ.get("TIDINGS_BINDINGS_DIR", os.path.join(ROOT, "target", "bindings", "python"))))
-
-import tidings_mobile as tm  # noqa: E402  (the path is set just above)
-
-WAIT = 45.0
-ABANDON = " ".join(["abandon"] * 11 + ["about"])
-
-# Short intervals so fallbacks happen within a test; production uses the defaults.
-FAST_TEST_OPTIONS = tm.ClientOptions(
-    poll_wait_ms=2_000,
-    fast_check_interval_ms=300,
-    push_grace_ms=1_500,
-    missed_push_limit=3,
-    renew_at_percent=50,
-    retry_backoff_ms=200,
-    message_ttl_ms=0,
+from harness import (
+    ABANDON, FAST_TEST_OPTIONS, ROOT, WAIT, BindingCase, Device, apns_token, differing_files,
+    eventually, testbed, tm,
 )
 
-TESTBED = None
 
-
-class Testbed:
-    """The tidings-testbed process: a relay with Fast Mode and the mock providers."""
-
-    def __init__(self, binary):
-        self.proc = subprocess.Popen(
-            [binary],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,
-            text=True,
-        )
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("tidings-testbed exited before announcing its endpoints")
-        hello = json.loads(line)
-        self.relay = hello["relay"]
-        self.control = hello["control"]
-        self.app_id = hello["app_id"]
-
-    def close(self):
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def _call(self, method, path):
-        req = urllib.request.Request(self.control + path, method=method)
-        with urllib.request.urlopen(req, timeout=WAIT + 15) as resp:
-            return resp.read()
-
-    def pushes(self, token=None):
-        all_pushes = json.loads(self._call("GET", "/pushes"))
-        return [p for p in all_pushes if token is None or p["token"] == token]
-
-    def mark_dead(self, provider, token):
-        self._call("POST", f"/dead/{provider}/{token}")
-
-    def settle(self):
-        self._call("POST", "/settle")
-
-
-def setUpModule():
-    global TESTBED
-    binary = os.environ.get("TIDINGS_TESTBED", os.path.join(ROOT, "target", "debug", "tidings-testbed"))
-    TESTBED = Testbed(binary)
-
-
-def tearDownModule():
-    if TESTBED is not None:
-        TESTBED.close()
-
-
-class Recorder(tm.EventListener):
-    """Records every event; waits for conditions on them."""
-
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.messages = []
-        self.configs = []
-        self.modes = []
-        self.links = []
-        self.progress = []
-
-    def _add(self, bucket, item):
-        with self.cond:
-            bucket.append(item)
-            self.cond.notify_all()
-
-    def on_message(self, message):
-        self._add(self.messages, message)
-
-    def on_config_changed(self, change):
-        self._add(self.configs, change)
-
-    def on_mode_changed(self, change):
-        self._add(self.modes, change)
-
-    def on_link_request(self, request):
-        self._add(self.links, request)
-
-    def on_progress(self, progress):
-        self._add(self.progress, progress)
-
-    async def until(self, predicate, what):
-        """Waits (without blocking the event loop) until `predicate()` holds."""
-
-        def locked():
-            with self.cond:
-                return predicate()
-
-        await eventually(locked, what)
-
-    def message_datas(self):
-        with self.cond:
-            return [bytes(m.data) for m in self.messages]
-
-
-async def eventually(check, what):
-    """Polls `check()` (sync) until it is truthy, bounded by WAIT."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-class Device:
-    """One install: a state dir, a key, a client and its recorder."""
-
-    def __init__(self, options=None):
-        self.dir = tempfile.TemporaryDirectory(prefix="tidings-py-")
-        self.key = secrets.token_bytes(32)
-        self.events = Recorder()
-        self.client = tm.TidingsClient.open(self.dir.name, self.key, TESTBED.relay, self.events, options)
-
-    def close(self):
-        self.client.stop()
-        self.client = None
-        self.dir.cleanup()
-
-
-def apns_token():
-    return secrets.token_hex(32)
-
-
-class BindingTests(unittest.IsolatedAsyncioTestCase):
-    async def asyncSetUp(self):
-        # Debug mode flags every FFI call that derives keys (PBKDF2) as a slow callback.
-        asyncio.get_running_loop().set_debug(False)
-        self.devices = []
-
-    async def asyncTearDown(self):
-        for d in self.devices:
-            d.close()
-
-    def device(self, options=None):
-        d = Device(options)
-        self.devices.append(d)
-        return d
-
-    async def signed_in(self, options=None):
-        d = self.device(options)
-        d.client.create_account()
-        await d.client.connect()
-        return d
-
+class BindingTests(BindingCase):
     # -- account ---------------------------------------------------------------------
 
     async def test_phrase_errors_are_typed_exceptions(self):
@@ -207,8 +22,14 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(tm.TidingsError.BadWord) as bad:
             tm.check_phrase(ABANDON.replace("about", "abuot"))
         self.assertEqual(bad.exception.position, 12)
-        self.assertEqual(bad.exception.word, "abuot")
-        self.assertEqual(bad.exception.suggestions[0], "about")
+        # Neither the mistyped word nor a suggestion is carried by the error (its str is
+        # what apps log); the app asks for suggestions itself.
+        self.assertFalse(hasattr(bad.exception, "word"))
+        self.assertFalse(hasattr(bad.exception, "suggestions"))
+        for shown in (str(bad.exception), repr(bad.exception)):
+            self.assertNotIn("abuot", shown)
+            self.assertNotIn("about", shown)
+        self.assertEqual(tm.suggest_words(ABANDON.replace("about", "abuot"), 12)[0], "about")
         with self.assertRaises(tm.TidingsError.BadChecksum):
             tm.check_phrase(ABANDON.replace("about", "abandon"))
         with self.assertRaises(tm.TidingsError.WordCount) as count:
@@ -233,13 +54,13 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         push_key = d.client.push_key()
         self.assertEqual(len(push_key), 32)
         d.client.stop()
-        again = tm.TidingsClient.open(d.dir.name, d.key, TESTBED.relay)
+        again = tm.TidingsClient.open(d.dir.name, d.key, testbed().relay)
         self.assertEqual(again.account_id(), account_id)
         self.assertEqual(again.phrase(), phrase)
         self.assertEqual(bytes(again.push_key()), bytes(push_key))
         again.stop()
         with self.assertRaises(tm.TidingsError.WrongStateKey):
-            tm.TidingsClient.open(d.dir.name, secrets.token_bytes(32), TESTBED.relay)
+            tm.TidingsClient.open(d.dir.name, secrets.token_bytes(32), testbed().relay)
         self.assertEqual(bytes(tm.push_key_from_state(d.dir.name, d.key)), bytes(push_key))
         with self.assertRaises(tm.TidingsError.WrongStateKey):
             tm.push_key_from_state(d.dir.name, secrets.token_bytes(32))
@@ -250,7 +71,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         alice = await self.signed_in(FAST_TEST_OPTIONS)
         bob = await self.signed_in()
         token = apns_token()
-        change = await alice.client.enable_fast_mode(tm.PushService.APNS, token, TESTBED.app_id)
+        change = await alice.client.enable_fast_mode(tm.PushService.APNS, token, testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.FAST)
         self.assertEqual(alice.client.mode_status().mode, tm.Mode.FAST)
         self.assertIsNotNone(alice.client.mode_status().expires_ms)
@@ -258,7 +79,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         receipt = await bob.client.send(alice.client.account_id(), b"hello alice")
         self.assertEqual(len(receipt.hash), 64)
         pushes = await eventually(
-            lambda: [p for p in TESTBED.pushes(token) if p["status"] == 200 and p["kind"] == "alert"],
+            lambda: [p for p in testbed().pushes(token) if p["status"] == 200 and p["kind"] == "alert"],
             "the message's push at the mock APNs",
         )
         enc = pushes[0]["enc"]
@@ -286,11 +107,11 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         carol = await self.signed_in(FAST_TEST_OPTIONS)
         bob = await self.signed_in()
         token = "fcm:" + secrets.token_hex(40)
-        change = await carol.client.enable_fast_mode(tm.PushService.FCM, token, TESTBED.app_id)
+        change = await carol.client.enable_fast_mode(tm.PushService.FCM, token, testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.FAST)
         await bob.client.send(carol.client.account_id(), b"via fcm")
         pushes = await eventually(
-            lambda: [p for p in TESTBED.pushes(token) if p["status"] == 200 and p["enc"]],
+            lambda: [p for p in testbed().pushes(token) if p["status"] == 200 and p["enc"]],
             "the push at the mock FCM",
         )
         outcome = await carol.client.handle_push(pushes[0]["enc"])
@@ -303,7 +124,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         alice = await self.signed_in(FAST_TEST_OPTIONS)
         bob = await self.signed_in()
         token = apns_token()
-        change = await alice.client.enable_fast_mode(tm.PushService.APNS, token, TESTBED.app_id)
+        change = await alice.client.enable_fast_mode(tm.PushService.APNS, token, testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.FAST)
 
         forwarded = set()
@@ -312,7 +133,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         async def forward_pushes():
             # What iOS does for the app: deliver each push that reached the device.
             while not stop.is_set():
-                for p in await asyncio.to_thread(TESTBED.pushes, token):
+                for p in await asyncio.to_thread(testbed().pushes, token):
                     if p["status"] == 200 and p["enc"] and p["enc"] not in forwarded:
                         forwarded.add(p["enc"])
                         await alice.client.handle_push(p["enc"])
@@ -323,7 +144,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
             await bob.client.send(alice.client.account_id(), b"before")
             await alice.events.until(lambda: b"before" in alice.events.message_datas(), "a message in Fast Mode")
 
-            TESTBED.mark_dead("apns", token)
+            testbed().mark_dead("apns", token)
             await bob.client.send(alice.client.account_id(), b"to a dead token")
             await alice.events.until(
                 lambda: any(c.reason == tm.ModeReason.TOKEN_PRUNED for c in alice.events.modes),
@@ -346,7 +167,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(datas.count(d), 1, d)
 
         # A fresh token brings Fast Mode back.
-        change = await alice.client.enable_fast_mode(tm.PushService.APNS, apns_token(), TESTBED.app_id)
+        change = await alice.client.enable_fast_mode(tm.PushService.APNS, apns_token(), testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.FAST)
 
     async def test_fallback_when_polling_finds_messages_no_push_announced(self):
@@ -354,7 +175,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         # handle_push): polling finds the messages, and Fast Mode is given up.
         alice = await self.signed_in(FAST_TEST_OPTIONS)
         bob = await self.signed_in()
-        change = await alice.client.enable_fast_mode(tm.PushService.APNS, apns_token(), TESTBED.app_id)
+        change = await alice.client.enable_fast_mode(tm.PushService.APNS, apns_token(), testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.FAST)
         for i in range(FAST_TEST_OPTIONS.missed_push_limit):
             await bob.client.send(alice.client.account_id(), b"unannounced %d" % i)
@@ -381,7 +202,7 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
             offline.dir.name, offline.key, "http://127.0.0.1:9", offline.events, FAST_TEST_OPTIONS
         )
         offline.client.create_account()
-        change = await offline.client.enable_fast_mode(tm.PushService.APNS, apns_token(), TESTBED.app_id)
+        change = await offline.client.enable_fast_mode(tm.PushService.APNS, apns_token(), testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.SLOW)
         self.assertEqual(change.reason, tm.ModeReason.RELAY_UNREACHABLE)
         self.assertTrue(offline.client.mode_status().fast_requested)
@@ -428,37 +249,90 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
         )
         await alice.events.until(lambda: alice.events.configs, "on_config_changed on the first device")
 
-        # A third device by QR code.
+        # A third device by QR code: the tablet shows a code, Alice inspects it (only a
+        # public key travels), both screens show the same digits, Alice approves, the
+        # tablet's user confirms.
         tablet = self.device()
-        payload = await tablet.client.begin_link()
-        self.assertTrue(payload.startswith("tidings-link:v1:"))
+        payload = await tablet.client.begin_link("Alice's tablet")
+        self.assertTrue(payload.startswith("tidings-link:v2:"))
         waiting = asyncio.create_task(tablet.client.wait_for_link(int(WAIT * 1000)))
-        shown_on_alice = await alice.client.link_device(payload)
+        inspection = await alice.client.inspect_link(payload)
+        self.assertEqual(inspection.device_name, "Alice's tablet")
+        self.assertEqual(inspection.relay_url, testbed().relay)
+        self.assertTrue(inspection.same_relay)
         request = await waiting
-        self.assertEqual(request.sas, shown_on_alice)
+        self.assertEqual(request.sas, inspection.sas)
         self.assertEqual(len(request.sas), 6)
+        self.assertEqual(request.relay_url, testbed().relay)
         await tablet.events.until(lambda: tablet.events.links, "on_link_request")
-        linked = await tablet.client.confirm_link()
-        self.assertEqual(linked, alice.client.account_id())
+        self.assertEqual(tablet.events.links[0].sas, request.sas)
+        await alice.client.approve_link()
+        outcome = await tablet.client.confirm_link(int(WAIT * 1000))
+        self.assertTrue(outcome.is_linked(), outcome)
+        self.assertEqual(outcome.account_id, alice.client.account_id())
+        self.assertEqual(tablet.client.account_id(), alice.client.account_id())
         self.assertEqual(tablet.client.phrase(), alice.client.phrase())
         self.assertEqual(tablet.client.config_documents(), alice.client.config_documents())
 
         with self.assertRaises(tm.TidingsError.BadLinkCode):
-            await alice.client.link_device("not a link code")
+            await alice.client.inspect_link("not a link code")
+        with self.assertRaises(tm.TidingsError.BadLinkCode):
+            await alice.client.inspect_link("tidings-link:v1:AAAA")
         with self.assertRaises(tm.TidingsError.AlreadySignedIn):
-            await alice.client.begin_link()
+            await alice.client.begin_link("Alice's phone")
+        with self.assertRaises(tm.TidingsError.Link):
+            await alice.client.approve_link()
+
+    async def test_nothing_leaves_the_old_device_before_approve_link(self):
+        alice = await self.signed_in()
+        tablet = self.device()
+        payload = await tablet.client.begin_link("Tablet")
+        waiting = asyncio.create_task(tablet.client.wait_for_link(int(WAIT * 1000)))
+        inspection = await alice.client.inspect_link(payload)
+        # The new device shows the code: it got Alice's hello, and nothing else.
+        request = await waiting
+        self.assertEqual(request.sas, inspection.sas)
+        for _ in range(2):
+            with self.assertRaises(tm.TidingsError.Timeout):
+                await tablet.client.confirm_link(300)
+            self.assertIsNone(tablet.client.account_id())
+            self.assertIsNone(tablet.client.phrase())
+        await alice.client.approve_link()
+        outcome = await tablet.client.confirm_link(int(WAIT * 1000))
+        self.assertTrue(outcome.is_linked(), outcome)
+        self.assertEqual(tablet.client.account_id(), alice.client.account_id())
 
     async def test_rejected_link_adopts_nothing(self):
         alice = await self.signed_in()
         newcomer = self.device()
-        payload = await newcomer.client.begin_link()
+        payload = await newcomer.client.begin_link("Newcomer")
         waiting = asyncio.create_task(newcomer.client.wait_for_link(int(WAIT * 1000)))
-        await alice.client.link_device(payload)
+        await alice.client.inspect_link(payload)
         await waiting
+        # The codes differ: the new device's user rejects, even if the old one approves.
         await newcomer.client.reject_link()
+        await alice.client.approve_link()
         self.assertIsNone(newcomer.client.account_id())
         with self.assertRaises(tm.TidingsError.Link):
-            await newcomer.client.confirm_link()
+            await newcomer.client.confirm_link(300)
+        # A rejected scan is forgotten; waiting again finds no new scan.
+        with self.assertRaises(tm.TidingsError.Timeout):
+            await newcomer.client.wait_for_link(300)
+        self.assertIsNone(newcomer.client.account_id())
+
+    async def test_declined_link_is_a_typed_outcome(self):
+        alice = await self.signed_in()
+        newcomer = self.device()
+        payload = await newcomer.client.begin_link("Newcomer")
+        waiting = asyncio.create_task(newcomer.client.wait_for_link(int(WAIT * 1000)))
+        await alice.client.inspect_link(payload)
+        await waiting
+        await alice.client.decline_link()
+        outcome = await newcomer.client.confirm_link(int(WAIT * 1000))
+        self.assertTrue(outcome.is_declined(), outcome)
+        self.assertIsNone(newcomer.client.account_id())
+        with self.assertRaises(tm.TidingsError.Link):
+            await alice.client.approve_link()
 
     # -- generated sources -----------------------------------------------------------
 
@@ -479,25 +353,3 @@ class BindingTests(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(stale, [], f"stale {lang} bindings: run scripts/bindings.sh")
 
 
-def differing_files(a, b):
-    """Relative paths that differ between two trees (missing on either side included)."""
-    cmp = filecmp.dircmp(a, b)
-    out = [os.path.join(a, f) for f in cmp.left_only + cmp.right_only + cmp.diff_files + cmp.funny_files]
-    for sub in cmp.common_dirs:
-        out += differing_files(os.path.join(a, sub), os.path.join(b, sub))
-    return out
-
-
-def main():
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    result = unittest.TextTestRunner(verbosity=2).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
-    # The closing line test runners are judged by.
-    print(f"bindings: {passed} passed, {failed} failed, {skipped} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

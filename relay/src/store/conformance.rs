@@ -64,6 +64,19 @@ impl Fixture {
         out.seq
     }
 
+    /// Stores a message in another namespace of the account and one of another account,
+    /// which no count of this mailbox may include.
+    async fn put_elsewhere(&self, store: &dyn Store) {
+        store
+            .put_message(self.msg(NS + 1, b"other ns", T0, T0 + DAY))
+            .await
+            .unwrap();
+        store
+            .put_message(Fixture::new().msg(NS, b"other account", T0, T0 + DAY))
+            .await
+            .unwrap();
+    }
+
     async fn seqs(&self, store: &dyn Store, now_ms: i64) -> Vec<u64> {
         let page = store
             .get_messages(&self.account, NS, 0, 10_000, now_ms)
@@ -309,8 +322,8 @@ pub async fn subscriptions_add_replace_remove(store: &dyn Store) {
         Some(rotated)
     );
 
-    assert!(store.remove_subscription(&f.index, &d1).await.unwrap());
-    assert!(!store.remove_subscription(&f.index, &d1).await.unwrap());
+    assert!(store.remove_subscription(&f.index, &d1, i64::MAX).await.unwrap());
+    assert!(!store.remove_subscription(&f.index, &d1, i64::MAX).await.unwrap());
     assert_eq!(store.get_subscription(&f.index, &d1).await.unwrap(), None);
     assert!(store.get_subscription(&f.index, &d2).await.unwrap().is_some());
     let other = Fixture::new();
@@ -672,7 +685,7 @@ pub async fn remove_subscription_drops_pending_jobs(store: &dyn Store) {
     f.put(store, b"1").await;
     f.put(store, b"2").await;
     assert_eq!(store.outbox_stats().await.unwrap().depth, 4);
-    assert!(store.remove_subscription(&f.index, &d1).await.unwrap());
+    assert!(store.remove_subscription(&f.index, &d1, i64::MAX).await.unwrap());
     assert_eq!(store.outbox_stats().await.unwrap().depth, 2);
     assert!(claim_all(store, T0).await.iter().all(|j| j.device_id == d2));
 }
@@ -770,7 +783,12 @@ pub async fn closed_store_refuses_work(store: &dyn Store) {
             .await
             .map(drop),
     );
-    closed(store.remove_subscription(&f.index, &device()).await.map(drop));
+    closed(
+        store
+            .remove_subscription(&f.index, &device(), i64::MAX)
+            .await
+            .map(drop),
+    );
     closed(store.get_subscription(&f.index, &device()).await.map(drop));
     closed(store.claim_jobs("n", T0, 10, 10).await.map(drop));
     closed(store.outbox_stats().await.map(drop));
@@ -778,8 +796,6 @@ pub async fn closed_store_refuses_work(store: &dyn Store) {
     store.close().await.unwrap();
 }
 
-/// `count_messages` counts one mailbox's unexpired messages, stops at `at_most`, and
-/// follows deletes; other namespaces and accounts do not count.
 /// The seq span covers every stored message, expired or deleted ones in between
 /// included, so it never undercounts.
 pub async fn seq_span_bounds_the_count(store: &dyn Store) {
@@ -810,12 +826,14 @@ pub async fn seq_span_bounds_the_count(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(store.seq_span(&f.account, NS).await.unwrap(), 1);
-    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 1);
+    assert_eq!(store.count_messages(&f.account, NS, 0, T0, 100).await.unwrap(), 1);
 }
 
+/// `count_messages` counts one mailbox's unexpired messages, stops at `at_most`, and
+/// follows deletes; other namespaces and accounts do not count.
 pub async fn count_messages_per_mailbox(store: &dyn Store) {
     let (f, other) = (Fixture::new(), Fixture::new());
-    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 0);
+    assert_eq!(store.count_messages(&f.account, NS, 0, T0, 100).await.unwrap(), 0);
     let mut hashes = Vec::new();
     for i in 0..5u8 {
         let m = f.msg(NS, &[i], T0, T0 + DAY);
@@ -835,30 +853,129 @@ pub async fn count_messages_per_mailbox(store: &dyn Store) {
         .put_message(other.msg(NS, b"other account", T0, T0 + DAY))
         .await
         .unwrap();
-    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 6);
+    assert_eq!(store.count_messages(&f.account, NS, 0, T0, 100).await.unwrap(), 6);
     assert_eq!(
-        store.count_messages(&f.account, NS, T0, 3).await.unwrap(),
+        store.count_messages(&f.account, NS, 0, T0, 3).await.unwrap(),
         3,
         "stops at at_most"
     );
     assert_eq!(
         store
-            .count_messages(&f.account, NS, T0 + 1000, 100)
+            .count_messages(&f.account, NS, 0, T0 + 1000, 100)
             .await
             .unwrap(),
         5,
         "an expired message does not count, swept or not"
     );
     store.delete_messages(&f.account, NS, &hashes[..2]).await.unwrap();
-    assert_eq!(store.count_messages(&f.account, NS, T0, 100).await.unwrap(), 4);
+    assert_eq!(store.count_messages(&f.account, NS, 0, T0, 100).await.unwrap(), 4);
     assert_eq!(
-        store.count_messages(&f.account, NS + 1, T0, 100).await.unwrap(),
+        store
+            .count_messages(&f.account, NS + 1, 0, T0, 100)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        store.count_messages(&other.account, NS, T0, 100).await.unwrap(),
+        store
+            .count_messages(&other.account, NS, 0, T0, 100)
+            .await
+            .unwrap(),
         1
     );
+}
+
+/// `count_messages` after a seq counts only the unexpired messages behind it (what a
+/// Retrieve page reports as `remaining`), still stopping at `at_most`.
+pub async fn count_messages_after_a_seq(store: &dyn Store) {
+    let f = Fixture::new();
+    let mut seqs = Vec::new();
+    let mut hashes = Vec::new();
+    for i in 0..6u8 {
+        // The fourth expires first.
+        let expires = if i == 3 { T0 + 1000 } else { T0 + DAY };
+        let m = f.msg(NS, &[i], T0, expires);
+        hashes.push(m.hash);
+        seqs.push(store.put_message(m).await.unwrap().seq);
+    }
+    f.put_elsewhere(store).await;
+    let count =
+        |after: u64, now: i64, at_most: u32| store.count_messages(&f.account, NS, after, now, at_most);
+    assert_eq!(count(seqs[1], T0, 100).await.unwrap(), 4);
+    assert_eq!(
+        count(seqs[1], T0 + 1000, 100).await.unwrap(),
+        3,
+        "expired: not counted"
+    );
+    assert_eq!(count(seqs[1], T0, 2).await.unwrap(), 2, "stops at at_most");
+    assert_eq!(
+        count(seqs[5], T0, 100).await.unwrap(),
+        0,
+        "nothing after the last"
+    );
+    assert_eq!(count(u64::MAX, T0, 100).await.unwrap(), 0);
+    // Between two stored seqs (the cursor may sit on a deleted message).
+    store
+        .delete_messages(&f.account, NS, &hashes[2..3])
+        .await
+        .unwrap();
+    assert_eq!(count(seqs[2], T0, 100).await.unwrap(), 3);
+    assert_eq!(
+        count(seqs[1], T0, 100).await.unwrap(),
+        3,
+        "a deleted one: not counted"
+    );
+    // It agrees with what paging finds after the same seq.
+    let page = store
+        .get_messages(&f.account, NS, seqs[1], 100, T0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.messages.len() as u32,
+        count(seqs[1], T0 + 1000, 100).await.unwrap()
+    );
+}
+
+/// A conditional removal takes a subscription only while its expiry is no later than the
+/// bound, and leaves one renewed past it (with its jobs) alone.
+pub async fn remove_subscription_only_when_it_expires_by(store: &dyn Store) {
+    let f = Fixture::new();
+    let dev = device();
+    let expires = T0 + DAY;
+    store
+        .upsert_subscription(f.sub(dev, &[NS], expires))
+        .await
+        .unwrap();
+    f.put(store, b"pending").await;
+    assert!(
+        !store
+            .remove_subscription(&f.index, &dev, expires - 1)
+            .await
+            .unwrap()
+    );
+    assert!(store.get_subscription(&f.index, &dev).await.unwrap().is_some());
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 1, "its job stays too");
+
+    // Renewed later: a bound from before the renewal no longer reaches it.
+    store
+        .upsert_subscription(f.sub(dev, &[NS], expires + DAY))
+        .await
+        .unwrap();
+    assert!(!store.remove_subscription(&f.index, &dev, expires).await.unwrap());
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 1);
+    assert!(
+        store
+            .remove_subscription(&f.index, &dev, expires + DAY)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_subscription(&f.index, &dev).await.unwrap(), None);
+    assert_eq!(
+        store.outbox_stats().await.unwrap().depth,
+        0,
+        "its jobs went with it"
+    );
+    assert!(!store.remove_subscription(&f.index, &dev, i64::MAX).await.unwrap());
 }
 
 /// Many tasks storing into one mailbox at once all get distinct seqs, increasing per task.
@@ -928,7 +1045,7 @@ pub async fn push_inputs_match_the_single_reads(store: &dyn Store) {
         PushInputs::default(),
         "answers keep the order of the jobs"
     );
-    store.remove_subscription(&f.index, &dev).await.unwrap();
+    store.remove_subscription(&f.index, &dev, i64::MAX).await.unwrap();
     assert_eq!(store.push_inputs(&[job]).await.unwrap(), [PushInputs::default()]);
     assert!(store.push_inputs(&[]).await.unwrap().is_empty());
 }
@@ -977,6 +1094,7 @@ macro_rules! store_conformance_tests {
             restore_is_idempotent,
             paging_with_limit_and_more,
             count_messages_per_mailbox,
+            count_messages_after_a_seq,
             seq_span_bounds_the_count,
             expired_messages_are_hidden_and_swept,
             delete_counts_existing,
@@ -988,6 +1106,7 @@ macro_rules! store_conformance_tests {
             job_outcomes,
             same_device_and_hash_enqueued_once,
             remove_subscription_drops_pending_jobs,
+            remove_subscription_only_when_it_expires_by,
             sweep_removes_expired_subscriptions,
             outbox_stats_report_depth_and_oldest,
             check_writable_when_healthy,

@@ -211,13 +211,15 @@ pub trait Store: Send + Sync + 'static {
     /// index lookups, so the mailbox cap costs nothing until a mailbox nears it.
     async fn seq_span(&self, account: &Account, namespace: u32) -> Result<u64, StoreError>;
 
-    /// How many unexpired messages the mailbox holds, counting no further than
-    /// `at_most` (the answer is `min(count, at_most)`), for the mailbox cap. Costs up to
-    /// `at_most` entries, so ask [`Store::seq_span`] first.
+    /// How many unexpired messages with `seq > after_seq` the mailbox holds, counting no
+    /// further than `at_most` (the answer is `min(count, at_most)`): with `after_seq = 0`
+    /// the mailbox cap, after a Retrieve page's last seq its `remaining`. Costs up to
+    /// `at_most` entries, so the caller bounds it (the cap asks [`Store::seq_span`] first).
     async fn count_messages(
         &self,
         account: &Account,
         namespace: u32,
+        after_seq: u64,
         now_ms: i64,
         at_most: u32,
     ) -> Result<u32, StoreError>;
@@ -250,11 +252,16 @@ pub trait Store: Send + Sync + 'static {
     /// Returns `true` when it was added, `false` when it replaced one.
     async fn upsert_subscription(&self, sub: Subscription) -> Result<bool, StoreError>;
 
-    /// Removes a subscription (and its pending jobs); returns whether it existed.
+    /// Removes a subscription (and its pending jobs) if its `expires_ms <= expiring_by`
+    /// (`i64::MAX`: whatever its expiry); returns whether it removed one. The check and
+    /// the removal are one atomic step: a subscription renewed meanwhile (which moved its
+    /// expiry later) is left alone with its jobs, so a caller can remove "the registration
+    /// as of a time" without racing a concurrent Subscribe.
     async fn remove_subscription(
         &self,
         account_index: &AccountIndex,
         device_id: &DeviceId,
+        expiring_by: i64,
     ) -> Result<bool, StoreError>;
 
     /// Looks up a subscription (expired or not: the caller checks `expires_ms`).

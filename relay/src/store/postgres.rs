@@ -222,10 +222,12 @@ impl Store for PostgresStore {
         &self,
         account: &Account,
         namespace: u32,
+        after_seq: u64,
         now_ms: i64,
         at_most: u32,
     ) -> Result<u32, StoreError> {
-        ops::count_messages(&self.client().await?, account, namespace, now_ms, at_most).await
+        let client = self.client().await?;
+        ops::count_messages(&client, account, namespace, after_seq, now_ms, at_most).await
     }
 
     async fn get_message(
@@ -258,8 +260,9 @@ impl Store for PostgresStore {
         &self,
         account_index: &AccountIndex,
         device_id: &DeviceId,
+        expiring_by: i64,
     ) -> Result<bool, StoreError> {
-        ops::remove_subscription(&self.client().await?, account_index, device_id).await
+        ops::remove_subscription(&self.client().await?, account_index, device_id, expiring_by).await
     }
 
     async fn get_subscription(

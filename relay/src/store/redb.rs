@@ -413,11 +413,12 @@ impl Store for RedbStore {
         &self,
         account: &Account,
         namespace: u32,
+        after_seq: u64,
         now_ms: i64,
         at_most: u32,
     ) -> Result<u32, StoreError> {
         let account = *account;
-        self.read(move |txn| ops::count_messages(txn, &account, namespace, now_ms, at_most))
+        self.read(move |txn| ops::count_messages(txn, &account, namespace, after_seq, now_ms, at_most))
             .await
     }
 
@@ -466,10 +467,12 @@ impl Store for RedbStore {
         &self,
         account_index: &AccountIndex,
         device_id: &DeviceId,
+        expiring_by: i64,
     ) -> Result<bool, StoreError> {
         let op = WriteOp::RemoveSubscription {
             account_index: *account_index,
             device_id: *device_id,
+            expiring_by,
         };
         self.submit(op, flag).await
     }

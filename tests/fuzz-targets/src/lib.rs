@@ -40,6 +40,7 @@ use tidings_relay::{
 };
 
 pub mod seeds;
+pub mod wire;
 
 /// The relay's clock during a fuzz run (Unix seconds); re-signed requests carry it.
 pub const NOW_S: i64 = 1_700_000_000;
@@ -265,10 +266,24 @@ fn decode_directly(bytes: &[u8]) {
 /// with the fuzz account at [`NOW_S`], so validation gets past the signature; for a
 /// re-signed Subscribe, bit 0x40 first seals its `sealed` bytes to the relay, so the
 /// registration inside is validated too.
+///
+/// Whatever the mode, the rest is first sent, as one gRPC frame, through the relay's own
+/// decode path ([`wire::answer`]): it must reach the handler exactly when prost decodes
+/// it, and be refused `INVALID_ARGUMENT` otherwise ([`decode_path`]).
 pub fn request(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
+    match selector % 8 {
+        1 => decode_path::<RetrieveRequest>("/tidings.v1.Mailbox/Retrieve", "RetrieveRequest", rest),
+        2 => decode_path::<DeleteRequest>("/tidings.v1.Mailbox/Delete", "DeleteRequest", rest),
+        3 => decode_path::<SubscribeRequest>("/tidings.v1.Relay/Subscribe", "SubscribeRequest", rest),
+        4 => decode_path::<UnsubscribeRequest>("/tidings.v1.Relay/Unsubscribe", "UnsubscribeRequest", rest),
+        5 => {
+            decode_path::<GetRelayInfoRequest>("/tidings.v1.Relay/GetRelayInfo", "GetRelayInfoRequest", rest)
+        }
+        _ => decode_path::<StoreRequest>("/tidings.v1.Mailbox/Store", "StoreRequest", rest),
+    }
     let resign = selector & 0x80 != 0;
     let seal_inside = selector & 0x40 != 0;
     let limits = Limits::default();
@@ -340,9 +355,7 @@ pub fn request(data: &[u8]) {
             }
             let _ = relay_service::validate_unsubscribe(&req, &limits, NOW_S);
         }
-        5 => {
-            let _ = GetRelayInfoRequest::decode(rest);
-        }
+        5 => {}
         _ => {
             let Ok(mut req) = StoreRequest::decode(rest) else {
                 return;
@@ -359,6 +372,59 @@ pub fn request(data: &[u8]) {
                 assert_eq!(v.data.len(), len);
                 assert!(v.data.len() <= limits.max_message_bytes as usize);
                 assert!((limits.min_ttl_ms..=limits.max_ttl_ms).contains(&v.ttl_ms));
+            }
+        }
+    }
+}
+
+/// Where prost's own text starts; the relay must not pass it on.
+const PROST_PREFIX: &str = "failed to decode Protobuf message: ";
+
+/// `payload`, framed, through the relay's decode path for `path`: a payload prost decodes
+/// reaches the handler intact and is answered there (OK, from the recording handlers);
+/// any other is `INVALID_ARGUMENT` "request: not a tidings.v1.`<type>` (`<what>`)", with
+/// no handler run, `<what>` in fixed words (prost quotes numbers from the request, the
+/// relay does not: no digit but UTF-8's) and naming the field prost names.
+fn decode_path<M: Message + Default>(path: &str, type_name: &str, payload: &[u8]) {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(payload);
+    let answer = wire::answer(path, frame.into());
+    match M::decode(payload) {
+        Ok(message) => {
+            assert_eq!(answer.status.code(), tonic::Code::Ok, "{answer:?}");
+            assert_eq!(
+                answer.handled,
+                Some(message.encode_to_vec()),
+                "the handler got another request"
+            );
+        }
+        Err(e) => {
+            assert_eq!(answer.status.code(), tonic::Code::InvalidArgument, "{answer:?}");
+            assert_eq!(answer.handled, None, "an undecodable request reached the handler");
+            let said = answer.status.message();
+            let what = said
+                .strip_prefix(&format!("request: not a tidings.v1.{type_name} ("))
+                .and_then(|w| w.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("does not name {type_name}: {said:?}"));
+            // "UTF-8" is the one digit a fixed phrase may hold.
+            assert!(
+                what.replace("UTF-8", "")
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || " _.:-".contains(c)),
+                "not in fixed words: {said:?}"
+            );
+            let prost_said = e.to_string();
+            if let Some((field, _)) = prost_said
+                .strip_prefix(PROST_PREFIX)
+                .and_then(|r| r.split_once(": "))
+                && field.contains('.')
+                && !field.contains(' ')
+            {
+                assert!(
+                    what.contains(field),
+                    "{said:?} does not name {field} ({prost_said})"
+                );
             }
         }
     }

@@ -316,5 +316,14 @@ pub fn all() -> Vec<Seed> {
     );
     add(t, "get-relay-info", vec![5]);
     add(t, "truncated-varint", with_mode(0, &[0x08, 0xff]));
+    // Refused on the way in (INVALID_ARGUMENT, see `decode_path`): namespace sent
+    // length-delimited, a field key beyond u32, a stray end-group tag.
+    add(t, "store-wrong-wire-type", with_mode(0, &[0x12, 0x00]));
+    add(
+        t,
+        "retrieve-key-too-large",
+        with_mode(1, &[0xff, 0xff, 0xff, 0xff, 0x7f]),
+    );
+    add(t, "delete-end-group", with_mode(2, &[0x0c]));
     out
 }

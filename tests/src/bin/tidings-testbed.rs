@@ -8,7 +8,8 @@
 //!  "app_id": "com.example.messenger", "apns_only_app_id": "com.example.ios-only"}
 //! ```
 //!
-//! and runs until its standard input closes. The control endpoint (HTTP/1.1) serves:
+//! and runs until its standard input closes. Its relay has no abuse rate limits (the tests
+//! move thousands of messages through one mailbox). The control endpoint (HTTP/1.1) serves:
 //!
 //! - `GET /pushes`: every request the mock providers received, oldest first, as a JSON
 //!   list of `{"provider": "apns"|"apns_sandbox"|"fcm", "token", "status", "enc", "kind"}`
@@ -36,7 +37,15 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let rig = Arc::new(PushRig::start().await);
+    // The binding tests move thousands of messages into one mailbox from one process (the
+    // at-least-once test stores 10 000); the per-mailbox deposit rate would pace them at
+    // 30/s. The limits themselves are tested in tests/tests/limits.rs.
+    let rig = Arc::new(
+        PushRig::builder()
+            .configure(|c| c.rate_limits.enabled = false)
+            .start()
+            .await,
+    );
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .context("binding the control endpoint")?;

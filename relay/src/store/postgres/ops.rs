@@ -262,7 +262,7 @@ pub async fn get_messages(
     Ok(Page { messages, more })
 }
 
-/// Unexpired messages of a mailbox, up to `at_most` (the LIMIT stops the index scan there).
+/// How many seqs the mailbox's stored messages span (see `Store::seq_span`).
 pub async fn seq_span(client: &Client, account: &Account, namespace: u32) -> Result<u64> {
     // min and max each walk the primary key (account, namespace, seq) from one end.
     let row = query_one(
@@ -276,18 +276,30 @@ pub async fn seq_span(client: &Client, account: &Account, namespace: u32) -> Res
     u64::try_from(n).map_err(|_| corrupt("message seq"))
 }
 
+/// Unexpired messages of a mailbox after `after_seq`, up to `at_most` (the LIMIT stops the
+/// primary key scan there; large `data` lives out of line, so the rows read stay small).
 pub async fn count_messages(
     client: &Client,
     account: &Account,
     namespace: u32,
+    after_seq: u64,
     now: i64,
     at_most: u32,
 ) -> Result<u32> {
+    let Some(after) = seq_param(after_seq) else {
+        return Ok(0);
+    };
     let row = query_one(
         client,
         "SELECT count(*) FROM (SELECT 1 FROM messages
-           WHERE account = $1 AND namespace = $2 AND expires_ms > $3 LIMIT $4) AS m",
-        &[&&account[..], &i64::from(namespace), &now, &i64::from(at_most)],
+           WHERE account = $1 AND namespace = $2 AND seq > $3 AND expires_ms > $4 LIMIT $5) AS m",
+        &[
+            &&account[..],
+            &i64::from(namespace),
+            &after,
+            &now,
+            &i64::from(at_most),
+        ],
     )
     .await?;
     let n: i64 = col(&row, 0)?;
@@ -411,21 +423,27 @@ pub async fn upsert_subscription(client: &Client, sub: &Subscription) -> Result<
     col(&row, 0)
 }
 
-/// Removes a subscription and its pending jobs; true when it existed.
+/// Removes a subscription and its pending jobs if it expires by `expiring_by`; true when
+/// it removed one. One statement: a DELETE that meets a row a concurrent Subscribe is
+/// updating waits for it and re-checks `expires_ms` on the new version, and the jobs go
+/// only with the subscription.
 pub async fn remove_subscription(
     client: &Client,
     account_index: &AccountIndex,
     device_id: &DeviceId,
+    expiring_by: i64,
 ) -> Result<bool> {
     let row = query_one(
         client,
         "WITH gone AS (
-             DELETE FROM subscriptions WHERE account_index = $1 AND device_id = $2 RETURNING 1
+             DELETE FROM subscriptions
+             WHERE account_index = $1 AND device_id = $2 AND expires_ms <= $3 RETURNING 1
          ), jobs AS (
              DELETE FROM push_jobs WHERE account_index = $1 AND device_id = $2
+               AND EXISTS (SELECT 1 FROM gone)
          )
          SELECT count(*) FROM gone",
-        &[&&account_index[..], &&device_id[..]],
+        &[&&account_index[..], &&device_id[..], &expiring_by],
     )
     .await?;
     Ok(col::<i64>(&row, 0)? > 0)

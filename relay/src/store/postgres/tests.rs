@@ -63,7 +63,9 @@ pg_conformance_tests!(
     check_writable_when_healthy,
     closed_store_refuses_work,
     count_messages_per_mailbox,
+    count_messages_after_a_seq,
     seq_span_bounds_the_count,
+    remove_subscription_only_when_it_expires_by,
     push_inputs_match_the_single_reads,
 );
 

@@ -280,6 +280,25 @@ pub fn upsert_subscription(t: &mut Tables<'_>, sub: &Subscription) -> Result<boo
     Ok(old_expiry.is_none())
 }
 
+/// Removes a subscription and its pending jobs if it expires by `expiring_by`; true when
+/// it removed one. Inside the batch's write transaction, so no Subscribe can come between
+/// the check and the removal.
+pub fn remove_subscription_expiring_by(
+    t: &mut Tables<'_>,
+    account_index: &AccountIndex,
+    device_id: &DeviceId,
+    expiring_by: i64,
+) -> Result<bool, OpError> {
+    let expires = match t.accounts.get(keys::sub(account_index, device_id).as_slice())? {
+        Some(g) => records::sub_expires(g.value())?,
+        None => return Ok(false),
+    };
+    if expires > expiring_by {
+        return Ok(false);
+    }
+    remove_subscription(t, account_index, device_id)
+}
+
 /// Removes a subscription and its pending jobs; true when it existed.
 pub fn remove_subscription(
     t: &mut Tables<'_>,
@@ -490,7 +509,7 @@ pub fn get_messages(
     Ok(page)
 }
 
-/// Unexpired messages of a mailbox, up to `at_most`: decodes only each record's head.
+/// How many seqs the mailbox's stored messages span (see `Store::seq_span`): two lookups.
 pub fn seq_span(txn: &ReadTransaction, account: &Account, namespace: u32) -> Result<u64, OpError> {
     let messages = txn.open_table(tables::MAILBOXES)?;
     let lo = keys::msg(account, namespace, 0);
@@ -511,15 +530,21 @@ pub fn seq_span(txn: &ReadTransaction, account: &Account, namespace: u32) -> Res
     Ok(last.saturating_sub(first) + 1)
 }
 
+/// Unexpired messages of a mailbox after `after_seq`, up to `at_most`: decodes only each
+/// record's head.
 pub fn count_messages(
     txn: &ReadTransaction,
     account: &Account,
     namespace: u32,
+    after_seq: u64,
     now: i64,
     at_most: u32,
 ) -> Result<u32, OpError> {
+    let Some(first) = after_seq.checked_add(1) else {
+        return Ok(0);
+    };
     let messages = txn.open_table(tables::MAILBOXES)?;
-    let lo = keys::msg(account, namespace, 0);
+    let lo = keys::msg(account, namespace, first);
     let hi = keys::msg(account, namespace, u64::MAX);
     let mut n = 0u32;
     for item in messages.range(lo.as_slice()..=hi.as_slice())? {

@@ -31,9 +31,12 @@ pub enum WriteOp {
         max: u32,
     },
     UpsertSubscription(Subscription),
+    /// Removes the subscription if it expires by `expiring_by` (see
+    /// `Store::remove_subscription`).
     RemoveSubscription {
         account_index: AccountIndex,
         device_id: DeviceId,
+        expiring_by: i64,
     },
     /// Removes a job whose sealed reference does not open (claiming found it).
     DropJob {
@@ -73,7 +76,13 @@ impl WriteOp {
             WriteOp::RemoveSubscription {
                 account_index,
                 device_id,
-            } => Reply::Flag(ops::remove_subscription(t, account_index, device_id)?),
+                expiring_by,
+            } => Reply::Flag(ops::remove_subscription_expiring_by(
+                t,
+                account_index,
+                device_id,
+                *expiring_by,
+            )?),
             WriteOp::DropJob { id } => {
                 ops::drop_job(t, *id)?;
                 Reply::Done
@@ -94,12 +103,15 @@ const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const SWEEP: u8 = 3;
 const UPSERT: u8 = 4;
+/// An unconditional removal, as logs written before removals carried `expiring_by` hold
+/// it: still read (as `expiring_by = i64::MAX`), no longer written.
 const REMOVE: u8 = 5;
 // 6 and 7 were a durable claim and a finish without `held`, written before the embedded
 // store's leases moved to memory; they are never reused.
 const PROBE: u8 = 8;
 const FINISH: u8 = 9;
 const DROP_JOB: u8 = 10;
+const REMOVE_EXPIRING_BY: u8 = 11;
 
 const DELIVERED: u8 = 0;
 const TOKEN_DEAD: u8 = 1;
@@ -161,10 +173,12 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
         WriteOp::RemoveSubscription {
             account_index,
             device_id,
+            expiring_by,
         } => {
-            out.push(REMOVE);
+            out.push(REMOVE_EXPIRING_BY);
             out.extend_from_slice(account_index);
             out.extend_from_slice(device_id);
+            out.extend_from_slice(&expiring_by.to_be_bytes());
         }
         WriteOp::DropJob { id } => {
             out.push(DROP_JOB);
@@ -270,6 +284,12 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
         REMOVE => WriteOp::RemoveSubscription {
             account_index: r.array()?,
             device_id: r.array()?,
+            expiring_by: i64::MAX,
+        },
+        REMOVE_EXPIRING_BY => WriteOp::RemoveSubscription {
+            account_index: r.array()?,
+            device_id: r.array()?,
+            expiring_by: r.i64()?,
         },
         DROP_JOB => WriteOp::DropJob { id: r.u64()? },
         FINISH => {
@@ -365,9 +385,12 @@ mod tests {
                         expires_ms,
                     })
                 }),
-            (b32, any::<[u8; 16]>()).prop_map(|(account_index, device_id)| WriteOp::RemoveSubscription {
-                account_index,
-                device_id
+            (b32, any::<[u8; 16]>(), any::<i64>()).prop_map(|(account_index, device_id, expiring_by)| {
+                WriteOp::RemoveSubscription {
+                    account_index,
+                    device_id,
+                    expiring_by,
+                }
             }),
             any::<u64>().prop_map(|id| WriteOp::DropJob { id }),
             (
@@ -431,5 +454,21 @@ mod tests {
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn an_unconditional_removal_of_an_older_log_still_replays() {
+        let mut bytes = 1u32.to_be_bytes().to_vec();
+        bytes.push(REMOVE);
+        bytes.extend_from_slice(&[3; 32]);
+        bytes.extend_from_slice(&[4; 16]);
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            [WriteOp::RemoveSubscription {
+                account_index: [3; 32],
+                device_id: [4; 16],
+                expiring_by: i64::MAX,
+            }]
+        );
     }
 }
