@@ -533,6 +533,12 @@ impl FastModePlanner {
         }
     }
 
+    /// Messages found by polling wait for their push: a good time to read the extension's
+    /// delivery journal before the next [`Event::Tick`] judges them.
+    pub fn awaiting_pushes(&self) -> bool {
+        !self.awaiting.is_empty()
+    }
+
     /// What to save, when it changed since the last call.
     pub fn take_saved(&mut self) -> Option<SavedFastMode> {
         std::mem::take(&mut self.dirty).then(|| self.saved.clone())

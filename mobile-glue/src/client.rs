@@ -102,10 +102,12 @@ impl Drop for TidingsClient {
 impl TidingsClient {
     /// Opens the install's state in `state_dir` (created on first use) under `state_key`
     /// (32 bytes the app keeps in the Keychain / Keystore), for the relay at `relay_url`
-    /// (`https://host:port`, or `http://` for a local relay). Does no network I/O: call
-    /// `connect` to start receiving. Open each state directory with one client at a time.
+    /// (`https://host:port`, or `http://` for a local relay). Reads the state off the
+    /// caller's thread and does no network I/O: call `connect` to start receiving. Open
+    /// each state directory with one client at a time (a notification extension uses
+    /// `NotificationProcessor`, which only reads).
     #[uniffi::constructor(default(listener = None, options = None))]
-    pub fn open(
+    pub async fn open(
         state_dir: String,
         state_key: Vec<u8>,
         relay_url: String,
@@ -113,41 +115,15 @@ impl TidingsClient {
         options: Option<ClientOptions>,
     ) -> Result<Arc<TidingsClient>> {
         let key = Zeroizing::new(key32(&state_key, "state_key")?);
-        let options = options.unwrap_or_default();
-        let dir = PathBuf::from(state_dir);
-        let store = DeviceState::open(&dir, &key)?;
-        let mut settings = RelaySettings::new(relay_url.as_str());
-        settings.message_ttl_ms = options.message_ttl_ms;
-        options.apply_to(&mut settings.client);
-        // Tonic channels start their worker on the runtime they are made in.
         let handle = runtime::handle();
-        let _guard = handle.enter();
-        let relay = RelayClient::connect_lazy(&settings.url, settings.client.clone())?;
-        let account = match store.identity()? {
-            // Opening touches no network; blocking on it here is brief.
-            Some(_) => Some(handle.block_on(Account::open(&dir, &key, settings.clone()))?),
-            None => None,
-        };
-        let driver = DriverState::load(&store)?;
-        let (wake, _) = tokio::sync::watch::channel(0);
-        let inner = Arc::new(Inner {
-            dir,
-            key,
-            settings,
-            relay,
-            options,
-            events: Events::start(listener),
-            store: Mutex::new(store),
-            account: RwLock::new(account),
-            driver: Mutex::new(driver),
-            registration: tokio::sync::Mutex::new(()),
-            wake,
-            link: tokio::sync::Mutex::new(LinkState::default()),
-            shutdown: CancellationToken::new(),
-            calls: TaskTracker::new(),
-            tasks: Mutex::new(Vec::new()),
+        let opened = handle.spawn_blocking(move || {
+            let options = options.unwrap_or_default();
+            Inner::open(PathBuf::from(state_dir), key, &relay_url, listener, options)
         });
-        Ok(Arc::new(TidingsClient { inner }))
+        let inner = opened.await.map_err(|e| TidingsError::State {
+            reason: format!("opening the state failed: {e}"),
+        })??;
+        Ok(Arc::new(TidingsClient { inner: Arc::new(inner) }))
     }
 
     /// Sets (or with `None` removes) the listener events go to.
@@ -180,23 +156,36 @@ impl TidingsClient {
         self.inner.stop();
     }
 
+    /// `stop` for async callers: cancels the client's calls and loops and waits, off the
+    /// caller's thread and for at most 10 s, until they have ended. After it returns
+    /// nothing touches the state directory and no event is reported.
+    pub async fn shutdown(&self) {
+        let inner = self.inner.clone();
+        let stopped = runtime::handle().spawn_blocking(move || inner.stop());
+        // Only a panic inside `stop` could fail this; the client is cancelled either way.
+        let _ = stopped.await;
+    }
+
     // ---- account ------------------------------------------------------------------
 
     /// Creates a new account (a fresh 12-word phrase) on this signed-out install and
-    /// returns its account id. Show `phrase()` to the user to write down.
-    pub fn create_account(&self) -> Result<String> {
-        let mut slot = self.inner.account_slot();
-        if slot.is_some() {
-            return Err(TidingsError::AlreadySignedIn);
-        }
-        let inner = &self.inner;
-        let (account, _phrase) =
-            runtime::handle().block_on(Account::create(&inner.dir, &inner.key, inner.settings.clone()))?;
-        let id = account.account_id();
-        *slot = Some(account);
-        drop(slot);
-        self.inner.poke();
-        Ok(id)
+    /// returns its account id. Show `phrase()` to the user to write down. Writes the
+    /// state off the caller's thread; touches no network.
+    pub async fn create_account(&self) -> Result<String> {
+        let inner = self.inner.clone();
+        self.inner
+            .run(async move {
+                if inner.account().is_some() {
+                    return Err(TidingsError::AlreadySignedIn);
+                }
+                let (account, _phrase) =
+                    Account::create(&inner.dir, &inner.key, inner.settings.clone()).await?;
+                let id = account.account_id();
+                *inner.account_slot() = Some(account);
+                inner.poke();
+                Ok(id)
+            })
+            .await
     }
 
     /// Restores an account from its 12- or 24-word phrase: derives the keys, then fetches
@@ -322,6 +311,48 @@ impl TidingsClient {
 }
 
 impl Inner {
+    /// Reads the state in `dir` and builds the client around it; on a blocking thread of
+    /// the crate's runtime (tonic channels start their worker on the runtime they are made
+    /// in, and the account engine's open is a short read of the state files).
+    fn open(
+        dir: PathBuf,
+        key: Zeroizing<[u8; 32]>,
+        relay_url: &str,
+        listener: Option<Arc<dyn EventListener>>,
+        options: ClientOptions,
+    ) -> Result<Inner> {
+        let store = DeviceState::open(&dir, &key)?;
+        let mut settings = RelaySettings::new(relay_url);
+        settings.message_ttl_ms = options.message_ttl_ms;
+        options.apply_to(&mut settings.client);
+        let handle = runtime::handle();
+        let _guard = handle.enter();
+        let relay = RelayClient::connect_lazy(&settings.url, settings.client.clone())?;
+        let account = match store.identity()? {
+            Some(_) => Some(handle.block_on(Account::open(&dir, &key, settings.clone()))?),
+            None => None,
+        };
+        let driver = DriverState::load(&store, &options)?;
+        let (wake, _) = tokio::sync::watch::channel(0);
+        Ok(Inner {
+            dir,
+            key,
+            settings,
+            relay,
+            options,
+            events: Events::start(listener),
+            store: Mutex::new(store),
+            account: RwLock::new(account),
+            driver: Mutex::new(driver),
+            registration: tokio::sync::Mutex::new(()),
+            wake,
+            link: tokio::sync::Mutex::new(LinkState::default()),
+            shutdown: CancellationToken::new(),
+            calls: TaskTracker::new(),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
     pub(crate) fn account_slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Account>> {
         self.account.write().unwrap_or_else(PoisonError::into_inner)
     }
@@ -452,9 +483,10 @@ impl Inner {
             }
             return Ok(u32::from(changed));
         }
+        let ticket = self.poll_ticket();
         let fresh = account.receive(wait_ms).await?;
         let fresh = self.report_messages(fresh);
-        self.note_polled(&fresh);
+        self.note_polled(ticket, &fresh);
         Ok(u32::try_from(fresh.len()).unwrap_or(u32::MAX))
     }
 
@@ -482,8 +514,9 @@ impl Inner {
     async fn sync_now(&self) -> Result<SyncSummary> {
         let account = self.require_account()?;
         let mut fresh = self.ingest_journal();
+        let ticket = self.poll_ticket();
         let polled = self.report_messages(account.receive(0).await?);
-        self.note_polled(&polled);
+        self.note_polled(ticket, &polled);
         fresh.extend(polled);
         let before = account.documents();
         let changed = account.sync().await?;
@@ -552,14 +585,15 @@ mod tests {
     use super::*;
 
     fn open(dir: &std::path::Path) -> Arc<TidingsClient> {
-        TidingsClient::open(
-            dir.to_str().unwrap().to_owned(),
-            vec![1; 32],
-            "http://127.0.0.1:9".into(),
-            None,
-            None,
-        )
-        .unwrap()
+        runtime::handle()
+            .block_on(TidingsClient::open(
+                dir.to_str().unwrap().to_owned(),
+                vec![1; 32],
+                "http://127.0.0.1:9".into(),
+                None,
+                None,
+            ))
+            .unwrap()
     }
 
     #[test]
@@ -567,8 +601,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path());
         assert_eq!(c.account_id(), None);
-        let id = c.create_account().unwrap();
-        assert_eq!(c.create_account(), Err(TidingsError::AlreadySignedIn));
+        let id = runtime::handle().block_on(c.create_account()).unwrap();
+        assert_eq!(
+            runtime::handle().block_on(c.create_account()),
+            Err(TidingsError::AlreadySignedIn)
+        );
         let phrase = c.phrase().unwrap();
         assert_eq!(phrase.split(' ').count(), 12);
         drop(c);
@@ -587,14 +624,15 @@ mod tests {
     fn a_wrong_state_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
         drop(open(dir.path()));
-        let err = TidingsClient::open(
-            dir.path().to_str().unwrap().to_owned(),
-            vec![2; 32],
-            "http://127.0.0.1:9".into(),
-            None,
-            None,
-        )
-        .unwrap_err();
+        let err = runtime::handle()
+            .block_on(TidingsClient::open(
+                dir.path().to_str().unwrap().to_owned(),
+                vec![2; 32],
+                "http://127.0.0.1:9".into(),
+                None,
+                None,
+            ))
+            .unwrap_err();
         assert_eq!(err, TidingsError::WrongStateKey);
     }
 
@@ -612,7 +650,7 @@ mod tests {
     fn after_stop_calls_fail_closed_and_the_directory_can_be_removed() {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path());
-        c.create_account().unwrap();
+        runtime::handle().block_on(c.create_account()).unwrap();
         // The loops run (against a relay that never answers) until stop.
         let _ = runtime::handle().block_on(c.connect());
         c.stop();

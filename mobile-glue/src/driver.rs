@@ -1,175 +1,95 @@
-//! The Fast/Slow Mode driver.
+//! The Fast/Slow Mode driver: binds device-link's pure planner
+//! ([`tidings_device_link::fast_mode`], where every rule lives) to this client. It feeds
+//! the planner what happens — the app's requests and lifecycle calls, network changes,
+//! pushes handled here or by the notification extension, what polling finds, the relay's
+//! answers, time — and performs what the planner asks: Subscribe and Unsubscribe through
+//! the account, an immediate sync, mode-change events. The planner's state is saved as
+//! the "fast-mode" blob after every change.
 //!
-//! - **Slow Mode**: each namespace the app needs (messages 0, config 10) is long-polled
-//!   in a loop.
-//! - **Fast Mode**: the device is subscribed for both namespaces; pushes (handed in by the
-//!   app through `handle_push`) announce messages, and the mailbox is still checked by
-//!   polling every `fast_check_interval_ms` while the client runs. The registration is
-//!   renewed once `renew_at_percent` of its lifetime is left, and re-sent at every start.
-//!
-//! Fast Mode falls back to Slow Mode by itself, and reports why:
-//! - the relay refuses the registration (`SubscribeRejected`; not retried);
-//! - the relay cannot be reached to register (`RelayUnreachable`; retried with backoff,
-//!   Fast Mode returns as `Recovered`) or to renew before expiry (`Expired`);
-//! - the relay dropped the registration, which happens when APNs / FCM report the token
-//!   dead: a renewal or check answers "added" for a registration that had not expired
-//!   (`TokenPruned`);
-//! - polling finds messages that no push announced within `push_grace_ms`: the
-//!   registration is checked at once (a re-subscribe), and after `missed_push_limit` such
-//!   messages Fast Mode is given up (`PushesMissing`).
-//!
-//! After a fallback for a dead token, the registration is removed from the relay in the
-//! background (a check re-added it), and the app is expected to pass a fresh token.
+//! Polling, the same in both modes' terms: in Slow Mode each namespace the app needs
+//! (messages 0, config 10) is long-polled in a loop; in Fast Mode the mailbox is still
+//! checked every `fast_check_interval_ms` while the client runs, which is how missing
+//! pushes are noticed.
 
 use std::{
-    collections::HashMap,
+    collections::VecDeque,
     sync::{Arc, MutexGuard, PoisonError},
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
-use tidings_device_link::{client::MAX_WAIT_MS, state::DeviceState};
-use tokio::time::Instant;
+use tidings_device_link::{
+    client::MAX_WAIT_MS,
+    fast_mode::{
+        self as plan, Action, Event as PlanEvent, FastModeConfig, FastModePlanner, PollTicket, PolledMessage,
+        Purpose, Registration, RequestId, SavedFastMode, SubscribeResult, UnsubscribeResult,
+    },
+    state::DeviceState,
+};
+use tokio::sync::Notify;
 
 use crate::{
     client::{Inner, TidingsClient, now_ms},
     error::{Result, TidingsError},
     events::Event,
-    types::{IncomingMessage, Mode, ModeChange, ModeReason, ModeStatus, PushService},
+    types::{
+        AppState, CONFIG_NAMESPACE, ClientOptions, IncomingMessage, MESSAGE_NAMESPACE, Mode, ModeChange,
+        ModeReason, ModeStatus, PushService,
+    },
 };
 
-/// The blob the Fast Mode registration is saved in.
+/// The blob the planner's state is saved in.
 const FAST_MODE_BLOB: &str = "fast-mode";
 /// The longest the supervisor sleeps without looking.
 const MAX_SUPERVISOR_SLEEP: Duration = Duration::from_secs(60);
 /// Shortest long-poll: a relay answering at once must not make the loop spin.
 const MIN_POLL_WAIT_MS: u32 = 1_000;
-/// Backoff ceiling, as a multiple of `retry_backoff_ms`.
-const MAX_BACKOFF_FACTOR: u64 = 64;
+/// After `PushesMissing` Fast Mode is retried (on a foreground) first after
+/// `fast_check_interval_ms`, doubling per give-up up to this many times that.
+const MISSING_RETRY_MAX_FACTOR: u64 = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum SavedService {
-    Apns,
-    ApnsSandbox,
-    Fcm,
-}
-
-/// What the app asked for: Fast Mode with this token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Registration {
-    service: SavedService,
-    token: String,
-    app_id: String,
-}
-
-/// What the relay confirmed last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Subscribed {
-    /// Since when pushes are expected (Unix ms): messages older may come without one.
-    since_ms: i64,
-    /// When it was last (re)confirmed.
-    renewed_ms: i64,
-    /// When it lapses unless renewed.
-    expires_ms: i64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Saved {
-    wanted: Option<Registration>,
-    subscribed: Option<Subscribed>,
-    unsubscribe_pending: bool,
-}
-
-/// The driver's state.
-#[derive(Debug)]
+/// The planner and the actions the supervisor still has to perform.
 pub(crate) struct DriverState {
-    mode: Mode,
-    reason: ModeReason,
-    wanted: Option<Registration>,
-    subscribed: Option<Subscribed>,
-    unsubscribe_pending: bool,
-    /// Re-send the registration now (at start: checks it survived while the app slept).
-    check_now: bool,
-    retry_at: Option<Instant>,
-    retry_attempt: u32,
-    /// Messages found by polling, waiting for their push.
-    awaiting: HashMap<[u8; 32], Instant>,
-    /// Messages polling found that no push announced, since the last push.
-    missed: u32,
+    planner: FastModePlanner,
+    /// In the order the planner asked for them.
+    queue: VecDeque<Action>,
+    /// Wakes the supervisor: actions queued, or deadlines changed.
+    supervisor: Arc<Notify>,
+}
+
+impl std::fmt::Debug for DriverState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverState")
+            .field("status", &self.planner.status())
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl DriverState {
-    /// The saved registration: Fast Mode resumes if it has not expired.
-    pub(crate) fn load(store: &DeviceState) -> Result<DriverState> {
-        let saved: Saved = store
+    /// The planner as saved (an unreadable blob falls back to Slow Mode, keeping the token
+    /// when it can be read).
+    pub(crate) fn load(store: &DeviceState, options: &ClientOptions) -> Result<DriverState> {
+        let saved = store
             .get_blob(FAST_MODE_BLOB)?
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .map(|b| SavedFastMode::from_json(&b))
             .unwrap_or_default();
-        let live = saved.subscribed.is_some_and(|s| s.expires_ms > now_ms());
-        let mode = if live && saved.wanted.is_some() {
-            Mode::Fast
-        } else {
-            Mode::Slow
-        };
         Ok(DriverState {
-            mode,
-            reason: ModeReason::Requested,
-            check_now: saved.wanted.is_some(),
-            retry_at: None,
-            retry_attempt: 0,
-            wanted: saved.wanted,
-            subscribed: saved.subscribed.filter(|_| live),
-            unsubscribe_pending: saved.unsubscribe_pending,
-            awaiting: HashMap::new(),
-            missed: 0,
+            planner: FastModePlanner::new(planner_config(options), saved, now_ms()),
+            queue: VecDeque::new(),
+            supervisor: Arc::new(Notify::new()),
         })
     }
-
-    fn save(&self, store: &mut DeviceState) -> Result<()> {
-        let saved = Saved {
-            wanted: self.wanted.clone(),
-            subscribed: self.subscribed,
-            unsubscribe_pending: self.unsubscribe_pending,
-        };
-        // Serialising plain strings and integers cannot fail.
-        let bytes = serde_json::to_vec(&saved).unwrap_or_default();
-        store.put_blob(FAST_MODE_BLOB, &bytes)?;
-        Ok(())
-    }
-
-    fn change(&self) -> ModeChange {
-        ModeChange {
-            mode: self.mode,
-            reason: self.reason,
-            detail: String::new(),
-        }
-    }
-
-    /// When the registration should be renewed.
-    fn renew_at_ms(&self, percent: u8) -> Option<i64> {
-        let s = self.subscribed?;
-        let lifetime = s.expires_ms.saturating_sub(s.renewed_ms).max(0);
-        Some(s.expires_ms - lifetime * i64::from(percent.min(100)) / 100)
-    }
 }
 
-/// Why a Subscribe is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    /// The app asked (a token, maybe new).
-    Enable,
-    /// Again after the relay was unreachable.
-    Retry,
-    /// Before expiry, or at start.
-    Renew,
-    /// Pushes seem missing: is the registration still there?
-    Verify,
-}
-
-/// What the supervisor does next.
-enum Action {
-    Unsubscribe,
-    Register(Purpose),
+fn planner_config(o: &ClientOptions) -> FastModeConfig {
+    FastModeConfig {
+        push_grace_ms: o.push_grace_ms,
+        missed_push_limit: o.missed_push_limit,
+        renew_at_percent: o.renew_at_percent,
+        retry_backoff_ms: o.retry_backoff_ms,
+        missing_retry_ms: o.fast_check_interval_ms,
+        missing_retry_max_ms: o.fast_check_interval_ms.saturating_mul(MISSING_RETRY_MAX_FACTOR),
+    }
 }
 
 #[uniffi::export(async_runtime = "tokio")]
@@ -202,13 +122,36 @@ impl TidingsClient {
 
     /// The driver's current mode and why.
     pub fn mode_status(&self) -> ModeStatus {
-        let d = self.inner.driver();
+        let s = self.inner.driver().planner.status();
         ModeStatus {
-            mode: d.mode,
-            reason: d.reason,
-            fast_requested: d.wanted.is_some(),
-            expires_ms: d.subscribed.map(|s| s.expires_ms),
+            mode: mode_of(s.mode),
+            reason: reason_of(s.reason),
+            fast_requested: s.fast_requested,
+            expires_ms: s.expires_ms,
         }
+    }
+
+    /// Tells the client whether the app is on screen. Call `Foreground` when the app
+    /// becomes active and `Background` when it leaves the screen (the client starts in
+    /// `Foreground`). Coming to the foreground fetches what is new at once (reading the
+    /// notification extension's journal first) and checks the Fast Mode registration;
+    /// messages that arrived while in the background never count as missed pushes.
+    /// Returns at once: the work runs in the background once `connect` was called.
+    pub fn set_app_state(&self, state: AppState) {
+        let state = match state {
+            AppState::Foreground => plan::AppState::Foreground,
+            AppState::Background => plan::AppState::Background,
+        };
+        self.inner.feed_later(PlanEvent::AppState(state));
+    }
+
+    /// Tells the client the device's network changed (Wi-Fi, cellular, back online):
+    /// waiting retries are made at once, and in the foreground what is new is fetched.
+    /// Returns at once.
+    pub fn network_changed(&self) {
+        self.inner.feed_later(PlanEvent::NetworkChanged);
+        // Polling loops waiting out a failure look again too.
+        self.inner.poke();
     }
 }
 
@@ -217,27 +160,45 @@ impl Inner {
         self.driver.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets the mode, reporting a change of mode or reason; the caller saves.
-    fn set_mode(&self, d: &mut DriverState, mode: Mode, reason: ModeReason, detail: String) {
-        if d.mode == mode && d.reason == reason {
-            return;
-        }
-        d.mode = mode;
-        d.reason = reason;
-        if mode == Mode::Slow {
-            d.awaiting.clear();
-            d.missed = 0;
-        }
-        tracing::info!(?mode, ?reason, "delivery mode changed");
-        self.events
-            .send(Event::ModeChanged(ModeChange { mode, reason, detail }));
-        self.poke();
+    /// The mode in effect.
+    pub(crate) fn mode(&self) -> Mode {
+        mode_of(self.driver().planner.status().mode)
     }
 
-    fn save_driver(&self, d: &DriverState) {
-        if let Err(e) = d.save(&mut self.lock_store()) {
-            tracing::warn!(error = %e, "cannot save the Fast Mode registration");
-        }
+    /// Take before polling the message namespace; pass to [`Inner::note_polled`].
+    pub(crate) fn poll_ticket(&self) -> PollTicket {
+        self.driver().planner.poll_ticket()
+    }
+
+    /// A poll that began with `ticket` found these new messages.
+    pub(crate) fn note_polled(&self, ticket: PollTicket, fresh: &[IncomingMessage]) {
+        let messages = fresh
+            .iter()
+            .filter_map(|m| {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&m.hash, &mut hash).ok()?;
+                Some(PolledMessage {
+                    hash,
+                    created_ms: m.created_ms,
+                })
+            })
+            .collect();
+        self.feed_later(PlanEvent::Polled { ticket, messages });
+    }
+
+    /// The app handed this push to `handle_push`: pushes arrive.
+    pub(crate) fn note_pushed(&self, hash: &[u8; 32]) {
+        self.feed_later(PlanEvent::PushHandled(*hash));
+    }
+
+    /// The notification extension processed these pushes (read from its delivery
+    /// journal): they count as pushed.
+    #[allow(
+        dead_code,
+        reason = "for the journal reader; `ingest_journal` reports hashes one at a time today"
+    )]
+    pub(crate) fn note_journal_delivered(&self, hashes: &[[u8; 32]]) {
+        self.feed_later(PlanEvent::JournalDelivered(hashes.to_vec()));
     }
 
     pub(crate) async fn enable_fast_mode(
@@ -252,286 +213,285 @@ impl Inner {
                 reason: "token and app_id must not be empty".into(),
             });
         }
-        {
-            let mut d = self.driver();
-            d.wanted = Some(Registration {
-                service: match service {
-                    PushService::Apns => SavedService::Apns,
-                    PushService::ApnsSandbox => SavedService::ApnsSandbox,
-                    PushService::Fcm => SavedService::Fcm,
-                },
-                token,
-                app_id,
-            });
-            // A fallback's clean-up must not remove the registration about to be made.
-            d.unsubscribe_pending = false;
-            d.retry_at = None;
-            d.retry_attempt = 0;
-            self.save_driver(&d);
+        let registration = Registration {
+            service: service_name(service).to_owned(),
+            token,
+            app_id,
+        };
+        let mut refusal = None;
+        for action in self.feed(PlanEvent::Enable(registration)) {
+            if matches!(
+                action,
+                Action::Subscribe {
+                    purpose: Purpose::Enable,
+                    ..
+                }
+            ) {
+                refusal = self.perform(action).await.err();
+            } else {
+                self.queue(vec![action]);
+            }
         }
-        let detail = self.register(Purpose::Enable).await;
-        let d = self.driver();
-        Ok(ModeChange { detail, ..d.change() })
+        let s = self.driver().planner.status();
+        let detail = match refusal {
+            Some(e) if s.reason == plan::ModeReason::SubscribeRejected => e.to_string(),
+            _ => String::new(),
+        };
+        Ok(ModeChange {
+            mode: mode_of(s.mode),
+            reason: reason_of(s.reason),
+            detail,
+        })
     }
 
     pub(crate) async fn disable_fast_mode(&self) -> Result<()> {
-        {
-            let mut d = self.driver();
-            let was_registered = d.wanted.is_some() || d.subscribed.is_some();
-            d.wanted = None;
-            d.subscribed = None;
-            d.unsubscribe_pending = was_registered || d.unsubscribe_pending;
-            self.set_mode(&mut d, Mode::Slow, ModeReason::Requested, String::new());
-            self.save_driver(&d);
+        let mut outcome = Ok(());
+        for action in self.feed(PlanEvent::Disable) {
+            if matches!(action, Action::Unsubscribe { .. }) {
+                outcome = self.perform(action).await;
+            } else {
+                self.queue(vec![action]);
+            }
         }
-        match self.unsubscribe_if_pending().await {
-            Err(TidingsError::Unreachable { .. }) | Err(TidingsError::Timeout { .. }) => Ok(()),
+        // The planner retries in the background.
+        match outcome {
+            Err(e) if is_unreachable(&e) => Ok(()),
             other => other,
         }
     }
 
-    /// At sign-out: Slow Mode, nothing wanted.
+    /// At sign-out: Slow Mode, nothing wanted (the sign-out queues the Unsubscribe).
     pub(crate) fn set_signed_out_mode(&self) {
-        let mut d = self.driver();
-        d.wanted = None;
-        d.subscribed = None;
-        if d.mode == Mode::Fast {
-            self.set_mode(&mut d, Mode::Slow, ModeReason::SignedOut, String::new());
-        }
-        self.save_driver(&d);
+        self.feed_later(PlanEvent::SignedOut);
     }
 
-    /// Sends Unsubscribe when a fallback or `disable_fast_mode` left one to do.
-    async fn unsubscribe_if_pending(&self) -> Result<()> {
-        let account = self.require_account()?;
+    /// Feeds the planner one event: saves what changed, reports mode changes, and returns
+    /// the actions to perform.
+    fn feed(&self, event: PlanEvent) -> Vec<Action> {
+        let mut d = self.driver();
+        let actions = d.planner.handle(now_ms(), event);
+        if let Some(saved) = d.planner.take_saved()
+            && let Err(e) = self.lock_store().put_blob(FAST_MODE_BLOB, &saved.to_json())
+        {
+            tracing::warn!(error = %e, "cannot save the Fast Mode state");
+        }
+        // Reported under the lock, so events keep the planner's order.
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::ReportMode(change) => {
+                    self.report_mode(change);
+                    None
+                }
+                other => Some(other),
+            })
+            .collect()
+    }
+
+    /// Feeds an event whose actions the supervisor performs.
+    fn feed_later(&self, event: PlanEvent) {
+        let actions = self.feed(event);
+        self.queue(actions);
+    }
+
+    /// Queues actions for the supervisor and wakes it (the planner's deadlines may have
+    /// moved even when there is nothing to queue).
+    fn queue(&self, actions: Vec<Action>) {
+        let mut d = self.driver();
+        d.queue.extend(actions);
+        d.supervisor.notify_one();
+    }
+
+    fn next_queued(&self) -> Option<Action> {
+        self.driver().queue.pop_front()
+    }
+
+    fn report_mode(&self, change: plan::ModeChange) {
+        let (mode, reason) = (mode_of(change.mode), reason_of(change.reason));
+        tracing::info!(?mode, ?reason, "delivery mode changed");
+        self.events.send(Event::ModeChanged(ModeChange {
+            mode,
+            reason,
+            detail: change.detail,
+        }));
+        // The polling loops poll differently in each mode.
+        self.poke();
+    }
+
+    /// Performs one of the planner's actions and feeds back its result. Errs with what
+    /// the relay answered when a Subscribe or Unsubscribe failed.
+    async fn perform(&self, action: Action) -> Result<()> {
+        match action {
+            Action::Subscribe {
+                request,
+                registration,
+                ..
+            } => self.send_subscribe(request, &registration).await,
+            Action::Unsubscribe { request } => self.send_unsubscribe(request).await,
+            Action::SyncNow => {
+                self.sync_for_planner().await;
+                Ok(())
+            }
+            Action::ReportMode(change) => {
+                self.report_mode(change);
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_subscribe(&self, request: RequestId, registration: &Registration) -> Result<()> {
         let _serial = self.registration.lock().await;
-        if !self.driver().unsubscribe_pending {
+        if !self.driver().planner.is_current(request) {
             return Ok(());
         }
-        account.unsubscribe().await?;
-        let mut d = self.driver();
-        // Enabling meanwhile clears the flag before it subscribes; keep its registration.
-        if d.wanted.is_none() {
-            d.subscribed = None;
-        }
-        d.unsubscribe_pending = false;
-        self.save_driver(&d);
-        Ok(())
-    }
-
-    /// Sends Subscribe for the wanted registration and interprets the answer. Returns a
-    /// detail for the app (the relay's refusal), or empty.
-    async fn register(&self, purpose: Purpose) -> String {
-        let Ok(account) = self.require_account() else {
-            return String::new();
-        };
-        let _serial = self.registration.lock().await;
-        let Some(wanted) = self.driver().wanted.clone() else {
-            return String::new();
-        };
-        let service = match wanted.service {
-            SavedService::Apns => PushService::Apns,
-            SavedService::ApnsSandbox => PushService::ApnsSandbox,
-            SavedService::Fcm => PushService::Fcm,
-        };
-        // Covers the message and config namespaces, message data in the push when it fits.
-        let result = account
-            .subscribe(service.to_wire(), &wanted.token, &wanted.app_id)
-            .await
-            .map_err(TidingsError::from);
-        let now = now_ms();
-        let mut d = self.driver();
-        if d.wanted.as_ref() != Some(&wanted) {
-            // The app changed its mind while this was in flight; its own call decides.
-            return String::new();
-        }
-        let mut detail = String::new();
-        match result {
-            Ok(resp) => {
-                let had_live = d.subscribed.is_some_and(|s| s.expires_ms > now);
-                let pruned = matches!(purpose, Purpose::Renew | Purpose::Verify) && resp.added && had_live;
-                d.retry_at = None;
-                d.retry_attempt = 0;
-                d.check_now = false;
-                if pruned {
-                    self.fall_back(&mut d, ModeReason::TokenPruned);
-                } else {
-                    let since = match d.subscribed {
-                        Some(s) if !resp.added => s.since_ms,
-                        _ => now,
-                    };
-                    d.subscribed = Some(Subscribed {
-                        since_ms: since,
-                        renewed_ms: now,
-                        expires_ms: resp.expires_ms,
-                    });
-                    if purpose == Purpose::Verify && d.missed >= self.options.missed_push_limit {
-                        self.fall_back(&mut d, ModeReason::PushesMissing);
-                    } else {
-                        let reason = match (purpose, d.mode) {
-                            (_, Mode::Fast) => d.reason,
-                            (Purpose::Enable, Mode::Slow) => ModeReason::Requested,
-                            (_, Mode::Slow) => ModeReason::Recovered,
-                        };
-                        self.set_mode(&mut d, Mode::Fast, reason, String::new());
-                    }
-                }
-            }
-            Err(e @ (TidingsError::Unreachable { .. } | TidingsError::Timeout { .. })) => {
-                tracing::debug!(error = %e, ?purpose, "push registration: relay unreachable");
-                d.retry_attempt = d.retry_attempt.saturating_add(1);
-                d.retry_at = Some(Instant::now() + self.backoff(d.retry_attempt));
-                let live = d.subscribed.is_some_and(|s| s.expires_ms > now);
-                if purpose == Purpose::Enable || !live {
-                    let reason = if purpose == Purpose::Enable || d.subscribed.is_none() {
-                        ModeReason::RelayUnreachable
-                    } else {
-                        ModeReason::Expired
-                    };
-                    if !live {
-                        d.subscribed = None;
-                    }
-                    self.set_mode(&mut d, Mode::Slow, reason, String::new());
-                }
+        let outcome = self.subscribe_rpc(registration).await;
+        let result = match &outcome {
+            Ok((added, expires_ms)) => SubscribeResult::Ok {
+                added: *added,
+                expires_ms: *expires_ms,
+            },
+            Err(e) if is_unreachable(e) => {
+                tracing::debug!(error = %e, "push registration: relay unreachable");
+                SubscribeResult::Unreachable
             }
             Err(e) => {
-                detail = e.to_string();
                 tracing::info!(error = %e, "the relay refused the push registration");
-                d.wanted = None;
-                d.subscribed = None;
-                self.set_mode(&mut d, Mode::Slow, ModeReason::SubscribeRejected, detail.clone());
-            }
-        }
-        self.save_driver(&d);
-        detail
-    }
-
-    /// Gives up Fast Mode for a broken registration; it is removed in the background.
-    fn fall_back(&self, d: &mut DriverState, reason: ModeReason) {
-        d.wanted = None;
-        d.subscribed = None;
-        d.unsubscribe_pending = true;
-        self.set_mode(d, Mode::Slow, reason, String::new());
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u64 << attempt.saturating_sub(1).min(6);
-        Duration::from_millis(
-            self.options
-                .retry_backoff_ms
-                .saturating_mul(factor.min(MAX_BACKOFF_FACTOR)),
-        )
-    }
-
-    /// Polling found these new messages: in Fast Mode each should also come by push.
-    pub(crate) fn note_polled(&self, fresh: &[IncomingMessage]) {
-        let mut d = self.driver();
-        let Some(since) = d.subscribed.map(|s| s.since_ms) else {
-            return;
-        };
-        if d.mode != Mode::Fast {
-            return;
-        }
-        let now = Instant::now();
-        let mut added = false;
-        for m in fresh.iter().filter(|m| m.created_ms >= since) {
-            let mut hash = [0u8; 32];
-            if hex::decode_to_slice(&m.hash, &mut hash).is_ok() {
-                d.awaiting.insert(hash, now);
-                added = true;
-            }
-        }
-        drop(d);
-        if added {
-            // The supervisor sleeps until its next deadline; this adds an earlier one.
-            self.poke();
-        }
-    }
-
-    /// A push arrived: pushes work, and this message needs no push anymore.
-    pub(crate) fn note_pushed(&self, hash: &[u8; 32]) {
-        let mut d = self.driver();
-        d.awaiting.remove(hash);
-        d.missed = 0;
-    }
-
-    /// One look: what is due now, done; returns how long until the next look.
-    async fn supervise_once(&self) -> Duration {
-        let grace = Duration::from_millis(self.options.push_grace_ms);
-        let (action, next) = {
-            let mut d = self.driver();
-            let now = Instant::now();
-            let now_ms = now_ms();
-            let retry_due = d.retry_at.is_none_or(|t| t <= now);
-            let renew_due = d
-                .renew_at_ms(self.options.renew_at_percent)
-                .is_some_and(|t| t <= now_ms);
-            let overdue = d
-                .awaiting
-                .values()
-                .filter(|t| now.duration_since(**t) >= grace)
-                .count();
-            let mut next = MAX_SUPERVISOR_SLEEP;
-            let action = if self.account().is_none() {
-                None
-            } else if d.unsubscribe_pending {
-                retry_due.then_some(Action::Unsubscribe)
-            } else if d.wanted.is_none() {
-                None
-            } else if d.mode == Mode::Slow {
-                retry_due.then_some(Action::Register(Purpose::Retry))
-            } else if overdue > 0 {
-                d.awaiting.retain(|_, t| now.duration_since(*t) < grace);
-                d.missed = d
-                    .missed
-                    .saturating_add(u32::try_from(overdue).unwrap_or(u32::MAX));
-                tracing::debug!(overdue, missed = d.missed, "messages arrived without a push");
-                Some(Action::Register(Purpose::Verify))
-            } else if (renew_due || d.check_now) && retry_due {
-                Some(Action::Register(Purpose::Renew))
-            } else {
-                None
-            };
-            // Only deadlines still ahead: one already passed either led to the action above
-            // or waits for another (a renewal for its retry time), and must not spin.
-            let renew_in = d
-                .renew_at_ms(self.options.renew_at_percent)
-                .and_then(|t| u64::try_from(t.saturating_sub(now_ms)).ok())
-                .map(Duration::from_millis);
-            let ahead = [
-                d.retry_at.map(|t| t.saturating_duration_since(now)),
-                renew_in,
-                d.awaiting
-                    .values()
-                    .min()
-                    .map(|t| (*t + grace).saturating_duration_since(now)),
-            ];
-            for d in ahead.into_iter().flatten().filter(|d| !d.is_zero()) {
-                next = next.min(d);
-            }
-            (action, next)
-        };
-        match action {
-            Some(Action::Unsubscribe) => {
-                if let Err(e) = self.unsubscribe_if_pending().await {
-                    tracing::debug!(error = %e, "unsubscribe failed; retrying later");
-                    let mut d = self.driver();
-                    d.retry_attempt = d.retry_attempt.saturating_add(1);
-                    d.retry_at = Some(Instant::now() + self.backoff(d.retry_attempt));
+                SubscribeResult::Rejected {
+                    detail: e.to_string(),
                 }
-                Duration::ZERO
             }
-            Some(Action::Register(purpose)) => {
-                self.register(purpose).await;
-                Duration::ZERO
+        };
+        let follow = self.feed(PlanEvent::Subscribed { request, result });
+        self.queue(follow);
+        outcome.map(|_| ())
+    }
+
+    /// Covers the message and config namespaces, message data in the push when it fits.
+    async fn subscribe_rpc(&self, registration: &Registration) -> Result<(bool, i64)> {
+        let account = self.require_account()?;
+        let service = service_named(&registration.service).ok_or_else(|| TidingsError::InvalidArgument {
+            reason: "the saved push service is unknown; enable Fast Mode again".into(),
+        })?;
+        let resp = account
+            .subscribe(service.to_wire(), &registration.token, &registration.app_id)
+            .await?;
+        Ok((resp.added, resp.expires_ms))
+    }
+
+    async fn send_unsubscribe(&self, request: RequestId) -> Result<()> {
+        let _serial = self.registration.lock().await;
+        if !self.driver().planner.is_current(request) {
+            return Ok(());
+        }
+        let outcome = match self.require_account() {
+            Ok(account) => account
+                .unsubscribe()
+                .await
+                .map(|_| ())
+                .map_err(TidingsError::from),
+            Err(e) => Err(e),
+        };
+        let result = match &outcome {
+            Ok(()) => UnsubscribeResult::Done,
+            Err(e) => {
+                tracing::debug!(error = %e, "unsubscribe failed; retrying later");
+                UnsubscribeResult::Failed
             }
-            None => next,
+        };
+        let follow = self.feed(PlanEvent::Unsubscribed { request, result });
+        self.queue(follow);
+        outcome
+    }
+
+    /// The planner's "sync now" (foreground, network back): the extension's journal, then
+    /// both namespaces by the ordinary poll paths.
+    async fn sync_for_planner(&self) {
+        if self.account().is_none() {
+            return;
+        }
+        self.ingest_journal();
+        for namespace in [MESSAGE_NAMESPACE, CONFIG_NAMESPACE] {
+            if let Err(e) = self.poll_namespace(namespace, 0).await {
+                tracing::debug!(namespace, error = %e, "sync on the planner's request failed");
+            }
         }
     }
 
-    /// The mode in effect.
-    pub(crate) fn mode(&self) -> Mode {
-        self.driver().mode
+    /// One look: the queued actions, then what is due; returns how long until the next.
+    async fn supervise_once(&self) -> Duration {
+        while let Some(action) = self.next_queued() {
+            // Failures are fed back to the planner, which decides about retries.
+            let _ = self.perform(action).await;
+        }
+        if self.account().is_none() {
+            return MAX_SUPERVISOR_SLEEP;
+        }
+        let awaiting = self.driver().planner.awaiting_pushes();
+        if awaiting {
+            // Pushes the extension processed count: read them in before they are judged.
+            self.ingest_journal();
+        }
+        let due = self.feed(PlanEvent::Tick);
+        if !due.is_empty() {
+            self.queue(due);
+            return Duration::ZERO;
+        }
+        let now = now_ms();
+        self.driver()
+            .planner
+            .next_deadline(now)
+            .and_then(|t| u64::try_from(t.saturating_sub(now)).ok())
+            .map_or(MAX_SUPERVISOR_SLEEP, |ms| {
+                Duration::from_millis(ms).min(MAX_SUPERVISOR_SLEEP)
+            })
+    }
+
+    /// The pause before polling again after `failures` failures in a row.
+    fn poll_backoff(&self, failures: u32) -> Duration {
+        Duration::from_millis(plan::backoff_ms(self.options.retry_backoff_ms, failures))
+    }
+}
+
+fn is_unreachable(e: &TidingsError) -> bool {
+    matches!(
+        e,
+        TidingsError::Unreachable { .. } | TidingsError::Timeout { .. } | TidingsError::NotSignedIn
+    )
+}
+
+/// The name a push service is saved under (the first version's names).
+fn service_name(service: PushService) -> &'static str {
+    match service {
+        PushService::Apns => "Apns",
+        PushService::ApnsSandbox => "ApnsSandbox",
+        PushService::Fcm => "Fcm",
+    }
+}
+
+fn service_named(name: &str) -> Option<PushService> {
+    [PushService::Apns, PushService::ApnsSandbox, PushService::Fcm]
+        .into_iter()
+        .find(|s| service_name(*s) == name)
+}
+
+fn mode_of(mode: plan::Mode) -> Mode {
+    match mode {
+        plan::Mode::Fast => Mode::Fast,
+        plan::Mode::Slow => Mode::Slow,
+    }
+}
+
+fn reason_of(reason: plan::ModeReason) -> ModeReason {
+    use plan::ModeReason as R;
+    match reason {
+        R::Requested => ModeReason::Requested,
+        R::SubscribeRejected => ModeReason::SubscribeRejected,
+        R::RelayUnreachable => ModeReason::RelayUnreachable,
+        R::Recovered => ModeReason::Recovered,
+        R::TokenPruned => ModeReason::TokenPruned,
+        R::PushesMissing => ModeReason::PushesMissing,
+        R::Expired => ModeReason::Expired,
+        R::SignedOut => ModeReason::SignedOut,
     }
 }
 
@@ -544,9 +504,9 @@ async fn pause(inner: &Inner, wake: &mut tokio::sync::watch::Receiver<u64>, d: D
     }
 }
 
-/// Keeps the Fast Mode registration alive and falls back when it breaks.
+/// Performs the planner's actions and wakes it at its deadlines.
 pub(crate) async fn supervisor(inner: Arc<Inner>) {
-    let mut wake = inner.wake.subscribe();
+    let notify = inner.driver().supervisor.clone();
     loop {
         let next = tokio::select! {
             next = inner.supervise_once() => next,
@@ -555,8 +515,10 @@ pub(crate) async fn supervisor(inner: Arc<Inner>) {
         if next.is_zero() {
             continue;
         }
-        if !pause(&inner, &mut wake, next).await {
-            return;
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            () = notify.notified() => {}
+            () = inner.shutdown.cancelled() => return,
         }
     }
 }
@@ -589,7 +551,7 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>, namespace: i32) {
             Err(e) => {
                 failures = failures.saturating_add(1);
                 tracing::debug!(namespace, error = %e, "polling failed; retrying");
-                inner.backoff(failures)
+                inner.poll_backoff(failures)
             }
         };
         if !pause_for.is_zero() && !pause(&inner, &mut wake, pause_for).await {
@@ -605,52 +567,95 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>, namespace: i32) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn renewal_is_due_at_the_chosen_share_of_the_lifetime() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DeviceState::open(dir.path(), &[1; 32]).unwrap();
-        let mut d = DriverState::load(&store).unwrap();
-        assert_eq!(d.mode, Mode::Slow);
-        assert_eq!(d.renew_at_ms(50), None);
-        d.subscribed = Some(Subscribed {
-            since_ms: 0,
-            renewed_ms: 1_000,
-            expires_ms: 3_000,
-        });
-        assert_eq!(d.renew_at_ms(50), Some(2_000));
-        assert_eq!(d.renew_at_ms(25), Some(2_500));
-        assert_eq!(d.renew_at_ms(200), Some(1_000));
+    fn options() -> ClientOptions {
+        ClientOptions::default()
     }
 
     #[test]
-    fn a_live_registration_resumes_fast_mode_and_is_checked_at_start() {
+    fn the_first_version_of_the_blob_resumes_fast_mode() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = DeviceState::open(dir.path(), &[1; 32]).unwrap();
-        let mut d = DriverState::load(&store).unwrap();
-        d.wanted = Some(Registration {
-            service: SavedService::Fcm,
-            token: "t".into(),
-            app_id: "a".into(),
-        });
-        d.subscribed = Some(Subscribed {
-            since_ms: 1,
-            renewed_ms: 1,
-            expires_ms: now_ms() + 60_000,
-        });
-        d.save(&mut store).unwrap();
-        let again = DriverState::load(&store).unwrap();
-        assert_eq!(again.mode, Mode::Fast);
-        assert!(again.check_now);
-        assert_eq!(again.wanted, d.wanted);
-        // An expired one resumes in Slow Mode, still wanted (re-registered at once).
-        d.subscribed = Some(Subscribed {
-            since_ms: 1,
-            renewed_ms: 1,
-            expires_ms: 2,
-        });
-        d.save(&mut store).unwrap();
-        let expired = DriverState::load(&store).unwrap();
-        assert_eq!(expired.mode, Mode::Slow);
-        assert!(expired.wanted.is_some() && expired.subscribed.is_none());
+        let old = format!(
+            r#"{{"wanted":{{"service":"Fcm","token":"t","app_id":"a"}},"subscribed":{{"since_ms":1,"renewed_ms":1,"expires_ms":{}}},"unsubscribe_pending":false}}"#,
+            now_ms() + 60_000
+        );
+        store.put_blob(FAST_MODE_BLOB, old.as_bytes()).unwrap();
+        let d = DriverState::load(&store, &options()).unwrap();
+        let status = d.planner.status();
+        assert_eq!(status.mode, plan::Mode::Fast);
+        assert!(status.fast_requested);
+    }
+
+    #[test]
+    fn nothing_saved_is_slow_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeviceState::open(dir.path(), &[1; 32]).unwrap();
+        let d = DriverState::load(&store, &options()).unwrap();
+        assert_eq!(d.planner.status().mode, plan::Mode::Slow);
+        assert!(!d.planner.status().fast_requested);
+    }
+
+    #[test]
+    fn push_services_keep_their_saved_names() {
+        for s in [PushService::Apns, PushService::ApnsSandbox, PushService::Fcm] {
+            assert_eq!(service_named(service_name(s)), Some(s));
+        }
+        assert_eq!(service_named("Carrier pigeon"), None);
+    }
+
+    #[test]
+    fn every_reason_maps_to_its_namesake() {
+        use plan::ModeReason as R;
+        for r in [
+            R::Requested,
+            R::SubscribeRejected,
+            R::RelayUnreachable,
+            R::Recovered,
+            R::TokenPruned,
+            R::PushesMissing,
+            R::Expired,
+            R::SignedOut,
+        ] {
+            assert_eq!(format!("{r:?}"), format!("{:?}", reason_of(r)));
+        }
+    }
+
+    #[test]
+    fn lifecycle_calls_return_at_once_and_the_state_survives_a_restart() {
+        let rt = crate::runtime::handle();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let open = || {
+            rt.block_on(TidingsClient::open(
+                path.clone(),
+                vec![1; 32],
+                "http://127.0.0.1:9".into(),
+                None,
+                None,
+            ))
+            .unwrap()
+        };
+        let c = open();
+        rt.block_on(c.create_account()).unwrap();
+        // No relay answers here: Fast Mode is wanted and retried.
+        let change = rt
+            .block_on(c.enable_fast_mode(PushService::Apns, "tok".into(), "app".into()))
+            .unwrap();
+        assert_eq!(
+            (change.mode, change.reason),
+            (Mode::Slow, ModeReason::RelayUnreachable)
+        );
+        c.set_app_state(AppState::Background);
+        c.network_changed();
+        c.set_app_state(AppState::Foreground);
+        c.inner.note_journal_delivered(&[[7; 32]]);
+        assert!(c.mode_status().fast_requested);
+        drop(c);
+        let again = open();
+        let status = again.mode_status();
+        assert_eq!(status.mode, Mode::Slow);
+        assert!(status.fast_requested);
+        rt.block_on(again.disable_fast_mode()).unwrap();
+        assert!(!again.mode_status().fast_requested);
     }
 }

@@ -51,17 +51,30 @@ pub enum ModeReason {
     /// The relay could not be reached to register or renew; retried in the background,
     /// Fast Mode comes back by itself.
     RelayUnreachable,
-    /// Fast Mode came back after the relay was unreachable.
+    /// Fast Mode came back by itself: after the relay was unreachable, or when the retry
+    /// after `PushesMissing` (on a later foreground) registered again.
     Recovered,
     /// The relay had dropped the registration: the push provider reported the token dead.
     /// Pass a fresh token to `enable_fast_mode`.
     TokenPruned,
-    /// Polling kept finding messages that no push announced.
+    /// Polling kept finding messages that reached the device while the app was in the
+    /// foreground and that no push announced (neither `handle_push` nor the notification
+    /// extension's journal) within `push_grace_ms`. The token is kept: Fast Mode is retried
+    /// on a later foreground, after a pause that doubles with each such fallback.
     PushesMissing,
     /// The registration ran out before it could be renewed.
     Expired,
     /// The account was signed out.
     SignedOut,
+}
+
+/// Whether the app is on screen: tell the client with `set_app_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum AppState {
+    /// On screen (iOS: active; Android: a started activity). Pushes reach the app.
+    Foreground,
+    /// Not on screen. iOS hands alert pushes to the Notification Service Extension only.
+    Background,
 }
 
 /// A mode change, as reported to the app.
@@ -284,7 +297,8 @@ pub struct ModeStatus {
     /// Why.
     pub reason: ModeReason,
     /// The app asked for Fast Mode and the driver keeps trying (while the relay is
-    /// unreachable, `mode` is `Slow` and this is true).
+    /// unreachable, or after `PushesMissing` until the retry, `mode` is `Slow` and this is
+    /// true). False after `TokenPruned` and `SubscribeRejected`: enable again.
     pub fast_requested: bool,
     /// When the push registration expires unless renewed (Unix ms), if registered.
     pub expires_ms: Option<i64>,

@@ -172,21 +172,26 @@ async def eventually(check, what):
 
 
 class Device:
-    """One install: a state dir, a key, a client and its recorder."""
+    """One install: a state dir, a key, a client and its recorder. Made with
+    `await Device.create(options)` (opening a client is async)."""
 
-    def __init__(self, options=None):
-        self.dir = tempfile.TemporaryDirectory(prefix="tidings-py-")
-        self.key = secrets.token_bytes(32)
-        self.events = Recorder()
-        self.client = tm.TidingsClient.open(self.dir.name, self.key, testbed().relay, self.events, options)
+    def __init__(self, directory, key, events, client):
+        self.dir, self.key, self.events, self.client = directory, key, events, client
 
     @classmethod
-    def reopen(cls, other, options=None, relay=None):
+    async def create(cls, options=None, relay=None):
+        directory = tempfile.TemporaryDirectory(prefix="tidings-py-")
+        key = secrets.token_bytes(32)
+        events = Recorder()
+        client = await tm.TidingsClient.open(directory.name, key, relay or testbed().relay, events, options)
+        return cls(directory, key, events, client)
+
+    @classmethod
+    async def reopen(cls, other, options=None, relay=None):
         """The same install (state dir and key) opened again, as after an app restart."""
-        d = cls.__new__(cls)
-        d.dir, d.key, d.events = other.dir, other.key, Recorder()
-        d.client = tm.TidingsClient.open(d.dir.name, d.key, relay or testbed().relay, d.events, options)
-        return d
+        events = Recorder()
+        client = await tm.TidingsClient.open(other.dir.name, other.key, relay or testbed().relay, events, options)
+        return cls(other.dir, other.key, events, client)
 
     def close(self):
         if self.client is not None:
@@ -288,14 +293,19 @@ class BindingCase(unittest.IsolatedAsyncioTestCase):
         for d in self.devices:
             d.close()
 
-    def device(self, options=None):
-        d = Device(options)
+    async def device(self, options=None, relay=None):
+        d = await Device.create(options, relay)
         self.devices.append(d)
         return d
 
-    async def signed_in(self, options=None):
-        d = self.device(options)
-        d.client.create_account()
+    async def reopen(self, other, options=None, relay=None):
+        d = await Device.reopen(other, options, relay)
+        self.devices.append(d)
+        return d
+
+    async def signed_in(self, options=None, relay=None):
+        d = await self.device(options, relay)
+        await d.client.create_account()
         await d.client.connect()
         return d
 

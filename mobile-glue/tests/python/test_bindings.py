@@ -6,10 +6,9 @@ import os
 import secrets
 import subprocess
 import tempfile
-import unittest
 
 from harness import (
-    ABANDON, FAST_TEST_OPTIONS, ROOT, WAIT, BindingCase, Device, apns_token, differing_files,
+    ABANDON, FAST_TEST_OPTIONS, ROOT, WAIT, BindingCase, apns_token, differing_files,
     eventually, testbed, tm,
 )
 
@@ -36,31 +35,31 @@ class BindingTests(BindingCase):
             tm.check_phrase("abandon about")
         self.assertEqual(count.exception.found, 2)
 
-        d = self.device()
+        d = await self.device()
         with self.assertRaises(tm.TidingsError.BadWord):
             await d.client.restore_account("zebra " * 11 + "abuot")
         self.assertIsNone(d.client.account_id())
 
     async def test_create_show_phrase_and_reopen(self):
-        d = self.device()
-        account_id = d.client.create_account()
+        d = await self.device()
+        account_id = await d.client.create_account()
         self.assertEqual(len(account_id), 66)
         self.assertTrue(account_id.startswith("01"))
         phrase = d.client.phrase()
         self.assertEqual(len(phrase.split()), 12)
         self.assertEqual(tm.check_phrase(phrase), account_id)
         with self.assertRaises(tm.TidingsError.AlreadySignedIn):
-            d.client.create_account()
+            await d.client.create_account()
         push_key = d.client.push_key()
         self.assertEqual(len(push_key), 32)
         d.client.stop()
-        again = tm.TidingsClient.open(d.dir.name, d.key, testbed().relay)
+        again = await tm.TidingsClient.open(d.dir.name, d.key, testbed().relay)
         self.assertEqual(again.account_id(), account_id)
         self.assertEqual(again.phrase(), phrase)
         self.assertEqual(bytes(again.push_key()), bytes(push_key))
         again.stop()
         with self.assertRaises(tm.TidingsError.WrongStateKey):
-            tm.TidingsClient.open(d.dir.name, secrets.token_bytes(32), testbed().relay)
+            await tm.TidingsClient.open(d.dir.name, secrets.token_bytes(32), testbed().relay)
         self.assertEqual(bytes(tm.push_key_from_state(d.dir.name, d.key)), bytes(push_key))
         with self.assertRaises(tm.TidingsError.WrongStateKey):
             tm.push_key_from_state(d.dir.name, secrets.token_bytes(32))
@@ -195,13 +194,8 @@ class BindingTests(BindingCase):
         self.assertIn("app", change.detail)
 
         # A relay that does not answer: an address where nothing listens.
-        offline = Device(FAST_TEST_OPTIONS)
-        self.devices.append(offline)
-        offline.client.stop()
-        offline.client = tm.TidingsClient.open(
-            offline.dir.name, offline.key, "http://127.0.0.1:9", offline.events, FAST_TEST_OPTIONS
-        )
-        offline.client.create_account()
+        offline = await self.device(FAST_TEST_OPTIONS, relay="http://127.0.0.1:9")
+        await offline.client.create_account()
         change = await offline.client.enable_fast_mode(tm.PushService.APNS, apns_token(), testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.SLOW)
         self.assertEqual(change.reason, tm.ModeReason.RELAY_UNREACHABLE)
@@ -223,7 +217,7 @@ class BindingTests(BindingCase):
         await alice.client.set_previews(True, True)
 
         # A second device by phrase.
-        phone = self.device()
+        phone = await self.device()
         restored = await phone.client.restore_account(alice.client.phrase())
         self.assertEqual(restored, alice.client.account_id())
         self.assertEqual(phone.client.profile().display_name, "Alice")
@@ -252,7 +246,7 @@ class BindingTests(BindingCase):
         # A third device by QR code: the tablet shows a code, Alice inspects it (only a
         # public key travels), both screens show the same digits, Alice approves, the
         # tablet's user confirms.
-        tablet = self.device()
+        tablet = await self.device()
         payload = await tablet.client.begin_link("Alice's tablet")
         self.assertTrue(payload.startswith("tidings-link:v2:"))
         waiting = asyncio.create_task(tablet.client.wait_for_link(int(WAIT * 1000)))
@@ -285,7 +279,7 @@ class BindingTests(BindingCase):
 
     async def test_nothing_leaves_the_old_device_before_approve_link(self):
         alice = await self.signed_in()
-        tablet = self.device()
+        tablet = await self.device()
         payload = await tablet.client.begin_link("Tablet")
         waiting = asyncio.create_task(tablet.client.wait_for_link(int(WAIT * 1000)))
         inspection = await alice.client.inspect_link(payload)
@@ -304,7 +298,7 @@ class BindingTests(BindingCase):
 
     async def test_rejected_link_adopts_nothing(self):
         alice = await self.signed_in()
-        newcomer = self.device()
+        newcomer = await self.device()
         payload = await newcomer.client.begin_link("Newcomer")
         waiting = asyncio.create_task(newcomer.client.wait_for_link(int(WAIT * 1000)))
         await alice.client.inspect_link(payload)
@@ -322,7 +316,7 @@ class BindingTests(BindingCase):
 
     async def test_declined_link_is_a_typed_outcome(self):
         alice = await self.signed_in()
-        newcomer = self.device()
+        newcomer = await self.device()
         payload = await newcomer.client.begin_link("Newcomer")
         waiting = asyncio.create_task(newcomer.client.wait_for_link(int(WAIT * 1000)))
         await alice.client.inspect_link(payload)

@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 
-from harness import BINDINGS_DIR, WAIT, BindingCase, Device, Recorder, eventually, testbed, tm
+from harness import BINDINGS_DIR, WAIT, BindingCase, Recorder, eventually, testbed, tm
 
 
 class Raising(Recorder):
@@ -29,7 +28,7 @@ RECEIVE_THEN_HANG = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import tidings_mobile as tm
     state_dir, key_hex, relay, want = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-    client = tm.TidingsClient.open(state_dir, bytes.fromhex(key_hex), relay, None, None)
+    client = asyncio.run(tm.TidingsClient.open(state_dir, bytes.fromhex(key_hex), relay, None, None))
     got = 0
     deadline = time.monotonic() + 60
     while got < want and time.monotonic() < deadline:
@@ -58,8 +57,7 @@ class InboxTests(BindingCase):
             child.send_signal(signal.SIGKILL)
             child.wait()
         # The app starts again: everything received and not acknowledged is offered.
-        again = Device.reopen(alice)
-        self.devices.append(again)
+        again = await self.reopen(alice)
         pending = again.client.pending_messages()
         self.assertEqual([m.hash for m in pending], [r.hash for r in sent])
         self.assertEqual([bytes(m.data) for m in pending], [b"crash 0", b"crash 1", b"crash 2"])
@@ -68,17 +66,16 @@ class InboxTests(BindingCase):
         self.assertEqual(again.client.ack([pending[0].hash, pending[1].hash]), 2)
         self.assertEqual(again.client.ack([pending[0].hash]), 0)
         again.client.stop()
-        third = Device.reopen(alice)
-        self.devices.append(third)
+        third = await self.reopen(alice)
         self.assertEqual([m.hash for m in third.client.pending_messages()], [sent[2].hash])
         self.assertEqual(third.client.ack([sent[2].hash]), 1)
         self.assertEqual(third.client.pending_messages(), [])
         self.assertEqual((await third.client.sync_now()).messages, [])
 
     async def test_a_listener_that_raises_loses_nothing(self):
-        d = self.device()
+        d = await self.device()
         d.client.set_listener(Raising())
-        d.client.create_account()
+        await d.client.create_account()
         await d.client.connect()
         bob = await self.signed_in()
         receipt = await bob.client.send(d.client.account_id(), b"despite the handler")
@@ -88,14 +85,13 @@ class InboxTests(BindingCase):
         )
         # It is still there after a restart, until acknowledged.
         d.client.stop()
-        again = Device.reopen(d)
-        self.devices.append(again)
+        again = await self.reopen(d)
         self.assertEqual([m.hash for m in again.client.pending_messages()], [receipt.hash])
 
     async def test_no_listener_at_all_loses_nothing(self):
-        d = self.device()
+        d = await self.device()
         d.client.set_listener(None)
-        d.client.create_account()
+        await d.client.create_account()
         await d.client.connect()
         bob = await self.signed_in()
         receipt = await bob.client.send(d.client.account_id(), b"nobody listening")

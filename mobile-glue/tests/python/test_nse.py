@@ -211,5 +211,5 @@ class NotificationExtensionTests(BindingCase):
         self.assertEqual(report["results"], [{"error": "PushNotForThisDevice"}, {"error": "PushMalformed"}])
         wrong_key = types.SimpleNamespace(dir=alice.dir, key=secrets.token_bytes(32))
         self.assertEqual((await asyncio.to_thread(run_nse, wrong_key, [foreign]))["open_error"], "WrongStateKey")
-        signed_out = self.device()
+        signed_out = await self.device()
         self.assertEqual((await asyncio.to_thread(run_nse, signed_out, [foreign]))["open_error"], "NotSignedIn")

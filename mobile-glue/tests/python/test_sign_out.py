@@ -4,7 +4,7 @@ the relay answers again (see harness.py for the environment)."""
 
 import os
 
-from harness import FAST_TEST_OPTIONS, BindingCase, Device, Proxy, apns_token, eventually, testbed, tm
+from harness import FAST_TEST_OPTIONS, BindingCase, Proxy, apns_token, eventually, testbed, tm
 
 
 class SignOutTests(BindingCase):
@@ -18,12 +18,7 @@ class SignOutTests(BindingCase):
 
     async def behind_proxy(self):
         """A signed-in install that reaches the relay only through the proxy."""
-        d = self.device(FAST_TEST_OPTIONS)
-        d.client.stop()
-        d.client = tm.TidingsClient.open(d.dir.name, d.key, self.proxy.url, d.events, FAST_TEST_OPTIONS)
-        d.client.create_account()
-        await d.client.connect()
-        return d
+        return await self.signed_in(FAST_TEST_OPTIONS, relay=self.proxy.url)
 
     def pushes_to(self, token):
         return [p for p in testbed().pushes(token) if p["status"] == 200]
@@ -51,7 +46,7 @@ class SignOutTests(BindingCase):
 
         # A restart in between: the queue is durable.
         alice.client.stop()
-        alice.client = tm.TidingsClient.open(alice.dir.name, alice.key, self.proxy.url, alice.events, FAST_TEST_OPTIONS)
+        alice = await self.reopen(alice, FAST_TEST_OPTIONS, relay=self.proxy.url)
         self.assertEqual(alice.client.queued_unsubscribes(), 1)
         self.proxy.up()
         try:
@@ -79,6 +74,5 @@ class SignOutTests(BindingCase):
         self.assertEqual(len(self.pushes_to(token)), before)
         with self.assertRaises(tm.TidingsError.Closed):
             await d.client.sync_now()
-        fresh = Device.reopen(d)
-        self.devices.append(fresh)
+        fresh = await self.reopen(d)
         self.assertIsNone(fresh.client.account_id())
