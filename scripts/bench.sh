@@ -5,6 +5,9 @@
 #   push:    end-to-end pushes/s with 10 000 devices over mock APNs + FCM, and push
 #            latency at 1 000 messages/s.
 #   restore: phrase → converged documents for an account with 10 000 contacts.
+#   nse:     NotificationProcessor open + process of a 2 KB sealed message from a contact
+#            with 10 000 contacts in state, in fresh processes: peak RSS and time
+#            (issue 11; targets < 15 MB, < 50 ms).
 #   scaleout: Stores/s and end-to-end pushes/s on 1 node with the embedded store, 1 node
 #            on PostgreSQL and 2 nodes on PostgreSQL, as ratios, and the long-poll wake
 #            latency across nodes (issue 6); needs PostgreSQL (TIDINGS_TEST_POSTGRES_URL,
@@ -14,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p tidings-relay -p tidings-tests --bin tidings-relay --bin tidings-bench
+cargo build --release -p tidings-relay -p tidings-tests --bin tidings-relay --bin tidings-bench --bin tidings-nse-bench
 
 bench=target/release/tidings-bench
 relay=target/release/tidings-relay
@@ -24,6 +27,7 @@ status=0
 "$bench" mailbox --relay-bin "$relay" --clients 64 --duration 10 --waiters 10000 --wakes 1000 "$@" || status=$?
 "$bench" push --relay-bin "$relay" --devices 10000 --count 20000 --rate 1000 --seconds 5 "$@" || status=$?
 "$bench" restore --relay-bin "$relay" --contacts 10000 "$@" || status=$?
+target/release/tidings-nse-bench --contacts 10000 --runs 7 "$@" || status=$?
 if [ -n "${TIDINGS_TEST_POSTGRES_URL:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   "$bench" scaleout --relay-bin "$relay" --duration 10 --devices 2000 --pushes 4000 --waiters 500 "$@" || status=$?
 else

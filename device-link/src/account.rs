@@ -776,6 +776,7 @@ impl Account {
         disk.clear_identity()?;
         forget_previous_account(&mut disk)?;
         disk.delete_blob(CONFIG_BLOB)?;
+        disk.delete_blob(crate::notification::PREVIEW_INDEX_BLOB)?;
         disk.rotate_device()?;
         Ok(())
     }

@@ -272,8 +272,9 @@ impl NotificationProcessor {
 
     /// [`NotificationProcessor::process`] from synchronous code (the extension's callback
     /// thread): a current-thread runtime serves this one call and is dropped before it
-    /// returns, so no thread outlives it. Inside an async runtime already, the call runs
-    /// on a scoped thread of its own instead of blocking that runtime's.
+    /// returns, so no thread outlives it. Called inside an async runtime already (where a
+    /// second one cannot start on the same thread), the call runs on a scoped thread of
+    /// its own while the calling thread waits.
     pub fn process_blocking(
         &self,
         enc: &str,

@@ -9,7 +9,9 @@
 use tidings_device_link::{
     account::AccountError,
     client::{ClientError, PushDecryptError},
+    config::{ConfigError, envelope::EnvelopeError},
     identity::{AccountIdError, PhraseError},
+    journal::JournalError,
     link::{LinkError, PayloadError},
     state::StateError,
 };
@@ -49,9 +51,11 @@ pub enum TidingsError {
     #[error("the state key does not open this state directory (wrong key, or altered files)")]
     WrongStateKey,
     /// The state directory could not be read or written.
-    #[error("device state: {reason}")]
+    #[error("device state ({kind:?}): {reason}")]
     State {
-        /// What failed.
+        /// What kind of failure, for the app to act on.
+        kind: StateFailure,
+        /// What failed, for a log (a path and the OS error; never a secret).
         reason: String,
     },
     /// The call needs an account but this install is signed out.
@@ -67,10 +71,11 @@ pub enum TidingsError {
         reason: String,
     },
     /// The relay refused the request.
-    #[error("the relay answered {code}: {reason}")]
+    #[error("the relay answered {code:?}: {reason}")]
     Relay {
-        /// The gRPC status code's name, e.g. `INVALID_ARGUMENT`.
-        code: String,
+        /// The gRPC status code (UNAVAILABLE and DEADLINE_EXCEEDED come as `Unreachable`
+        /// and `Timeout`).
+        code: RelayCode,
         /// The relay's message (names the field and rule for `INVALID_ARGUMENT`). Not
         /// called `message`: Kotlin exceptions have a `message` of their own.
         reason: String,
@@ -93,10 +98,13 @@ pub enum TidingsError {
         /// What failed.
         reason: String,
     },
-    /// A config change was refused (a name too long, an empty id).
-    #[error("config: {reason}")]
+    /// A config change was refused (a name too long, an empty id), or saved or received
+    /// config could not be read.
+    #[error("config ({kind:?}): {reason}")]
     Config {
-        /// Which input and limit.
+        /// What kind of failure.
+        kind: ConfigFailure,
+        /// Which input and limit, or what could not be read.
         reason: String,
     },
     /// The call did not finish in time.
@@ -117,10 +125,83 @@ impl std::fmt::Debug for TidingsError {
     // The variant and its message, which carry only our own texts and codes: a derived
     // Debug would print whatever a future field holds.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            other => write!(f, "{}({other})", variant_name(other)),
+        write!(f, "{}({self})", variant_name(self))
+    }
+}
+
+/// A gRPC status code the relay answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum RelayCode {
+    /// A request field broke a rule (the reason names the field and the rule).
+    InvalidArgument,
+    /// A signature or its time window was refused (check the device clock).
+    Unauthenticated,
+    /// The account may not do this (an owner-only namespace).
+    PermissionDenied,
+    /// What was asked for does not exist.
+    NotFound,
+    /// A limit: too many requests (retry later) or a message too large.
+    ResourceExhausted,
+    /// The relay is not in a state to do this.
+    FailedPrecondition,
+    /// A value outside its range.
+    OutOfRange,
+    /// The relay does not offer this call (an older relay).
+    Unimplemented,
+    /// The relay is broken (its operator is alerted); retrying later may help.
+    Internal,
+    /// The call was cancelled on the way.
+    Cancelled,
+    /// Any other code.
+    Other,
+}
+
+impl RelayCode {
+    fn from_grpc(code: tonic::Code) -> RelayCode {
+        use tonic::Code as C;
+        match code {
+            C::InvalidArgument => RelayCode::InvalidArgument,
+            C::Unauthenticated => RelayCode::Unauthenticated,
+            C::PermissionDenied => RelayCode::PermissionDenied,
+            C::NotFound => RelayCode::NotFound,
+            C::ResourceExhausted => RelayCode::ResourceExhausted,
+            C::FailedPrecondition => RelayCode::FailedPrecondition,
+            C::OutOfRange => RelayCode::OutOfRange,
+            C::Unimplemented => RelayCode::Unimplemented,
+            C::Internal | C::DataLoss | C::Unknown => RelayCode::Internal,
+            C::Cancelled => RelayCode::Cancelled,
+            _ => RelayCode::Other,
         }
     }
+}
+
+/// What kind of device-state failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum StateFailure {
+    /// The file system refused (full, read-only, permissions, a protected file while
+    /// the device is locked).
+    Io,
+    /// A state file opened with the right key is damaged or was altered.
+    Corrupt,
+    /// The state directory holds no state (nothing was opened there yet).
+    NoState,
+    /// State exists but its device record is missing: refusing to start over on top of it.
+    MissingDeviceRecord,
+    /// A bug in the SDK (an internal task failed); the report has details.
+    Internal,
+}
+
+/// What kind of config failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum ConfigFailure {
+    /// An input is longer than its limit.
+    TooLong,
+    /// An input that must not be empty is.
+    Empty,
+    /// A change too large for one config message.
+    TooLarge,
+    /// Saved or received config could not be read (damaged, or from a newer app).
+    Unreadable,
 }
 
 fn variant_name(e: &TidingsError) -> &'static str {
@@ -161,6 +242,7 @@ impl From<PhraseError> for TidingsError {
             },
             PhraseError::Checksum => TidingsError::BadChecksum,
             other @ PhraseError::EntropyLength { .. } => TidingsError::State {
+                kind: StateFailure::Corrupt,
                 reason: other.to_string(),
             },
         }
@@ -175,18 +257,23 @@ impl From<AccountIdError> for TidingsError {
 
 impl From<StateError> for TidingsError {
     fn from(e: StateError) -> Self {
-        match e {
-            StateError::WrongKey => TidingsError::WrongStateKey,
-            other => TidingsError::State {
-                reason: other.to_string(),
-            },
+        let kind = match &e {
+            StateError::WrongKey => return TidingsError::WrongStateKey,
+            StateError::Io { .. } => StateFailure::Io,
+            StateError::MissingDeviceRecord(_) => StateFailure::MissingDeviceRecord,
+            StateError::NoState(_) => StateFailure::NoState,
+            StateError::Corrupt(_) | StateError::Identity(_) => StateFailure::Corrupt,
+            StateError::BlobName(_) => StateFailure::Internal,
+        };
+        TidingsError::State {
+            kind,
+            reason: e.to_string(),
         }
     }
 }
 
 impl From<ClientError> for TidingsError {
     fn from(e: ClientError) -> Self {
-        use tonic_code::name;
         match &e {
             ClientError::Connect(reason) => TidingsError::Unreachable {
                 reason: reason.clone(),
@@ -199,7 +286,7 @@ impl From<ClientError> for TidingsError {
                     what: message.clone(),
                 },
                 code => TidingsError::Relay {
-                    code: name(*code).to_owned(),
+                    code: RelayCode::from_grpc(*code),
                     reason: message.clone(),
                 },
             },
@@ -209,7 +296,7 @@ impl From<ClientError> for TidingsError {
                 reason: e.to_string(),
             },
             ClientError::InvalidResponse(_) => TidingsError::Relay {
-                code: "INTERNAL".to_owned(),
+                code: RelayCode::Internal,
                 reason: e.to_string(),
             },
         }
@@ -265,47 +352,41 @@ impl From<AccountError> for TidingsError {
             AccountError::Sealed(e) => TidingsError::InvalidArgument {
                 reason: format!("message: {e}"),
             },
-            e @ (AccountError::Config(_) | AccountError::Envelope(_)) => TidingsError::Config {
+            AccountError::Config(e) => config_error(&e),
+            AccountError::Envelope(e) => TidingsError::Config {
+                kind: match e {
+                    EnvelopeError::TooLarge { .. } => ConfigFailure::TooLarge,
+                    _ => ConfigFailure::Unreadable,
+                },
                 reason: e.to_string(),
             },
-            // A future variant: its message says what it is.
-            #[allow(unreachable_patterns)]
-            e => TidingsError::State {
+            AccountError::Journal(e) => TidingsError::State {
+                kind: match e {
+                    JournalError::Io { .. } | JournalError::Busy(_) | JournalError::Full(_) => StateFailure::Io,
+                    JournalError::WrongKey => StateFailure::Corrupt,
+                    JournalError::TooLarge(_) | JournalError::BadOffset(_) => StateFailure::Internal,
+                },
                 reason: e.to_string(),
             },
         }
+    }
+}
+
+fn config_error(e: &ConfigError) -> TidingsError {
+    let kind = match e {
+        ConfigError::TooLong { .. } => ConfigFailure::TooLong,
+        ConfigError::Empty { .. } => ConfigFailure::Empty,
+        ConfigError::Decode(_) | ConfigError::Corrupt(_) => ConfigFailure::Unreadable,
+    };
+    TidingsError::Config {
+        kind,
+        reason: e.to_string(),
     }
 }
 
 /// A count or position as the FFI's `u32`; nothing this API counts comes near the limit.
 pub(crate) fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// The names gRPC uses for its codes, which app developers search for.
-mod tonic_code {
-    pub fn name(code: tonic::Code) -> &'static str {
-        use tonic::Code::*;
-        match code {
-            Ok => "OK",
-            Cancelled => "CANCELLED",
-            Unknown => "UNKNOWN",
-            InvalidArgument => "INVALID_ARGUMENT",
-            DeadlineExceeded => "DEADLINE_EXCEEDED",
-            NotFound => "NOT_FOUND",
-            AlreadyExists => "ALREADY_EXISTS",
-            PermissionDenied => "PERMISSION_DENIED",
-            ResourceExhausted => "RESOURCE_EXHAUSTED",
-            FailedPrecondition => "FAILED_PRECONDITION",
-            Aborted => "ABORTED",
-            OutOfRange => "OUT_OF_RANGE",
-            Unimplemented => "UNIMPLEMENTED",
-            Internal => "INTERNAL",
-            Unavailable => "UNAVAILABLE",
-            DataLoss => "DATA_LOSS",
-            Unauthenticated => "UNAUTHENTICATED",
-        }
-    }
 }
 
 #[cfg(test)]
@@ -352,7 +433,7 @@ mod tests {
         assert_eq!(
             TidingsError::from(refused),
             TidingsError::Relay {
-                code: "INVALID_ARGUMENT".into(),
+                code: RelayCode::InvalidArgument,
                 reason: "app_id: not served".into()
             }
         );

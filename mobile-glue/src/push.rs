@@ -6,7 +6,7 @@ use std::{fs, io, path::Path};
 use zeroize::Zeroizing;
 
 use crate::{
-    error::{Result, TidingsError},
+    error::{Result, StateFailure, TidingsError},
     types::DecryptedPush,
 };
 
@@ -37,10 +37,14 @@ pub fn decrypt_push(enc: String, push_key: Vec<u8>) -> Result<DecryptedPush> {
 pub fn push_key_from_state(state_dir: String, state_key: Vec<u8>) -> Result<Vec<u8>> {
     let key = Zeroizing::new(key32(&state_key, "state_key")?);
     let path = Path::new(&state_dir).join(DEVICE_FILE);
-    let sealed = fs::read(&path).map_err(|e| TidingsError::State {
-        reason: match e.kind() {
-            io::ErrorKind::NotFound => format!("no device state in {state_dir}"),
-            _ => format!("cannot read {}: {e}", path.display()),
+    let sealed = fs::read(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => TidingsError::State {
+            kind: StateFailure::NoState,
+            reason: format!("no device state in {state_dir}"),
+        },
+        _ => TidingsError::State {
+            kind: StateFailure::Io,
+            reason: format!("cannot read {}: {e}", path.display()),
         },
     })?;
     let rest = sealed.strip_prefix(MAGIC).ok_or(TidingsError::WrongStateKey)?;
@@ -55,6 +59,7 @@ pub fn push_key_from_state(state_dir: String, state_key: Vec<u8>) -> Result<Vec<
     );
     if record.len() != DEVICE_RECORD_LEN {
         return Err(TidingsError::State {
+            kind: StateFailure::Corrupt,
             reason: "the device record is damaged".into(),
         });
     }

@@ -62,6 +62,7 @@ where
         // as a panic across the FFI.
         Err(e) if e.is_cancelled() => Err(TidingsError::Closed),
         Err(e) => Err(TidingsError::State {
+            kind: crate::error::StateFailure::Internal,
             reason: format!("internal task failed: {e}"),
         }),
     }

@@ -131,6 +131,7 @@ fn retry_pause(base_ms: u64, failures: u32) -> Duration {
 /// subfolder may be managed by the app).
 fn remove_contents(dir: &std::path::Path) -> Result<()> {
     let failed = |e: std::io::Error| TidingsError::State {
+        kind: crate::error::StateFailure::Io,
         reason: format!("cannot remove the state directory's contents: {e}"),
     };
     let entries = match std::fs::read_dir(dir) {

@@ -424,7 +424,7 @@ fn process_blocking_writes_only_the_journal() {
 }
 
 #[tokio::test]
-async fn process_blocking_inside_a_runtime_does_not_stall_it() {
+async fn process_blocking_also_works_inside_a_runtime() {
     let install = Install::new(&[], ALL);
     let p = install.processor(&closed_port());
     let n = p.process_blocking(&install.push(1, b"x", true), SHORT).unwrap();

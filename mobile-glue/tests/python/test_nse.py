@@ -184,7 +184,9 @@ class NotificationExtensionTests(BindingCase):
         receipt = await bob.client.send_message(alice.client.account_id(), text.encode())
         enc = await self.next_alert(alice)
 
-        [fetched] = (await asyncio.to_thread(run_nse, alice, [enc], None, 5000))["results"]
+        report = await asyncio.to_thread(run_nse, alice, [enc], None, 5000)
+        [fetched] = report["results"]
+        self.assertEqual(report["threads"], 1, "the Retrieve's runtime and connection are gone")
         self.assertEqual(fetched["fetch"], "FETCHED")
         self.assertEqual(fetched["hash"], receipt.hash)
         self.assertEqual(fetched["title"], "Bob")
@@ -194,6 +196,7 @@ class NotificationExtensionTests(BindingCase):
         started = time.monotonic()
         report = await asyncio.to_thread(run_nse, alice, [enc], closed_port_url(), 1000)
         [offline] = report["results"]
+        self.assertEqual(report["threads"], 1)
         self.assertIn(offline["fetch"], ("FAILED", "TIMED_OUT"))
         self.assertEqual((offline["title"], offline["body"]), ("New message", None))
         self.assertTrue(offline["journaled"])
