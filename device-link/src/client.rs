@@ -56,6 +56,10 @@ pub enum ClientError {
     /// No connection to the relay could be made (after the configured retries).
     #[error("cannot connect to the relay: {0}")]
     Connect(String),
+    /// The relay's TLS certificate is not trusted by the configured roots (not retried:
+    /// it is no passing condition). The text says which roots and why.
+    #[error("the relay's certificate is not trusted: {0}")]
+    UntrustedCertificate(String),
     /// The relay (or the transport) answered with a gRPC status other than OK.
     #[error("relay answered {code:?}: {message}")]
     Status {
@@ -81,7 +85,7 @@ impl ClientError {
     pub fn code(&self) -> Option<Code> {
         match self {
             ClientError::Status { code, .. } => Some(*code),
-            ClientError::Connect(_) => Some(Code::Unavailable),
+            ClientError::Connect(_) | ClientError::UntrustedCertificate(_) => Some(Code::Unavailable),
             _ => None,
         }
     }
@@ -230,6 +234,9 @@ impl RelayClient {
                 {
                     tracing::debug!(attempt, error = %error_chain(&e), "relay connect failed, retrying");
                     tokio::time::sleep(options.retry.backoff(attempt)).await;
+                }
+                Err(e) if TlsConnectError::is_certificate_error(&e) => {
+                    return Err(ClientError::UntrustedCertificate(error_chain(&e)));
                 }
                 Err(e) => return Err(ClientError::Connect(error_chain(&e))),
             }
@@ -554,6 +561,11 @@ impl RelayClient {
                     });
                 }
             };
+            if status.code() == Code::Unavailable && TlsConnectError::is_certificate_error(&status) {
+                // A lazy channel reports the handshake's refusal as UNAVAILABLE; retrying
+                // cannot make the certificate trusted.
+                return Err(ClientError::UntrustedCertificate(error_chain(&status)));
+            }
             let pause = match status.code() {
                 Code::Unavailable => Some(retry.backoff(attempt)),
                 // A rate limit names when to come back; a size limit does not, and is final.

@@ -27,7 +27,7 @@ use tidings_proto::v1::{
 };
 use tokio_stream::StreamExt;
 use tonic::{
-    Code, Request, Response, Status,
+    Request, Response, Status,
     transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 
@@ -185,8 +185,8 @@ async fn bundled_roots_refuse_a_private_ca_once_and_say_why() {
     )
     .await
     .unwrap_err();
-    let ClientError::Connect(reason) = &err else {
-        panic!("not a connect error: {err:?}")
+    let ClientError::UntrustedCertificate(reason) = &err else {
+        panic!("not an untrusted-certificate error: {err:?}")
     };
     let expected = format!(
         "the TLS certificate of localhost:{} is not trusted by the bundled roots and 1 extra root",
@@ -200,20 +200,15 @@ async fn bundled_roots_refuse_a_private_ca_once_and_say_why() {
         "a certificate refusal is not retried"
     );
 
-    // A lazy client reports the same on its first call, as UNAVAILABLE.
+    // A lazy client reports the same on its first call, and does not retry it either.
+    accepted.store(0, Ordering::SeqCst);
     let lazy = RelayClient::connect_lazy(
         &localhost(addr),
-        ClientOptions {
-            retry: RetryPolicy::no_retry(),
-            ..options(TrustRoots::Bundled, &[&pki.other_ca_pem])
-        },
+        options(TrustRoots::Bundled, &[&pki.other_ca_pem]),
     )
     .unwrap();
     match within("GetRelayInfo", lazy.relay_info()).await {
-        Err(ClientError::Status {
-            code: Code::Unavailable,
-            message,
-        }) => {
+        Err(ClientError::UntrustedCertificate(message)) => {
             assert!(
                 message.contains("is not trusted by the bundled roots"),
                 "{message}"
@@ -221,6 +216,7 @@ async fn bundled_roots_refuse_a_private_ca_once_and_say_why() {
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the lazy client does not retry it");
 }
 
 #[cfg(feature = "webpki-roots")]
@@ -231,8 +227,8 @@ async fn the_mozilla_roots_alone_refuse_a_private_ca() {
     let err = relay_version(&localhost(addr), options(TrustRoots::Bundled, &[]))
         .await
         .unwrap_err();
-    let ClientError::Connect(reason) = &err else {
-        panic!("not a connect error: {err:?}")
+    let ClientError::UntrustedCertificate(reason) = &err else {
+        panic!("not an untrusted-certificate error: {err:?}")
     };
     assert!(
         reason.contains("is not trusted by the bundled roots: "),
@@ -347,7 +343,7 @@ async fn platform_case_in_child() {
     };
     match (case.as_str(), result) {
         ("trusted" | "extra-root", Ok(version)) => assert_eq!(version, "tls-test"),
-        ("untrusted", Err(ClientError::Connect(reason))) => {
+        ("untrusted", Err(ClientError::UntrustedCertificate(reason))) => {
             assert!(
                 reason.contains("is not trusted by the platform's trust store"),
                 "{reason}"
@@ -356,7 +352,7 @@ async fn platform_case_in_child() {
         }
         // The machine's own store, which cannot hold a CA made a moment ago (or there is
         // no store at all, and so no platform verifier).
-        ("system", Err(ClientError::Connect(reason))) => {
+        ("system", Err(ClientError::UntrustedCertificate(reason))) => {
             assert!(reason.contains("is not trusted"), "{reason}")
         }
         ("system", Err(ClientError::Endpoint { reason, .. })) => {

@@ -70,6 +70,13 @@ pub enum TidingsError {
         /// The transport's explanation.
         reason: String,
     },
+    /// The relay's TLS certificate is not trusted by the configured roots (`trust`,
+    /// `extra_ca_roots_pem`). Not retried: fix the relay's certificate or the options.
+    #[error("the relay's certificate is not trusted: {reason}")]
+    UntrustedCertificate {
+        /// Which roots refused it and why.
+        reason: String,
+    },
     /// The relay refused the request.
     #[error("the relay answered {code:?}: {reason}")]
     Relay {
@@ -87,15 +94,20 @@ pub enum TidingsError {
     #[error("the push payload is not for this device's push key, or was altered")]
     PushNotForThisDevice,
     /// A scanned link code is not a valid tidings link code.
-    #[error("invalid link code: {reason}")]
+    #[error("invalid link code ({kind:?}): {reason}")]
     BadLinkCode {
-        /// What is wrong with it.
+        /// What is wrong with it, for the app to word its message.
+        kind: LinkCodeProblem,
+        /// The same, in English.
         reason: String,
     },
-    /// Linking a device failed (nothing arrived, a degenerate key, no pending request).
-    #[error("linking failed: {reason}")]
+    /// Linking a device failed (a call out of order, a code replaced while waiting, a
+    /// message from the other device that does not open).
+    #[error("linking failed ({kind:?}): {reason}")]
     Link {
         /// What failed.
+        kind: LinkFailure,
+        /// The same, in English.
         reason: String,
     },
     /// A config change was refused (a name too long, an empty id), or saved or received
@@ -191,6 +203,35 @@ pub enum StateFailure {
     Internal,
 }
 
+/// What is wrong with a scanned link code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum LinkCodeProblem {
+    /// Not a tidings link code at all (another QR code).
+    NotALinkCode,
+    /// The other device runs an older app whose codes this one refuses: update it.
+    OtherDeviceOutdated,
+    /// A newer kind of code than this app understands: update this app.
+    ThisAppOutdated,
+    /// Damaged or incomplete (scan again).
+    Damaged,
+    /// The relay address or device name it carries is not acceptable.
+    BadContents,
+}
+
+/// What went wrong while linking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum LinkFailure {
+    /// A call out of order: no code shown yet (`begin_link`), no scan yet
+    /// (`wait_for_link`), or nothing inspected (`inspect_link`).
+    NotStarted,
+    /// The code or the request was replaced, rejected or declined while waiting.
+    Replaced,
+    /// The request was inspected while another account was signed in: scan it again.
+    OtherAccount,
+    /// What the other device sent does not open, or is not an account.
+    BadMessage,
+}
+
 /// What kind of config failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
 pub enum ConfigFailure {
@@ -217,6 +258,7 @@ fn variant_name(e: &TidingsError) -> &'static str {
         TidingsError::AlreadySignedIn => "AlreadySignedIn",
         TidingsError::Unreachable { .. } => "Unreachable",
         TidingsError::Relay { .. } => "Relay",
+        TidingsError::UntrustedCertificate { .. } => "UntrustedCertificate",
         TidingsError::PushMalformed => "PushMalformed",
         TidingsError::PushNotForThisDevice => "PushNotForThisDevice",
         TidingsError::BadLinkCode { .. } => "BadLinkCode",
@@ -278,6 +320,9 @@ impl From<ClientError> for TidingsError {
             ClientError::Connect(reason) => TidingsError::Unreachable {
                 reason: reason.clone(),
             },
+            ClientError::UntrustedCertificate(reason) => TidingsError::UntrustedCertificate {
+                reason: reason.clone(),
+            },
             ClientError::Status { code, message } => match code {
                 tonic::Code::Unavailable => TidingsError::Unreachable {
                     reason: message.clone(),
@@ -314,7 +359,15 @@ impl From<PushDecryptError> for TidingsError {
 
 impl From<PayloadError> for TidingsError {
     fn from(e: PayloadError) -> Self {
+        let kind = match &e {
+            PayloadError::NotALinkCode => LinkCodeProblem::NotALinkCode,
+            PayloadError::Outdated => LinkCodeProblem::OtherDeviceOutdated,
+            PayloadError::UnsupportedVersion(_) => LinkCodeProblem::ThisAppOutdated,
+            PayloadError::Encoding | PayloadError::TooShort | PayloadError::MailboxKey => LinkCodeProblem::Damaged,
+            PayloadError::RelayAddress | PayloadError::DeviceName => LinkCodeProblem::BadContents,
+        };
         TidingsError::BadLinkCode {
+            kind,
             reason: e.to_string(),
         }
     }
@@ -328,7 +381,12 @@ impl From<LinkError> for TidingsError {
             LinkError::Timeout(d) => TidingsError::Timeout {
                 what: format!("no device sent the account within {} s", d.as_secs()),
             },
+            other @ (LinkError::Declined | LinkError::Mismatch) => TidingsError::Link {
+                kind: LinkFailure::Replaced,
+                reason: other.to_string(),
+            },
             other => TidingsError::Link {
+                kind: LinkFailure::BadMessage,
                 reason: other.to_string(),
             },
         }

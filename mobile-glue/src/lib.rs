@@ -33,7 +33,7 @@ mod types;
 
 pub use cancel::Cancellation;
 pub use client::TidingsClient;
-pub use error::{ConfigFailure, RelayCode, StateFailure, TidingsError};
+pub use error::{ConfigFailure, LinkCodeProblem, LinkFailure, RelayCode, StateFailure, TidingsError};
 pub use events::EventListener;
 pub use log::{LogLevel, LogSink, set_log_sink};
 pub use notification::NotificationProcessor;

@@ -26,8 +26,9 @@ use tidings_device_link::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cancel::{Cancellation, cancellable},
     client::{Inner, TidingsClient},
-    error::{Result, TidingsError},
+    error::{LinkFailure, Result, TidingsError},
     events::Event,
     types::{LinkRequest, Operation},
 };
@@ -131,22 +132,30 @@ impl TidingsClient {
 
     /// New device: waits up to `timeout_ms` for a device to scan the code. Returns the
     /// code to show (also reported through `on_link_request`); nothing was sent yet.
-    /// `Timeout` when nobody scanned it in time.
-    pub async fn wait_for_link(&self, timeout_ms: u64) -> Result<LinkRequest> {
+    /// `Timeout` when nobody scanned it in time, `Cancelled` when `cancel` fired (the code
+    /// stays valid: wait again).
+    #[uniffi::method(default(cancel = None))]
+    pub async fn wait_for_link(&self, timeout_ms: u64, cancel: Option<Arc<Cancellation>>) -> Result<LinkRequest> {
         let inner = self.inner.clone();
         self.inner
-            .run(async move { inner.wait_for_link(Duration::from_millis(timeout_ms)).await })
+            .run(cancellable(cancel, async move {
+                inner.wait_for_link(Duration::from_millis(timeout_ms)).await
+            }))
             .await
     }
 
     /// New device: the user says the codes match. Waits up to `timeout_ms` for the other
     /// device's answer; on approval adopts the account, restores its config (progress
     /// through `on_progress`). Only an account sealed under the code shown is adopted.
-    /// `Timeout` when no answer came yet (call again to keep waiting).
-    pub async fn confirm_link(&self, timeout_ms: u64) -> Result<LinkOutcome> {
+    /// `Timeout` when no answer came yet (call again to keep waiting), `Cancelled` when
+    /// `cancel` fired (nothing adopted; call again to keep waiting).
+    #[uniffi::method(default(cancel = None))]
+    pub async fn confirm_link(&self, timeout_ms: u64, cancel: Option<Arc<Cancellation>>) -> Result<LinkOutcome> {
         let inner = self.inner.clone();
         self.inner
-            .run(async move { inner.confirm_link(Duration::from_millis(timeout_ms)).await })
+            .run(cancellable(cancel, async move {
+                inner.confirm_link(Duration::from_millis(timeout_ms)).await
+            }))
             .await
     }
 
@@ -207,6 +216,7 @@ impl TidingsClient {
                 if inspected.account_id != account.account_id() {
                     link.inspected = None;
                     return Err(TidingsError::Link {
+                        kind: LinkFailure::OtherAccount,
                         reason:
                             "the request was inspected while another account was signed in; scan it again"
                                 .into(),
@@ -249,6 +259,7 @@ impl Inner {
             .offer
             .clone()
             .ok_or_else(|| TidingsError::Link {
+                kind: LinkFailure::NotStarted,
                 reason: "no link code was shown: call begin_link first".into(),
             })?;
         let pending = offer.wait(timeout).await.map_err(|e| {
@@ -264,6 +275,7 @@ impl Inner {
         // Only if the offer is still the current one (begin_link may have replaced it).
         if !link.offer.as_ref().is_some_and(|o| Arc::ptr_eq(o, &offer)) {
             return Err(TidingsError::Link {
+                kind: LinkFailure::Replaced,
                 reason: "the link code was replaced while waiting".into(),
             });
         }
@@ -287,6 +299,7 @@ impl Inner {
             outcome = scan.link.confirm(timeout, &self.dir, &self.key, progress) => outcome,
             () = scan.cancel.cancelled() => {
                 return Err(TidingsError::Link {
+                    kind: LinkFailure::Replaced,
                     reason: "the link was rejected or replaced while waiting".into(),
                 });
             }
@@ -335,12 +348,14 @@ fn timeout_as(e: AccountError, what: impl FnOnce(Duration) -> String) -> Tidings
 
 fn no_request() -> TidingsError {
     TidingsError::Link {
+        kind: LinkFailure::NotStarted,
         reason: "no device scanned the link code yet: call wait_for_link first".into(),
     }
 }
 
 fn no_inspection() -> TidingsError {
     TidingsError::Link {
+        kind: LinkFailure::NotStarted,
         reason: "no link request is waiting for a decision: call inspect_link first".into(),
     }
 }

@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tidings_device_link::{
+    account::RelaySettings,
     identity::account_id,
     notification::{self as nse, NotificationError},
 };
@@ -15,6 +16,7 @@ use zeroize::Zeroizing;
 use crate::{
     error::{Result, TidingsError},
     push::key32,
+    types::ClientOptions,
 };
 
 /// What a push is about.
@@ -151,11 +153,19 @@ impl NotificationProcessor {
     /// read-only: it never writes there but to the delivery journal. `relay_url` is used
     /// only to fetch a message a push omitted. Touches no network. Fails with `State`
     /// when the app has not created state there, `WrongStateKey` for another key and
-    /// `NotSignedIn` when no account is signed in.
-    #[uniffi::constructor]
-    pub fn open(state_dir: String, state_key: Vec<u8>, relay_url: String) -> Result<Arc<Self>> {
+    /// `NotSignedIn` when no account is signed in. Pass the app's `options` so that the
+    /// fetch trusts the same roots (`trust`, `extra_ca_roots_pem`) as the app's client.
+    #[uniffi::constructor(default(options = None))]
+    pub fn open(
+        state_dir: String,
+        state_key: Vec<u8>,
+        relay_url: String,
+        options: Option<ClientOptions>,
+    ) -> Result<Arc<Self>> {
         let key = Zeroizing::new(key32(&state_key, "state_key")?);
-        let inner = nse::NotificationProcessor::open(&state_dir, &key, relay_url)?;
+        let mut settings = RelaySettings::new(relay_url);
+        options.unwrap_or_default().apply_to(&mut settings.client);
+        let inner = nse::NotificationProcessor::open(&state_dir, &key, settings)?;
         Ok(Arc::new(NotificationProcessor { inner }))
     }
 
@@ -297,6 +307,7 @@ mod tests {
             dir.path().to_str().unwrap().into(),
             KEY.to_vec(),
             "http://127.0.0.1:1".into(),
+            None,
         )
         .unwrap();
         assert_eq!(p.account_id(), me.account_id());
@@ -321,19 +332,19 @@ mod tests {
         let dir_s = dir.path().to_str().unwrap().to_owned();
         let url = "http://127.0.0.1:1".to_owned();
         assert_eq!(
-            NotificationProcessor::open(dir_s.clone(), vec![9; 32], url.clone()).unwrap_err(),
+            NotificationProcessor::open(dir_s.clone(), vec![9; 32], url.clone(), None).unwrap_err(),
             TidingsError::WrongStateKey
         );
         assert!(matches!(
-            NotificationProcessor::open(dir_s.clone(), vec![9; 3], url.clone()),
+            NotificationProcessor::open(dir_s.clone(), vec![9; 3], url.clone(), None),
             Err(TidingsError::InvalidArgument { .. })
         ));
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
-            NotificationProcessor::open(empty.path().to_str().unwrap().into(), KEY.to_vec(), url.clone()),
+            NotificationProcessor::open(empty.path().to_str().unwrap().into(), KEY.to_vec(), url.clone(), None),
             Err(TidingsError::State { .. })
         ));
-        let p = NotificationProcessor::open(dir_s, KEY.to_vec(), url).unwrap();
+        let p = NotificationProcessor::open(dir_s, KEY.to_vec(), url, None).unwrap();
         assert_eq!(
             p.process("%%".into(), None).unwrap_err(),
             TidingsError::PushMalformed

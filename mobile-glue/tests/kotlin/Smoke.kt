@@ -20,7 +20,9 @@ fun main() {
         checkPhrase(abandon.replace("about", "abuot"))
         check(false, "a mistyped word throws")
     } catch (e: TidingsException.BadWord) {
-        check(e.position == 12u && e.word == "abuot" && e.suggestions.first() == "about", "BadWord fields")
+        check(e.position == 12u, "BadWord names the position")
+        check(!e.message.orEmpty().contains("abuot") && !e.message.orEmpty().contains("about"), "no phrase word in the message")
+        check(suggestWords(abandon.replace("about", "abuot"), e.position).first() == "about", "suggestWords")
     }
     try {
         checkPhrase(abandon.replace("about", "abandon"))
@@ -35,17 +37,25 @@ fun main() {
 
     val dir = Files.createTempDirectory("tidings-kt").toString()
     val key = ByteArray(32) { it.toByte() }
-    val client = TidingsClient.open(dir, key, "http://127.0.0.1:9", null, defaultClientOptions())
-    val id = client.createAccount()
-    check(client.accountId() == id && client.phrase()!!.split(" ").size == 12, "account")
-    check(pushKeyFromState(dir, key).contentEquals(client.pushKey()), "push key from state")
     runBlocking {
+        val client = TidingsClient.open(dir, key, "http://127.0.0.1:9", null, defaultClientOptions())
+        val id = client.createAccount()
+        check(client.accountId() == id && client.phrase()!!.split(" ").size == 12, "account")
+        check(pushKeyFromState(dir, key).contentEquals(client.pushKey()), "push key from state")
+        check(client.pendingMessages().isEmpty(), "no pending messages")
         try {
             client.send(id, "hi".toByteArray())
             check(false, "sending with no relay throws")
         } catch (e: TidingsException.Unreachable) {
         }
+        val cancel = Cancellation()
+        cancel.cancel()
+        try {
+            client.syncNow(cancel)
+            check(false, "a cancelled sync throws")
+        } catch (e: TidingsException.Cancelled) {
+        }
+        client.shutdown()
     }
-    client.stop()
     println("kotlin bindings: 1 passed, 0 failed")
 }
