@@ -21,6 +21,8 @@
 //!   the background, which iOS hands to the Notification Service Extension only) and was
 //!   neither handled in-process ([`Event::PushHandled`]) nor found in the extension's
 //!   delivery journal ([`Event::JournalDelivered`]) within [`FastModeConfig::push_grace_ms`].
+//!   They are judged at [`Event::Tick`] only (so a driver reads the journal just before
+//!   ticking), and not at all once the app went to the background before their push came.
 //!   Missed messages trigger a `Verify`; once [`FastModeConfig::missed_push_limit`] were
 //!   missed since the last push, Fast Mode is given up (`PushesMissing`): the registration
 //!   is removed from the relay but the token is kept, and Fast Mode is retried on a later
@@ -476,7 +478,8 @@ impl FastModePlanner {
             Event::PushHandled(hash) => self.on_pushed(now_ms, &[hash]),
             Event::JournalDelivered(hashes) => self.on_pushed(now_ms, &hashes),
             Event::Polled { ticket, messages } => self.on_polled(now_ms, ticket, &messages),
-            Event::Tick => {}
+            // Only here are late pushes judged: the driver reads the journal just before.
+            Event::Tick => self.count_overdue(now_ms),
         }
         self.plan(now_ms, &mut out);
         out
@@ -498,22 +501,23 @@ impl FastModePlanner {
         self.in_flight.is_some_and(|f| f.request == request)
     }
 
-    /// When to [`Event::Tick`] next (Unix ms), if anything is scheduled after `now_ms`.
+    /// When to [`Event::Tick`] next (Unix ms): `now_ms` when messages wait to be judged,
+    /// else the next thing scheduled after `now_ms`, if any.
     pub fn next_deadline(&self, now_ms: i64) -> Option<i64> {
         let grace = ms(self.config.push_grace_ms);
         let fast = self.mode == Mode::Fast;
         let foreground = self.app == AppState::Foreground;
+        let first_found = self.awaiting.values().min().filter(|_| fast);
+        if first_found.is_some_and(|t| t.saturating_add(grace) <= now_ms) {
+            return Some(now_ms);
+        }
         [
             self.in_flight
                 .map(|f| f.started_ms.saturating_add(IN_FLIGHT_LIMIT_MS)),
             self.retry.at_ms,
             self.renew_at_ms().filter(|_| fast),
             self.saved.subscribed.map(|s| s.expires_ms).filter(|_| fast),
-            self.awaiting
-                .values()
-                .min()
-                .map(|t| t.saturating_add(grace))
-                .filter(|_| fast),
+            first_found.map(|t| t.saturating_add(grace)),
             self.saved.missing_retry_at_ms.filter(|_| foreground),
         ]
         .into_iter()
@@ -554,6 +558,9 @@ impl FastModePlanner {
     fn on_app_state(&mut self, now_ms: i64, state: AppState, out: &mut Vec<Action>) {
         let was = std::mem::replace(&mut self.app, state);
         if state == AppState::Background {
+            // Pushes still due for messages found on screen now go to the extension,
+            // whose journal is read only at the next foreground: they are not judged.
+            self.awaiting.clear();
             return;
         }
         if was == AppState::Background {
@@ -782,7 +789,6 @@ impl FastModePlanner {
     fn plan(&mut self, now_ms: i64, out: &mut Vec<Action>) {
         self.expire_in_flight(now_ms, out);
         self.lapse(now_ms, out);
-        self.count_overdue(now_ms);
         if self.in_flight.is_some() {
             return;
         }
@@ -842,7 +848,8 @@ impl FastModePlanner {
         self.set_mode(Mode::Slow, ModeReason::Expired, String::new(), out);
     }
 
-    /// Messages whose push did not come within the grace period are missed; a check follows.
+    /// At a tick: messages whose push did not come within the grace period are missed; a
+    /// check follows.
     fn count_overdue(&mut self, now_ms: i64) {
         if self.mode != Mode::Fast {
             return;

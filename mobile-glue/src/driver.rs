@@ -6,10 +6,11 @@
 //! the account, an immediate sync, mode-change events. The planner's state is saved as
 //! the "fast-mode" blob after every change.
 //!
-//! Polling, the same in both modes' terms: in Slow Mode each namespace the app needs
-//! (messages 0, config 10) is long-polled in a loop; in Fast Mode the mailbox is still
-//! checked every `fast_check_interval_ms` while the client runs, which is how missing
-//! pushes are noticed.
+//! Polling runs in both modes: in Slow Mode each namespace the app needs (messages 0,
+//! config 10) is long-polled in a loop; in Fast Mode the mailbox is still checked every
+//! `fast_check_interval_ms` while the client runs, which is how missing pushes are noticed.
+//! Each poll of the message namespace takes the planner's ticket before it begins, so the
+//! planner knows whether what it finds reached the device in the foreground.
 
 use std::{
     collections::VecDeque,

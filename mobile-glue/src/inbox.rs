@@ -53,8 +53,8 @@ impl Inner {
         };
         match account.ingest_journal(&self.key) {
             Ok(ingest) => {
-                for hash in &ingest.pushed {
-                    self.note_pushed(hash);
+                if !ingest.pushed.is_empty() {
+                    self.note_journal_delivered(&ingest.pushed);
                 }
                 self.report_messages(ingest.messages)
             }

@@ -57,6 +57,8 @@ pub struct Config {
     pub sweep: Sweep,
     /// Push delivery tuning (Fast Mode).
     pub push: Push,
+    /// Which Web Push endpoints the relay may reach.
+    pub webpush: WebPushPolicy,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             sweep: Sweep::default(),
             push: Push::default(),
+            webpush: WebPushPolicy::default(),
         }
     }
 }
@@ -123,10 +126,166 @@ pub enum Backend {
 pub struct App {
     /// The app id clients name in their sealed registration.
     pub id: String,
+    /// The push services Subscribe accepts for this app; each needs its table. Absent:
+    /// every service whose table is present.
+    #[serde(default)]
+    pub services: Option<Vec<ServiceName>>,
     /// APNs credentials, for iOS devices.
     pub apns: Option<Apns>,
     /// FCM credentials, for Android devices.
     pub fcm: Option<Fcm>,
+    /// The VAPID key, for Web Push (UnifiedPush distributors, browsers).
+    #[serde(default)]
+    pub webpush: Option<WebPushApp>,
+    /// Huawei Push Kit credentials.
+    #[serde(default)]
+    pub hms: Option<Hms>,
+}
+
+/// A push service, as `apps[].services` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    /// APNs (production and sandbox).
+    Apns,
+    /// Firebase Cloud Messaging.
+    Fcm,
+    /// Web Push.
+    Webpush,
+    /// Huawei Push Kit.
+    Hms,
+}
+
+impl ServiceName {
+    /// Every service, in the order the config documents them.
+    pub const ALL: [ServiceName; 4] = [Self::Apns, Self::Fcm, Self::Webpush, Self::Hms];
+
+    /// The name in the config (and the table's key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apns => "apns",
+            Self::Fcm => "fcm",
+            Self::Webpush => "webpush",
+            Self::Hms => "hms",
+        }
+    }
+}
+
+impl App {
+    /// Whether the app's table for `service` is present.
+    pub fn has_table(&self, service: ServiceName) -> bool {
+        match service {
+            ServiceName::Apns => self.apns.is_some(),
+            ServiceName::Fcm => self.fcm.is_some(),
+            ServiceName::Webpush => self.webpush.is_some(),
+            ServiceName::Hms => self.hms.is_some(),
+        }
+    }
+
+    /// Whether Subscribe accepts registrations of `service` for this app.
+    pub fn accepts(&self, service: ServiceName) -> bool {
+        match &self.services {
+            Some(list) => list.contains(&service) && self.has_table(service),
+            None => self.has_table(service),
+        }
+    }
+}
+
+/// `[apps.webpush]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushApp {
+    /// The VAPID private key: P-256, PEM (PKCS#8 or SEC1).
+    pub vapid_key_file: PathBuf,
+    /// The VAPID `sub` claim: a `mailto:` or `https://` contact push services can reach.
+    pub subject: String,
+}
+
+/// `[apps.hms]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hms {
+    /// The AppGallery Connect app id.
+    pub app_id: String,
+    /// The OAuth client id; defaults to `app_id`.
+    pub client_id: Option<String>,
+    /// A file holding the OAuth client secret (the app secret), nothing else.
+    pub client_secret_file: PathBuf,
+    /// The Push Kit endpoint.
+    #[serde(default = "default_hms_endpoint")]
+    pub endpoint: String,
+    /// The OAuth token endpoint.
+    #[serde(default = "default_hms_token_endpoint")]
+    pub token_endpoint: String,
+    /// An extra trusted root certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Hms {
+    /// The OAuth client id in force.
+    pub fn client_id(&self) -> &str {
+        self.client_id.as_deref().unwrap_or(&self.app_id)
+    }
+}
+
+fn default_hms_endpoint() -> String {
+    "https://push-api.cloud.huawei.com".to_owned()
+}
+fn default_hms_token_endpoint() -> String {
+    "https://oauth-login.cloud.huawei.com/oauth2/v3/token".to_owned()
+}
+
+/// `[webpush]`: which endpoints clients may register. By default only `https://`
+/// endpoints on public addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebPushPolicy {
+    /// Also accept `http://` endpoints (a distributor on a trusted network, tests).
+    pub allow_http: bool,
+    /// Host names whose addresses are not checked (an internal distributor).
+    pub allow_hosts: Vec<String>,
+    /// Addresses or CIDR blocks endpoints may resolve to although they are loopback,
+    /// private, link-local, CGNAT, multicast or unique-local.
+    pub allow_networks: Vec<String>,
+    /// An extra trusted root certificate (PEM) for Web Push endpoints.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl WebPushPolicy {
+    /// The allow-list as the senders apply it (call after validation; bad entries are
+    /// skipped).
+    pub fn endpoint_policy(&self) -> crate::push::EndpointPolicy {
+        let networks = self
+            .allow_networks
+            .iter()
+            .filter_map(|e| IpBlock::parse(e).ok())
+            .collect();
+        crate::push::EndpointPolicy::new(self.allow_http, &self.allow_hosts, networks)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, entry) in self.allow_networks.iter().enumerate() {
+            IpBlock::parse(entry)
+                .map_err(|rule| ConfigError::invalid(format!("webpush.allow_networks[{i}]"), rule))?;
+        }
+        for (i, host) in self.allow_hosts.iter().enumerate() {
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
+            if !ok {
+                return Err(ConfigError::invalid(
+                    format!("webpush.allow_hosts[{i}]"),
+                    format!("must be a host name or IP address (got {host:?})"),
+                ));
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            readable("webpush.ca_file", ca)?;
+        }
+        Ok(())
+    }
 }
 
 /// `[apps.apns]`.
@@ -565,6 +724,7 @@ impl Config {
         self.limits.validate()?;
         self.rate_limits.validate()?;
         self.validate_sweep_and_push()?;
+        self.webpush.validate()?;
         validate_apps(&self.apps)
     }
 
@@ -610,6 +770,18 @@ impl Config {
                     resolve(p);
                 }
             }
+            if let Some(webpush) = &mut app.webpush {
+                resolve(&mut webpush.vapid_key_file);
+            }
+            if let Some(hms) = &mut app.hms {
+                resolve(&mut hms.client_secret_file);
+                if let Some(p) = hms.ca_file.as_mut() {
+                    resolve(p);
+                }
+            }
+        }
+        if let Some(p) = self.webpush.ca_file.as_mut() {
+            resolve(p);
         }
     }
 
@@ -794,12 +966,13 @@ fn validate_apps(apps: &[App]) -> Result<(), ConfigError> {
                 format!("duplicate app id {:?}", app.id),
             ));
         }
-        if app.apns.is_none() && app.fcm.is_none() {
+        if !ServiceName::ALL.iter().any(|s| app.has_table(*s)) {
             return Err(ConfigError::invalid(
                 format!("apps[{i}]"),
-                "needs an [apps.apns] or an [apps.fcm] table",
+                "needs an [apps.apns], [apps.fcm], [apps.webpush] or [apps.hms] table",
             ));
         }
+        validate_services(i, app)?;
         if let Some(apns) = &app.apns {
             readable(&at("apns.key_file"), &apns.key_file)?;
             non_empty(&at("apns.key_id"), &apns.key_id)?;
@@ -818,6 +991,101 @@ fn validate_apps(apps: &[App]) -> Result<(), ConfigError> {
                 readable(&at("fcm.ca_file"), ca)?;
             }
         }
+        if let Some(webpush) = &app.webpush {
+            validate_webpush_app(&at("webpush"), webpush)?;
+        }
+        if let Some(hms) = &app.hms {
+            let ok_id = !hms.app_id.is_empty() && hms.app_id.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !ok_id {
+                return Err(ConfigError::invalid(
+                    at("hms.app_id"),
+                    format!("must be the AppGallery app id, letters and digits (got {:?})", hms.app_id),
+                ));
+            }
+            if hms.client_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                return Err(ConfigError::invalid(at("hms.client_id"), "must not be empty"));
+            }
+            let secret = std::fs::read_to_string(&hms.client_secret_file).map_err(|e| {
+                ConfigError::invalid(
+                    at("hms.client_secret_file"),
+                    format!("cannot read {}: {e}", hms.client_secret_file.display()),
+                )
+            })?;
+            if secret.trim().is_empty() {
+                return Err(ConfigError::invalid(at("hms.client_secret_file"), "is empty"));
+            }
+            endpoint(&at("hms.endpoint"), &hms.endpoint)?;
+            endpoint(&at("hms.token_endpoint"), &hms.token_endpoint)?;
+            if let Some(ca) = &hms.ca_file {
+                readable(&at("hms.ca_file"), ca)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `services`: known names (serde checks), no repeats, each with its table, and every
+/// table listed.
+fn validate_services(i: usize, app: &App) -> Result<(), ConfigError> {
+    let Some(list) = &app.services else {
+        return Ok(());
+    };
+    if list.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("apps[{i}].services"),
+            "must name at least one service (or be left out)",
+        ));
+    }
+    for (k, service) in list.iter().enumerate() {
+        if list[..k].contains(service) {
+            return Err(ConfigError::invalid(
+                format!("apps[{i}].services[{k}]"),
+                format!("{} is listed twice", service.as_str()),
+            ));
+        }
+        if !app.has_table(*service) {
+            return Err(ConfigError::invalid(
+                format!("apps[{i}].services[{k}]"),
+                format!(
+                    "{0} is listed but the app has no [apps.{0}] table",
+                    service.as_str()
+                ),
+            ));
+        }
+    }
+    for service in ServiceName::ALL {
+        if app.has_table(service) && !list.contains(&service) {
+            return Err(ConfigError::invalid(
+                format!("apps[{i}].{}", service.as_str()),
+                format!(
+                    "is configured but {} is not in apps[{i}].services",
+                    service.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_webpush_app(at: &str, webpush: &WebPushApp) -> Result<(), ConfigError> {
+    let key = format!("{at}.vapid_key_file");
+    let pem = std::fs::read_to_string(&webpush.vapid_key_file).map_err(|e| {
+        ConfigError::invalid(
+            &key,
+            format!("cannot read {}: {e}", webpush.vapid_key_file.display()),
+        )
+    })?;
+    crate::push::webpush::VapidKey::from_pem(&pem).map_err(|e| ConfigError::invalid(&key, e.to_string()))?;
+    let subject = webpush.subject.as_str();
+    let contact = subject
+        .strip_prefix("mailto:")
+        .or_else(|| subject.strip_prefix("https://"))
+        .is_some_and(|rest| !rest.trim().is_empty());
+    if !contact {
+        return Err(ConfigError::invalid(
+            format!("{at}.subject"),
+            format!("must be a mailto: or https:// contact for the push services (got {subject:?})"),
+        ));
     }
     Ok(())
 }

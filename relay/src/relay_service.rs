@@ -14,7 +14,7 @@ use tidings_proto::{
     seal::unseal_registration,
     sign,
     v1::{
-        GetRelayInfoRequest, RelayInfo, SubscribeRequest, SubscribeResponse, UnsubscribeRequest,
+        AppPushInfo, GetRelayInfoRequest, RelayInfo, SubscribeRequest, SubscribeResponse, UnsubscribeRequest,
         UnsubscribeResponse, relay_server::Relay,
     },
 };
@@ -49,6 +49,7 @@ pub struct RelayService {
     clock: Arc<dyn Clock>,
     rates: Option<Arc<RateLimiter>>,
     metrics: Option<Arc<Metrics>>,
+    app_info: Vec<AppPushInfo>,
 }
 
 impl RelayService {
@@ -71,7 +72,15 @@ impl RelayService {
             clock,
             rates: None,
             metrics: None,
+            app_info: Vec::new(),
         }
+    }
+
+    /// Publishes, per app, the services it accepts and its VAPID key in `GetRelayInfo`.
+    #[must_use]
+    pub fn with_app_info(mut self, info: Vec<AppPushInfo>) -> Self {
+        self.app_info = info;
+        self
     }
 
     /// Counts subscription changes in `metrics`.
@@ -121,6 +130,7 @@ impl Relay for RelayService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             max_message_bytes: self.limits.max_message_bytes,
             max_ttl_ms: self.limits.max_ttl_ms,
+            apps: self.app_info.clone(),
         }))
     }
 

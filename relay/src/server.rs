@@ -198,8 +198,9 @@ async fn serve(
     let push_wake = Arc::new(Notify::new());
     let metrics = Arc::new(Metrics::new());
     let providers = Arc::new(
-        Providers::from_config(
+        Providers::from_config_with(
             &config.apps,
+            &config.webpush,
             Duration::from_millis(config.push.timeout_ms),
             &metrics,
         )
@@ -234,7 +235,8 @@ async fn serve(
         Arc::clone(&clock),
     )
     .with_rate_limits(Arc::clone(&guards.rates))
-    .with_metrics(Arc::clone(&metrics));
+    .with_metrics(Arc::clone(&metrics))
+    .with_app_info(providers.app_info(&config.apps));
     let max_connections = config.limits.max_connections as usize;
     let max_request = config.limits.max_request_bytes();
     let (health, health_service) = tonic_health::server::health_reporter();

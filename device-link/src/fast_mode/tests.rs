@@ -438,6 +438,28 @@ fn a_push_or_a_journal_entry_within_the_grace_period_is_not_missed() {
 }
 
 #[test]
+fn late_pushes_are_judged_at_a_tick_only_and_not_after_the_app_left_the_screen() {
+    let mut t = T::fast();
+    t.poll(&[1, 2, 3]);
+    t.now += 5_000;
+    assert_eq!(t.p.next_deadline(t.now), Some(t.now), "overdue: tick now");
+    // Other events come first; the journal the driver reads before its tick has them.
+    assert!(t.poll(&[]).is_empty());
+    t.feed(Event::JournalDelivered(vec![hash(1), hash(2), hash(3)]));
+    assert!(t.after(1).is_empty());
+
+    // Found on screen, then the app leaves: the pushes go to the extension meanwhile.
+    t.poll(&[4, 5, 6]);
+    t.feed(Event::AppState(AppState::Background));
+    t.now += 60_000;
+    let (check, purpose) = subscribe_of(&t.feed(Event::AppState(AppState::Foreground)));
+    assert_eq!(purpose, Purpose::Verify);
+    assert!(t.ok(check, false).is_empty());
+    assert!(t.after(10_000).is_empty());
+    assert_eq!(t.status().mode, Mode::Fast);
+}
+
+#[test]
 fn messages_stored_before_the_registration_are_not_missed() {
     let mut t = T::fast();
     let ticket = t.p.poll_ticket();

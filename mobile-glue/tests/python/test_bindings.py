@@ -173,13 +173,15 @@ class BindingTests(BindingCase):
         # The pushes are accepted by the provider but never reach the app (nobody calls
         # handle_push) while it is in the foreground: polling finds the messages, and Fast
         # Mode is given up, keeping the token for a retry (test_platform.py: it comes back).
-        alice = await self.signed_in(FAST_TEST_OPTIONS)
-        bob = await self.signed_in()
+        # As an app at launch: Fast Mode, then connect, then the first sync of this
+        # foreground visit, which brings what arrived before it (never a missed push).
+        alice = await self.device(FAST_TEST_OPTIONS)
+        await alice.client.create_account()
         change = await alice.client.enable_fast_mode(tm.PushService.APNS, apns_token(), testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.FAST)
-        # The first sync of a foreground visit brings what arrived before it (never a
-        # missed push); only what polling finds after it counts.
+        await alice.client.connect()
         await alice.client.sync_now()
+        bob = await self.signed_in()
         for i in range(FAST_TEST_OPTIONS.missed_push_limit):
             await bob.client.send(alice.client.account_id(), b"unannounced %d" % i)
         await alice.events.until(

@@ -39,10 +39,15 @@ def reasons(device):
 
 class PlatformTests(BindingCase):
     async def fast_phone(self, options):
-        phone = await self.signed_in(options)
+        """The app at launch: Fast Mode enabled, then connected, then one sync — the first
+        of this foreground visit, which brings what arrived before (never a missed push)."""
+        phone = await self.device(options)
+        await phone.client.create_account()
         phone.token = apns_token()
         change = await phone.client.enable_fast_mode(tm.PushService.APNS, phone.token, testbed().app_id)
         self.assertEqual(change.mode, tm.Mode.FAST)
+        await phone.client.connect()
+        await phone.client.sync_now()
         phone.seen_pushes = set()
         return phone
 
@@ -119,8 +124,6 @@ class PlatformTests(BindingCase):
     async def test_fast_mode_given_up_in_the_foreground_comes_back_on_a_later_foreground(self):
         alice = await self.fast_phone(FOREGROUND_OPTIONS)
         bob = await self.signed_in()
-        # The first sync of this foreground visit: only what polling finds after it counts.
-        await alice.client.sync_now()
 
         # In the foreground the pushes reach the mock APNs but never the app.
         await self.send(bob, alice, FOREGROUND_OPTIONS.missed_push_limit, "unannounced")

@@ -36,7 +36,7 @@ use crate::{
     clock::Clock,
     metrics::{Metrics, PushResult, SubscriptionChange},
     push::Outcome,
-    registration::{self, Service},
+    registration,
     store::{JobOutcome, PushInputs, PushJob, Store},
 };
 pub use payload::PushTexts;
@@ -342,11 +342,6 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     let jitter = u64::from_le_bytes(tidings_proto::random_bytes::<8>()) % (ceiling / 2 + 1);
     let d = Duration::from_millis(ceiling / 2 + jitter);
     retry_after.map_or(d, |ra| d.max(ra))
-}
-
-/// Whether pushes for `service` go through APNs.
-pub(crate) fn is_apns(service: Service) -> bool {
-    matches!(service, Service::Apns | Service::ApnsSandbox)
 }
 
 #[cfg(test)]

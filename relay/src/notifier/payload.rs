@@ -8,11 +8,13 @@ use tidings_proto::{
 
 use super::{
     breaker::{Admission, Ticket},
-    is_apns,
-    providers::Providers,
+    providers::{AppProviders, Providers},
 };
 use crate::{
-    push::{ApnsKind, ApnsPush, FCM_MAX_ENC_LEN, FcmPush, Outcome, apns_max_enc_len},
+    push::{
+        ApnsKind, ApnsPush, Delivery, FCM_MAX_ENC_LEN, FcmPush, HMS_MAX_ENC_LEN, HmsPush, Outcome, Urgency,
+        WEBPUSH_MAX_ENC_LEN, WebPushPush, apns_max_enc_len,
+    },
     registration::{Registration, Service},
     store::{PushJob, StoredMessage},
 };
@@ -52,7 +54,7 @@ pub(super) async fn send(
     now_ms: i64,
 ) -> Outcome {
     let breakers = providers.breakers();
-    let ticket = match breakers.admit(&reg.app_id, reg.service) {
+    let ticket = match breakers.admit(&breaker_key(reg), reg.service) {
         Admission::Go(ticket) => ticket,
         Admission::Defer { after, reason } => return Outcome::Retry { after, reason },
     };
@@ -68,6 +70,48 @@ pub(super) async fn send(
     outcome
 }
 
+/// Which breaker a push goes through: the app's, and for Web Push also the endpoint's
+/// host (clients choose it: one failing distributor must not hold up the others). The host
+/// is hashed, since breaker keys reach the log.
+fn breaker_key(reg: &Registration) -> String {
+    let host = reg
+        .web_push
+        .as_ref()
+        .and_then(|w| reqwest::Url::parse(&w.endpoint).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    match host {
+        Some(host) => format!(
+            "{} (endpoint host {})",
+            reg.app_id,
+            hex::encode(&h(&[b"tidings/breaker-host/v1", host.as_bytes()])[..4])
+        ),
+        None => reg.app_id.clone(),
+    }
+}
+
+/// What one push is about, whichever provider carries it.
+struct Note<'a> {
+    reg: &'a Registration,
+    job: &'a PushJob,
+    msg: &'a StoredMessage,
+    want_data: bool,
+    /// A message namespace (alert, high priority), not a config one.
+    message_ns: bool,
+    collapse: String,
+    ttl_s: u64,
+}
+
+impl Note<'_> {
+    fn enc(&self, max_enc: usize) -> String {
+        encrypt(self.reg, self.job, self.msg, self.want_data, max_enc)
+    }
+
+    /// The notification again without its data, after the provider refused the size.
+    fn enc_without_data(&self, max_enc: usize) -> String {
+        encrypt(self.reg, self.job, self.msg, false, max_enc)
+    }
+}
+
 /// Encrypts and sends one push; a missing sender is a configuration problem.
 async fn send_now(
     providers: &Providers,
@@ -79,44 +123,115 @@ async fn send_now(
     now_ms: i64,
 ) -> Outcome {
     let app = providers.app(&reg.app_id);
-    let message_ns =
-        !tidings_proto::namespace::is_owner_only(i32::try_from(job.namespace).unwrap_or(i32::MAX));
-    let collapse = collapse_id(&reg.push_key, &job.hash);
-    if is_apns(reg.service) {
-        let Some(sender) = app.and_then(|a| a.apns.as_ref()) else {
-            return missing(reg);
-        };
-        let kind = if message_ns {
-            ApnsKind::Alert {
-                title: texts.title.clone(),
-                body: texts.body.clone(),
-            }
-        } else {
-            ApnsKind::Background
-        };
-        let enc = encrypt(reg, job, msg, want_data, apns_max_enc_len(&kind));
-        let push = ApnsPush {
-            token: reg.token.clone(),
-            sandbox: reg.service == Service::ApnsSandbox,
-            kind,
-            enc,
-            expiration: u64::try_from(msg.expires_ms / 1000).unwrap_or(0),
-            collapse_id: Some(collapse),
-        };
-        sender.send(&push).await
+    let ttl_ms = u64::try_from(msg.expires_ms.saturating_sub(now_ms)).unwrap_or(0);
+    let note = Note {
+        reg,
+        job,
+        msg,
+        want_data,
+        message_ns: !tidings_proto::namespace::is_owner_only(i32::try_from(job.namespace).unwrap_or(i32::MAX)),
+        collapse: collapse_id(&reg.push_key, &job.hash),
+        ttl_s: ttl_ms / 1000,
+    };
+    match reg.service {
+        Service::Apns | Service::ApnsSandbox => send_apns(app, &note, texts).await,
+        Service::Fcm => send_fcm(app, &note).await,
+        Service::WebPush => send_webpush(app, &note).await,
+        Service::Hms => send_hms(app, &note).await,
+    }
+}
+
+async fn send_apns(app: Option<&AppProviders>, note: &Note<'_>, texts: &PushTexts) -> Outcome {
+    let Some(sender) = app.and_then(|a| a.apns.as_ref()) else {
+        return missing(note.reg);
+    };
+    let kind = if note.message_ns {
+        ApnsKind::Alert {
+            title: texts.title.clone(),
+            body: texts.body.clone(),
+        }
     } else {
-        let Some(sender) = app.and_then(|a| a.fcm.as_ref()) else {
-            return missing(reg);
-        };
-        let ttl_ms = u64::try_from(msg.expires_ms.saturating_sub(now_ms)).unwrap_or(0);
-        let push = FcmPush {
-            token: reg.token.clone(),
-            enc: encrypt(reg, job, msg, want_data, FCM_MAX_ENC_LEN),
-            high_priority: message_ns,
-            ttl_s: (ttl_ms / 1000).min(FCM_MAX_TTL_S),
-            collapse_key: Some(collapse),
-        };
-        sender.send(&push).await
+        ApnsKind::Background
+    };
+    let enc = note.enc(apns_max_enc_len(&kind));
+    let push = ApnsPush {
+        token: note.reg.token.clone(),
+        sandbox: note.reg.service == Service::ApnsSandbox,
+        kind,
+        enc,
+        expiration: u64::try_from(note.msg.expires_ms / 1000).unwrap_or(0),
+        collapse_id: Some(note.collapse.clone()),
+    };
+    sender.send(&push).await
+}
+
+async fn send_fcm(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
+    let Some(sender) = app.and_then(|a| a.fcm.as_ref()) else {
+        return missing(note.reg);
+    };
+    let push = FcmPush {
+        token: note.reg.token.clone(),
+        enc: note.enc(FCM_MAX_ENC_LEN),
+        high_priority: note.message_ns,
+        ttl_s: note.ttl_s.min(FCM_MAX_TTL_S),
+        collapse_key: Some(note.collapse.clone()),
+    };
+    sender.send(&push).await
+}
+
+/// Web Push; a 413 is answered by sending the notification again without its data.
+async fn send_webpush(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
+    let (Some(sender), Some(target)) = (app.and_then(|a| a.webpush.as_ref()), note.reg.web_push.as_ref())
+    else {
+        return missing(note.reg);
+    };
+    let mut push = WebPushPush {
+        target: target.clone(),
+        payload: note.enc(WEBPUSH_MAX_ENC_LEN).into_bytes(),
+        urgency: if note.message_ns { Urgency::High } else { Urgency::Normal },
+        ttl_s: note.ttl_s,
+        topic: Some(note.collapse.clone()),
+    };
+    match sender.send(&push).await {
+        Delivery::Done(outcome) => outcome,
+        Delivery::TooLarge { reason } if note.want_data => {
+            tracing::debug!(job = note.job.id, "web push too large ({reason}); sending without data");
+            push.payload = note.enc_without_data(WEBPUSH_MAX_ENC_LEN).into_bytes();
+            too_large_again(sender.send(&push).await)
+        }
+        Delivery::TooLarge { reason } => Outcome::Failed { reason },
+    }
+}
+
+/// Push Kit; a size refusal is answered by sending the notification again without data.
+async fn send_hms(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
+    let Some(sender) = app.and_then(|a| a.hms.as_ref()) else {
+        return missing(note.reg);
+    };
+    let mut push = HmsPush {
+        token: note.reg.token.clone(),
+        enc: note.enc(HMS_MAX_ENC_LEN),
+        high_priority: note.message_ns,
+        ttl_s: note.ttl_s,
+    };
+    match sender.send(&push).await {
+        Delivery::Done(outcome) => outcome,
+        Delivery::TooLarge { reason } if note.want_data => {
+            tracing::debug!(job = note.job.id, "HMS push too large ({reason}); sending without data");
+            push.enc = note.enc_without_data(HMS_MAX_ENC_LEN);
+            too_large_again(sender.send(&push).await)
+        }
+        Delivery::TooLarge { reason } => Outcome::Failed { reason },
+    }
+}
+
+/// A notification without data is a few hundred bytes: refused again, it is dropped.
+fn too_large_again(delivery: Delivery) -> Outcome {
+    match delivery {
+        Delivery::Done(outcome) => outcome,
+        Delivery::TooLarge { reason } => Outcome::Failed {
+            reason: format!("refused even without data: {reason}"),
+        },
     }
 }
 
@@ -178,6 +293,7 @@ mod tests {
             app_id: "a".into(),
             push_key: [7; 32],
             device_id: [1; 16],
+            web_push: None,
         };
         let job = PushJob {
             id: 1,

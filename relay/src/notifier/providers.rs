@@ -4,9 +4,12 @@ use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use super::breaker::Breakers;
 use crate::{
-    config::App,
+    config::{App, ServiceName, WebPushPolicy},
     metrics::Metrics,
-    push::{ApnsSender, ApnsSettings, FcmSender, FcmSettings, PushConfigError, TokenRefreshes},
+    push::{
+        ApnsSender, ApnsSettings, EndpointPolicy, FcmSender, FcmSettings, HmsSender, HmsSettings,
+        PushConfigError, TokenRefreshes, WebPushSender, WebPushSettings,
+    },
     registration::AppCatalog,
 };
 
@@ -17,6 +20,12 @@ pub struct AppProviders {
     pub apns: Option<Arc<ApnsSender>>,
     /// Present when the app has an `[apps.fcm]` section.
     pub fcm: Option<Arc<FcmSender>>,
+    /// Present when the app has an `[apps.webpush]` section.
+    pub webpush: Option<Arc<WebPushSender>>,
+    /// Present when the app has an `[apps.hms]` section.
+    pub hms: Option<Arc<HmsSender>>,
+    /// The services Subscribe accepts for the app.
+    pub accepts: Vec<ServiceName>,
 }
 
 /// Every app's senders, by app id, and their circuit breakers.
@@ -24,6 +33,7 @@ pub struct AppProviders {
 pub struct Providers {
     apps: HashMap<String, AppProviders>,
     breakers: Breakers,
+    policy: EndpointPolicy,
 }
 
 /// A provider could not be set up for an app.
@@ -32,23 +42,43 @@ pub struct Providers {
 pub struct ProviderSetupError {
     /// The app id.
     pub app: String,
-    /// `apns` or `fcm`.
+    /// `apns`, `fcm`, `webpush` or `hms`.
     pub provider: &'static str,
     /// What went wrong.
     pub reason: String,
 }
 
 impl Providers {
-    /// Reads the key files and builds (and, for FCM, warms) every sender.
+    /// Reads the key files and builds (and, for FCM, warms) every sender, with the
+    /// default Web Push policy (https, public addresses only).
     /// Token refreshes are counted in `metrics`.
     pub async fn from_config(
         apps: &[App],
         timeout: Duration,
         metrics: &Arc<Metrics>,
     ) -> Result<Self, ProviderSetupError> {
+        Self::from_config_with(apps, &WebPushPolicy::default(), timeout, metrics).await
+    }
+
+    /// [`Providers::from_config`] with the `[webpush]` endpoint policy.
+    pub async fn from_config_with(
+        apps: &[App],
+        webpush: &WebPushPolicy,
+        timeout: Duration,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, ProviderSetupError> {
+        let policy = webpush.endpoint_policy();
+        let webpush_ca = read_ca(webpush.ca_file.as_deref()).map_err(|e| ProviderSetupError {
+            app: "*".into(),
+            provider: "webpush",
+            reason: e.to_string(),
+        })?;
         let mut out = HashMap::new();
         for app in apps {
-            let mut p = AppProviders::default();
+            let mut p = AppProviders {
+                accepts: ServiceName::ALL.into_iter().filter(|s| app.accepts(*s)).collect(),
+                ..AppProviders::default()
+            };
             if let Some(apns) = &app.apns {
                 let sender = build_apns(apns, timeout).map_err(err(app, "apns"))?;
                 p.apns = Some(Arc::new(
@@ -63,12 +93,63 @@ impl Providers {
                         .map_err(err(app, "fcm"))?,
                 ));
             }
+            if let Some(w) = &app.webpush {
+                let settings = WebPushSettings {
+                    vapid_key_pem: read(&w.vapid_key_file).map_err(err(app, "webpush"))?,
+                    subject: w.subject.clone(),
+                    policy: policy.clone(),
+                    ca_pem: webpush_ca.clone(),
+                    timeout,
+                };
+                let sender = WebPushSender::new(settings)
+                    .map_err(SetupError::from)
+                    .map_err(err(app, "webpush"))?;
+                p.webpush = Some(Arc::new(sender));
+            }
+            if let Some(hms) = &app.hms {
+                let refreshes = metrics.token_refreshes("hms");
+                p.hms = Some(Arc::new(
+                    build_hms(hms, timeout, refreshes)
+                        .await
+                        .map_err(err(app, "hms"))?,
+                ));
+            }
             out.insert(app.id.clone(), p);
         }
         Ok(Self {
             apps: out,
             breakers: Breakers::default(),
+            policy,
         })
+    }
+
+    /// What `GetRelayInfo` says of each app: the services it accepts and its VAPID key.
+    pub fn app_info(&self, apps: &[App]) -> Vec<tidings_proto::v1::AppPushInfo> {
+        use tidings_proto::v1::PushService;
+        apps.iter()
+            .filter_map(|app| {
+                let p = self.app(&app.id)?;
+                let services = p
+                    .accepts
+                    .iter()
+                    .map(|s| match s {
+                        ServiceName::Apns => PushService::Apns,
+                        ServiceName::Fcm => PushService::Fcm,
+                        ServiceName::Webpush => PushService::Webpush,
+                        ServiceName::Hms => PushService::Hms,
+                    } as i32)
+                    .collect();
+                Some(tidings_proto::v1::AppPushInfo {
+                    app_id: app.id.clone(),
+                    services,
+                    vapid_public_key: p
+                        .webpush
+                        .as_ref()
+                        .map(|w| w.vapid_public_key().to_vec())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// Apps of `apps` whose configured providers have no sender (empty when every
@@ -82,6 +163,12 @@ impl Providers {
             }
             if app.fcm.is_some() && have.is_none_or(|p| p.fcm.is_none()) {
                 out.push(format!("{}.fcm", app.id));
+            }
+            if app.webpush.is_some() && have.is_none_or(|p| p.webpush.is_none()) {
+                out.push(format!("{}.webpush", app.id));
+            }
+            if app.hms.is_some() && have.is_none_or(|p| p.hms.is_none()) {
+                out.push(format!("{}.hms", app.id));
             }
         }
         out
@@ -98,12 +185,27 @@ impl Providers {
     }
 }
 
+impl Providers {
+    fn accepts(&self, app_id: &str, service: ServiceName) -> bool {
+        self.app(app_id).is_some_and(|a| a.accepts.contains(&service))
+    }
+}
+
 impl AppCatalog for Providers {
     fn has_apns(&self, app_id: &str) -> bool {
-        self.app(app_id).is_some_and(|a| a.apns.is_some())
+        self.accepts(app_id, ServiceName::Apns) && self.app(app_id).is_some_and(|a| a.apns.is_some())
     }
     fn has_fcm(&self, app_id: &str) -> bool {
-        self.app(app_id).is_some_and(|a| a.fcm.is_some())
+        self.accepts(app_id, ServiceName::Fcm) && self.app(app_id).is_some_and(|a| a.fcm.is_some())
+    }
+    fn has_webpush(&self, app_id: &str) -> bool {
+        self.accepts(app_id, ServiceName::Webpush) && self.app(app_id).is_some_and(|a| a.webpush.is_some())
+    }
+    fn has_hms(&self, app_id: &str) -> bool {
+        self.accepts(app_id, ServiceName::Hms) && self.app(app_id).is_some_and(|a| a.hms.is_some())
+    }
+    fn webpush_policy(&self) -> &EndpointPolicy {
+        &self.policy
     }
 }
 
@@ -160,4 +262,21 @@ async fn build_fcm(
         timeout,
     };
     Ok(FcmSender::new_with_refreshes(settings, refreshes).await?)
+}
+
+async fn build_hms(
+    c: &crate::config::Hms,
+    timeout: Duration,
+    refreshes: TokenRefreshes,
+) -> Result<HmsSender, SetupError> {
+    let settings = HmsSettings {
+        app_id: c.app_id.clone(),
+        client_id: c.client_id().to_owned(),
+        client_secret: read(&c.client_secret_file)?.trim().to_owned(),
+        endpoint: c.endpoint.clone(),
+        token_endpoint: c.token_endpoint.clone(),
+        ca_pem: read_ca(c.ca_file.as_deref())?,
+        timeout,
+    };
+    Ok(HmsSender::new(settings, refreshes).await?)
 }

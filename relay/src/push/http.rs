@@ -31,7 +31,7 @@ pub fn http2_client(
     extra_root_pem: Option<&str>,
     timeout: Duration,
 ) -> Result<reqwest::Client, PushConfigError> {
-    let tls = tls_config(extra_root_pem)?;
+    let tls = tls_config(extra_root_pem, &[b"h2"])?;
     reqwest::Client::builder()
         .http2_prior_knowledge()
         .tls_backend_preconfigured(tls)
@@ -49,7 +49,12 @@ pub fn http2_client(
         .map_err(|e| PushConfigError::Http(e.to_string()))
 }
 
-fn tls_config(extra_root_pem: Option<&str>) -> Result<rustls::ClientConfig, PushConfigError> {
+/// A ring-backed rustls client config trusting the platform's roots plus `extra_root_pem`,
+/// offering `alpn` protocols.
+pub(crate) fn tls_config(
+    extra_root_pem: Option<&str>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, PushConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra = parse_pem_certificates(extra_root_pem)?;
     let verifier = server_verifier(&extra, provider.clone())?;
@@ -59,7 +64,7 @@ fn tls_config(extra_root_pem: Option<&str>) -> Result<rustls::ClientConfig, Push
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 

@@ -1,4 +1,5 @@
-//! Provider senders for Fast Mode: APNs and FCM over long-lived HTTP/2 connections.
+//! Provider senders for Fast Mode: APNs, FCM and Huawei Push Kit over long-lived HTTP/2
+//! connections, and Web Push to the endpoints clients register.
 //!
 //! The senders know nothing of the relay's configuration or store: they take plain settings,
 //! send one push, and answer an [`Outcome`] that tells the notifier what to do with the
@@ -6,7 +7,9 @@
 
 pub mod apns;
 pub mod fcm;
+pub mod hms;
 pub mod http;
+pub mod webpush;
 
 use std::time::Duration;
 
@@ -15,6 +18,11 @@ pub use apns::{
     ApnsSettings, apns_max_enc_len,
 };
 pub use fcm::{FCM_ENDPOINT, FCM_MAX_DATA, FCM_MAX_ENC_LEN, FcmPush, FcmSender, FcmSettings};
+pub use hms::{HMS_ENDPOINT, HMS_MAX_DATA, HMS_MAX_ENC_LEN, HMS_TOKEN_ENDPOINT, HmsPush, HmsSender, HmsSettings};
+pub use webpush::{
+    EndpointPolicy, Urgency, WEBPUSH_MAX_BODY, WEBPUSH_MAX_ENC_LEN, WebPushPush, WebPushSender, WebPushSettings,
+    WebPushTarget,
+};
 
 /// What became of one push, and so what the notifier does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +61,19 @@ impl Outcome {
     pub fn is_delivered(&self) -> bool {
         matches!(self, Outcome::Delivered)
     }
+}
+
+/// What a sender that can refuse a payload for its size answers: either an outcome, or a
+/// request to send the notification again without its data (Web Push 413, HMS 80300008).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// What became of the push.
+    Done(Outcome),
+    /// The provider refused the payload's size; nothing was delivered.
+    TooLarge {
+        /// The provider's words.
+        reason: String,
+    },
 }
 
 /// A sender could not be built from its settings.

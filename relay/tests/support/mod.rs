@@ -312,6 +312,7 @@ pub async fn subscribe(channel: Channel, owner: &SigningKey, device: &Device) {
         app_id: APP_ID.into(),
         push_key: device.push_key.to_vec(),
         device_id: device.device_id.to_vec(),
+        ..Default::default()
     };
     let sealed = seal_registration(&relay_pub, &account, &reg);
     let ts = now_s();

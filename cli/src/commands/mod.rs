@@ -1,0 +1,36 @@
+//! The commands, one module per group.
+
+mod account;
+mod config;
+mod contacts;
+mod link;
+mod messages;
+mod wait;
+
+use clap::CommandFactory;
+
+use crate::{
+    args::{Cli, Command},
+    error::CliError,
+    session::Session,
+};
+
+/// Runs the command `cli` names.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "tidings", &mut std::io::stdout());
+        return Ok(());
+    }
+    let session = Session::new(&cli.global)?;
+    match cli.command {
+        Command::Account { action } => account::run(&session, action).await,
+        Command::Send(args) => messages::send(&session, args).await,
+        Command::Listen(args) => messages::listen(&session, args).await,
+        Command::Link { action } => link::run(&session, action).await,
+        Command::Contacts(args) => contacts::run(&session, args.action.unwrap_or_default()).await,
+        Command::Profile { action } => config::profile(&session, action.unwrap_or_default()).await,
+        Command::Settings { action } => config::settings(&session, action.unwrap_or_default()).await,
+        // Handled above, without a session.
+        Command::Completions { .. } => Ok(()),
+    }
+}
