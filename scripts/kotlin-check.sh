@@ -1,6 +1,17 @@
 #!/usr/bin/env bash
-# Compiles the committed Kotlin bindings (mobile-glue/bindings/kotlin) with a smoke test
-# (mobile-glue/tests/kotlin/Smoke.kt) against JNA and runs it on the JVM with the library.
+# Compiles the committed Kotlin bindings (mobile-glue/bindings/kotlin) together with the
+# Android library's Kotlin layer (mobile-glue/android/src/main/kotlin/tidings/mobile/flow:
+# Flow/StateFlow wrappers and suspend helpers) and the JVM tests (mobile-glue/tests/kotlin)
+# against JNA and kotlinx-coroutines, and runs them on the JVM with the library:
+#
+#   Smoke.kt  the bindings: typed exceptions, records, objects, suspend functions (no network)
+#   Flows.kt  the Flow layer against a real relay (the tidings-testbed binary): a Flow
+#             collects a message another client sent, cancelling the collecting coroutine
+#             cancels the SDK call under it, the mode status as a StateFlow, restore progress
+#
+# TIDINGS_KOTLIN_BINDINGS=DIR compiles other bindings instead (e.g. freshly generated ones,
+# before they are committed); TIDINGS_TESTBED=PATH uses a testbed binary built elsewhere.
+# The Android-only TidingsPlatform.kt (android.content.Context) is compiled by Gradle only.
 #
 # Needs a JDK, JNA (Debian: libjna-java) and kotlinc (npm: kotlin-compiler, which also
 # ships kotlinx-coroutines). `scripts/kotlin-check.sh --install` installs the last two
@@ -34,9 +45,19 @@ fi
 kotlin_lib="$(dirname "$(dirname "$(readlink -f "$kotlinc")")")/lib"
 coroutines="$kotlin_lib/kotlinx-coroutines-core-jvm.jar"
 
+bindings="${TIDINGS_KOTLIN_BINDINGS:-mobile-glue/bindings/kotlin}"
 cargo rustc -q -p tidings-mobile --lib --crate-type cdylib
+testbed="${TIDINGS_TESTBED:-}"
+if [ -z "$testbed" ]; then
+  cargo build -q -p tidings-tests --bin tidings-testbed
+  testbed=target/debug/tidings-testbed
+fi
 out="target/kotlin-check"
 rm -rf "$out" && mkdir -p "$out"
-"$kotlinc" -nowarn mobile-glue/bindings/kotlin/tidings/mobile/tidings_mobile.kt mobile-glue/tests/kotlin/Smoke.kt \
-  -cp "$jna:$coroutines" -d "$out/smoke.jar"
-java -Djna.library.path=target/debug -cp "$out/smoke.jar:$jna:$coroutines:$kotlin_lib/kotlin-stdlib.jar" SmokeKt
+"$kotlinc" -nowarn "$bindings/tidings/mobile/tidings_mobile.kt" \
+  mobile-glue/android/src/main/kotlin/tidings/mobile/flow/*.kt \
+  mobile-glue/tests/kotlin/*.kt \
+  -cp "$jna:$coroutines" -d "$out/kotlin-check.jar"
+classpath="$out/kotlin-check.jar:$jna:$coroutines:$kotlin_lib/kotlin-stdlib.jar"
+java -Djna.library.path=target/debug -cp "$classpath" SmokeKt
+TIDINGS_TESTBED="$testbed" java -Djna.library.path=target/debug -cp "$classpath" flowtest.FlowsKt

@@ -70,7 +70,15 @@ else
   echo "test.sh: SKIPPING binding tests (mobile-glue/tests/python): python3 not found"
 fi
 
-# The generated Kotlin compiled against JNA and run with the library (skips with a message
-# unless kotlinc and libjna-java are installed: scripts/kotlin-check.sh --install).
+# The iOS and Android packaging, as far as it can be checked without Xcode or the NDK: the
+# shell scripts linted (shellcheck; skips with a message when missing, CI installs it), the
+# 16 KB page-size check of the Android libraries, the Swift wrappers' symbols against the
+# generated bindings.
+scripts/packaging-check.sh
+
+# The generated Kotlin and the Android library's Flow layer compiled against JNA and
+# kotlinx-coroutines and run with the library, the Flow tests against tidings-testbed
+# (skips with a message unless kotlinc and libjna-java are installed:
+# scripts/kotlin-check.sh --install).
 # CI sets KOTLIN_CHECK_INSTALL=1 so the toolchain is installed and the check never skips.
 scripts/kotlin-check.sh ${KOTLIN_CHECK_INSTALL:+--install}

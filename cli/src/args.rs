@@ -128,7 +128,7 @@ pub enum AccountAction {
     /// Sign this device in to an account by its recovery phrase (typed at a hidden prompt, or one
     /// line on stdin when stdin is not a terminal; never an argument).
     Restore,
-    /// Print the account id (what others send messages to).
+    /// Print the account id (what others send messages to), alone on its line.
     Show {
         /// Print the recovery phrase as well (asks first).
         #[arg(long)]

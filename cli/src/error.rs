@@ -7,13 +7,8 @@
 use std::{path::PathBuf, time::Duration};
 
 use tidings_device_link::{
-    account::AccountError,
-    client::ClientError,
-    config::ConfigError,
-    identity::PhraseError,
-    link::LinkError,
-    sealed::SealedMessageError,
-    state::StateError,
+    account::AccountError, client::ClientError, config::ConfigError, identity::PhraseError, link::LinkError,
+    sealed::SealedMessageError, state::StateError,
 };
 use tonic::Code;
 
@@ -254,13 +249,17 @@ impl Where {
             AccountError::Journal(e) => self.state_detail(e.to_string()),
             AccountError::Relay(e) => self.relay(e),
             AccountError::Config(e) => self.config(e),
-            AccountError::Envelope(e) => CliError::Internal(format!("a config change could not be sealed: {e}")),
+            AccountError::Envelope(e) => {
+                CliError::Internal(format!("a config change could not be sealed: {e}"))
+            }
             AccountError::Phrase(e) => CliError::Phrase(e),
             AccountError::Link(e) => self.link(e),
             AccountError::Push(e) => CliError::Internal(e.to_string()),
             AccountError::AccountId(_) => CliError::AccountId,
             AccountError::NotSignedIn(dir) => CliError::NoAccount { dir },
-            AccountError::AlreadySignedIn(dir) | AccountError::OtherAccount(dir) => CliError::HasAccount { dir },
+            AccountError::AlreadySignedIn(dir) | AccountError::OtherAccount(dir) => {
+                CliError::HasAccount { dir }
+            }
             AccountError::Sealed(e) => sealed(e),
             AccountError::PushForOtherAccount => CliError::Internal("a push for another account".into()),
         }
@@ -320,9 +319,9 @@ impl Where {
 
     fn config(&self, e: ConfigError) -> CliError {
         match e {
-            ConfigError::TooLong { field, len, max } => {
-                CliError::Input(format!("the {field} is {len} bytes long; at most {max} are allowed"))
-            }
+            ConfigError::TooLong { field, len, max } => CliError::Input(format!(
+                "the {field} is {len} bytes long; at most {max} are allowed"
+            )),
             ConfigError::Empty { field } => CliError::Input(format!("the {field} must not be empty")),
             other => self.state_detail(other.to_string()),
         }
@@ -331,7 +330,9 @@ impl Where {
     /// A linking failure.
     pub fn link(&self, e: LinkError) -> CliError {
         match e {
-            LinkError::Payload(p) => CliError::Input(format!("{p}: copy the whole code `tidings link show` prints")),
+            LinkError::Payload(p) => {
+                CliError::Input(format!("{p}: copy the whole code `tidings link show` prints"))
+            }
             LinkError::WeakKey | LinkError::Malformed => {
                 CliError::Input(format!("{e}: copy the whole code `tidings link show` prints"))
             }
@@ -347,9 +348,9 @@ impl Where {
 pub fn sealed(e: SealedMessageError) -> CliError {
     match e {
         SealedMessageError::BadRecipient => CliError::NoSuchAccount,
-        SealedMessageError::TooLarge { len, max } => {
-            CliError::Input(format!("the message is {len} bytes long; a sealed message carries at most {max}"))
-        }
+        SealedMessageError::TooLarge { len, max } => CliError::Input(format!(
+            "the message is {len} bytes long; a sealed message carries at most {max}"
+        )),
         other => CliError::Internal(other.to_string()),
     }
 }

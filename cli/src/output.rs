@@ -64,7 +64,10 @@ impl Output {
     /// A spinner saying what is going on, on stderr (hidden with `--json` or no terminal).
     pub fn spinner(&self, message: &str) -> ProgressBar {
         let bar = ProgressBar::with_draw_target(None, self.target());
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_message(message.to_owned());
         bar.enable_steady_tick(Duration::from_millis(100));
         bar

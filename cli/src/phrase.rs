@@ -41,7 +41,10 @@ fn interactive() -> Result<Zeroizing<String>, CliError> {
         let phrase = join(&words);
         match Identity::restore(&phrase) {
             Ok(_) => return Ok(phrase),
-            Err(PhraseError::UnknownWord { position, suggestions }) => {
+            Err(PhraseError::UnknownWord {
+                position,
+                suggestions,
+            }) => {
                 let close = if suggestions.is_empty() {
                     String::new()
                 } else {

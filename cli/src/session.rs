@@ -101,7 +101,7 @@ impl Session {
     /// The signed-in account's key and identity, read without writing or locking anything.
     pub fn signed_in(&self) -> Result<(StateKey, Identity), CliError> {
         match self.inspect()? {
-            Found::SignedIn { key, identity } => Ok((key, identity)),
+            Found::SignedIn { key, identity } => Ok((key, *identity)),
             Found::Empty { .. } | Found::SignedOut { .. } => Err(CliError::NoAccount {
                 dir: self.at.dir.clone(),
             }),

@@ -33,8 +33,8 @@ pub enum Found {
     SignedIn {
         /// Its key.
         key: StateKey,
-        /// The account.
-        identity: Identity,
+        /// The account (boxed: the other variants are small).
+        identity: Box<Identity>,
     },
 }
 
@@ -69,7 +69,10 @@ pub fn inspect(at: &Where, key_path: &Path) -> Result<Found, CliError> {
         Err(e) => return Err(at.state(e)),
     };
     match reader.identity() {
-        Ok(Some(identity)) => Ok(Found::SignedIn { key, identity }),
+        Ok(Some(identity)) => Ok(Found::SignedIn {
+            key,
+            identity: Box::new(identity),
+        }),
         Ok(None) => Ok(Found::SignedOut { key }),
         Err(e) => Err(at.state(e)),
     }

@@ -37,15 +37,14 @@ impl StateKey {
 
 /// Reads the key at `path`; `None` when there is no such file.
 pub fn load(path: &Path) -> Result<Option<StateKey>, CliError> {
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unreadable(path, &e)),
     };
     let mut text = Zeroizing::new(String::new());
     // A key file is 65 bytes; reading a little more tells a longer file apart.
-    file.by_ref()
-        .take(256)
+    file.take(256)
         .read_to_string(&mut text)
         .map_err(|e| unreadable(path, &e))?;
     let mut key = Zeroizing::new([0u8; 32]);

@@ -33,7 +33,8 @@ pub fn parse(text: &str) -> Result<Until, String> {
     if text.eq_ignore_ascii_case("forever") {
         return Ok(Until::Forever);
     }
-    let bad = || format!("{text:?} is not a duration: use a number and s, m, h, d or w (8h, 2d), or `forever`");
+    let bad =
+        || format!("{text:?} is not a duration: use a number and s, m, h, d or w (8h, 2d), or `forever`");
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().map_err(|_| bad())?;
@@ -46,7 +47,9 @@ pub fn parse(text: &str) -> Result<Until, String> {
         _ => return Err(bad()),
     };
     if n == 0 {
-        return Err(format!("{text:?} is no time at all: to unmute, use `tidings contacts unmute`"));
+        return Err(format!(
+            "{text:?} is no time at all: to unmute, use `tidings contacts unmute`"
+        ));
     }
     let seconds = n.checked_mul(seconds_per).ok_or_else(bad)?;
     Ok(Until::For(Duration::from_secs(seconds)))
@@ -63,7 +66,17 @@ mod tests {
         assert_eq!(parse("8H"), Ok(Until::For(Duration::from_secs(8 * 3600))));
         assert_eq!(parse("1w"), Ok(Until::For(Duration::from_secs(604_800))));
         assert_eq!(parse(" forever "), Ok(Until::Forever));
-        for bad in ["", "h", "8", "8x", "-1h", "1.5h", "0m", "8 h", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "h",
+            "8",
+            "8x",
+            "-1h",
+            "1.5h",
+            "0m",
+            "8 h",
+            "99999999999999999999s",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -750,6 +750,7 @@ impl Account {
             app_id: app_id.to_owned(),
             push_key: self.inner.push_key.to_vec(),
             device_id: self.inner.device_id.to_vec(),
+            ..Default::default()
         };
         Ok(self
             .inner

@@ -132,6 +132,7 @@ impl Relay for Mock {
             version: "mock".into(),
             max_message_bytes: 65_536,
             max_ttl_ms: 1,
+            ..RelayInfo::default()
         }))
     }
 
@@ -234,6 +235,7 @@ async fn subscribe_seals_to_the_relay_key_once_fetched_and_signs_the_sealed_byte
         app_id: "app".into(),
         push_key: vec![5; 32],
         device_id: vec![6; 16],
+        ..Default::default()
     };
     let run = async {
         let resp = c

@@ -59,6 +59,8 @@ pub struct Config {
     pub push: Push,
     /// Which Web Push endpoints the relay may reach.
     pub webpush: WebPushPolicy,
+    /// The Oblivious HTTP gateway (RFC 9458), off by default.
+    pub ohttp: Ohttp,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             sweep: Sweep::default(),
             push: Push::default(),
             webpush: WebPushPolicy::default(),
+            ohttp: Ohttp::default(),
         }
     }
 }
@@ -725,6 +728,7 @@ impl Config {
         self.rate_limits.validate()?;
         self.validate_sweep_and_push()?;
         self.webpush.validate()?;
+        self.validate_ohttp()?;
         validate_apps(&self.apps)
     }
 
@@ -1090,6 +1094,161 @@ fn validate_webpush_app(at: &str, webpush: &WebPushApp) -> Result<(), ConfigErro
     Ok(())
 }
 
+// ---- [ohttp] (issue 13) -------------------------------------------------------------
+
+/// Default of `ohttp.listen`.
+pub const DEFAULT_OHTTP_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7402);
+
+/// `[ohttp]`: the Oblivious HTTP gateway (RFC 9458; DESIGN.md "Oblivious HTTP"). Off by
+/// default. Its keys derive from the relay secret per epoch: the key of epoch
+/// `e = floor(unix_s / rotation_s)` has key id `(key_id + e) mod 256`, and the previous
+/// epoch's key is still accepted for `grace_s` after a rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ohttp {
+    /// Serve the gateway.
+    pub enabled: bool,
+    /// The gateway's own HTTP listener (HTTP/1.1 and HTTP/2): the key configuration at
+    /// `/.well-known/ohttp-gateway` (GET) and the gateway resource (POST) at the same path.
+    /// Not the admin listener, which serves `/metrics` and must stay private while this
+    /// one faces the OHTTP relays.
+    pub listen: SocketAddr,
+    /// Serve the gateway over TLS with the relay's `tls_cert` and `tls_key` (reloaded with
+    /// them on SIGHUP).
+    pub tls: bool,
+    /// The key id of epoch 0 (see the type's docs).
+    pub key_id: u8,
+    /// How long one key is current, in seconds.
+    pub rotation_s: u64,
+    /// How long the previous key is still accepted after a rotation, in seconds (0: not
+    /// at all). At most `rotation_s`.
+    pub grace_s: u64,
+    /// OHTTP relays (IP addresses or CIDR blocks) that front many clients: requests that
+    /// come through the gateway from them get `relay_rate_factor` times every per-IP
+    /// budget, their own; the per-account limits apply to each request as always.
+    pub relays: Vec<String>,
+    /// How many times the per-IP budgets a listed OHTTP relay gets.
+    pub relay_rate_factor: u32,
+}
+
+impl Default for Ohttp {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: DEFAULT_OHTTP_LISTEN,
+            tls: false,
+            key_id: 0,
+            rotation_s: 7 * 24 * 3600,
+            grace_s: 24 * 3600,
+            relays: Vec::new(),
+            relay_rate_factor: 100,
+        }
+    }
+}
+
+impl Ohttp {
+    /// The parsed `relays` (call after validation; bad entries are skipped).
+    pub fn relay_blocks(&self) -> Vec<IpBlock> {
+        self.relays.iter().filter_map(|e| IpBlock::parse(e).ok()).collect()
+    }
+}
+
+/// Shortest `ohttp.rotation_s`: clients must be able to keep up with rotations.
+const MIN_OHTTP_ROTATION_S: u64 = 60;
+/// Longest `ohttp.rotation_s`: a year.
+const MAX_OHTTP_ROTATION_S: u64 = 365 * 24 * 3600;
+
+impl Config {
+    /// `[ohttp]`: checked whether enabled or not, so a mistake shows before it is switched on.
+    fn validate_ohttp(&self) -> Result<(), ConfigError> {
+        let o = &self.ohttp;
+        in_range_u(
+            "ohttp.rotation_s",
+            o.rotation_s,
+            MIN_OHTTP_ROTATION_S,
+            MAX_OHTTP_ROTATION_S,
+        )?;
+        if o.grace_s > o.rotation_s {
+            return Err(ConfigError::invalid(
+                "ohttp.grace_s",
+                format!(
+                    "must be at most ohttp.rotation_s ({}), so at most two keys are accepted at once",
+                    o.rotation_s
+                ),
+            ));
+        }
+        for (i, entry) in o.relays.iter().enumerate() {
+            IpBlock::parse(entry).map_err(|rule| ConfigError::invalid(format!("ohttp.relays[{i}]"), rule))?;
+        }
+        in_range(
+            "ohttp.relay_rate_factor",
+            i64::from(o.relay_rate_factor),
+            1,
+            10_000,
+        )?;
+        if !o.enabled {
+            return Ok(());
+        }
+        if o.listen.port() != 0 {
+            for (key, addr) in [("listen", self.listen), ("admin_listen", self.admin_listen)] {
+                if addr == o.listen {
+                    return Err(ConfigError::invalid(
+                        "ohttp.listen",
+                        format!("must differ from {key} (both are {addr})"),
+                    ));
+                }
+            }
+        }
+        if o.tls && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(ConfigError::invalid(
+                "ohttp.tls",
+                "needs tls_cert and tls_key (the gateway serves the relay's certificate)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod ohttp_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new(""), |_| None)
+    }
+
+    #[test]
+    fn the_gateway_is_off_by_default_and_its_keys_are_named_when_wrong() {
+        let c = parse("").unwrap();
+        assert!(!c.ohttp.enabled);
+        assert_eq!(c.ohttp.listen, DEFAULT_OHTTP_LISTEN);
+        let ok = parse("[ohttp]\nenabled = true\nkey_id = 7\nrelays = [\"192.0.2.1\", \"2001:db8::/64\"]\n").unwrap();
+        assert_eq!(ok.ohttp.key_id, 7);
+        assert_eq!(ok.ohttp.relay_blocks().len(), 2);
+        let cases = [
+            ("[ohttp]\nrotation_s = 10\n", "ohttp.rotation_s"),
+            ("[ohttp]\nrotation_s = 3600\ngrace_s = 3601\n", "ohttp.grace_s"),
+            ("[ohttp]\nrelays = [\"nope\"]\n", "ohttp.relays[0]"),
+            ("[ohttp]\nrelay_rate_factor = 0\n", "ohttp.relay_rate_factor"),
+            ("[ohttp]\nkey_id = 256\n", "ohttp.key_id"),
+            ("[ohttp]\nlisten = \"nowhere\"\n", "ohttp.listen"),
+            ("[ohttp]\nbogus = 1\n", "ohttp"),
+            ("[ohttp]\nenabled = true\ntls = true\n", "ohttp.tls"),
+            (
+                "admin_listen = \"127.0.0.1:7402\"\n[ohttp]\nenabled = true\n",
+                "ohttp.listen",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{text}: {err}");
+        }
+    }
+}
+
+// ---- end of [ohttp] ---------------------------------------------------------------------
+
 fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
 }
@@ -1363,6 +1522,82 @@ id = "com.example.messenger"
         assert_eq!(missing.key(), Some("apps[0].fcm.service_account_file"));
         let bare = check("[[apps]]\nid = \"a\"\n".to_owned()).unwrap_err();
         assert_eq!(bare.key(), Some("apps[0]"));
+    }
+
+    /// A directory with a VAPID key, an HMS secret and a service account.
+    fn push_files() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let vapid = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        std::fs::write(dir.path().join("vapid.pem"), vapid.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("hms-secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("empty"), "").unwrap();
+        std::fs::write(dir.path().join("sa.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("not-a-key.pem"), "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n").unwrap();
+        dir
+    }
+
+    const WEBPUSH_APP: &str = "[apps.webpush]\nvapid_key_file = \"vapid.pem\"\nsubject = \"mailto:ops@example.com\"\n";
+    const HMS_APP: &str = "[apps.hms]\napp_id = \"104123456\"\nclient_secret_file = \"hms-secret\"\n";
+    const FCM_APP: &str = "[apps.fcm]\nservice_account_file = \"sa.json\"\n";
+
+    #[test]
+    fn web_push_and_hms_apps_parse() {
+        let dir = push_files();
+        let text = format!(
+            "[webpush]\nallow_http = true\nallow_networks = [\"127.0.0.1/32\"]\nallow_hosts = [\"push.internal\"]\n\
+             [[apps]]\nid = \"a\"\nservices = [\"webpush\", \"hms\", \"fcm\"]\n{WEBPUSH_APP}{HMS_APP}{FCM_APP}"
+        );
+        let c = Config::from_toml(&text, dir.path(), no_env).unwrap();
+        let app = &c.apps[0];
+        assert_eq!(app.webpush.as_ref().unwrap().vapid_key_file, dir.path().join("vapid.pem"));
+        let hms = app.hms.as_ref().unwrap();
+        assert_eq!(hms.client_id(), "104123456");
+        assert_eq!(hms.endpoint, "https://push-api.cloud.huawei.com");
+        assert_eq!(hms.token_endpoint, "https://oauth-login.cloud.huawei.com/oauth2/v3/token");
+        assert!(app.accepts(ServiceName::Webpush) && app.accepts(ServiceName::Hms));
+        assert!(!app.accepts(ServiceName::Apns));
+        assert!(c.webpush.endpoint_policy().check_url("http://127.0.0.1:1/x").is_ok());
+        // Without a list, every configured table is accepted.
+        let text = format!("[[apps]]\nid = \"a\"\n{WEBPUSH_APP}");
+        let c = Config::from_toml(&text, dir.path(), no_env).unwrap();
+        assert!(c.apps[0].accepts(ServiceName::Webpush) && !c.apps[0].accepts(ServiceName::Fcm));
+    }
+
+    #[test]
+    fn web_push_hms_and_services_errors_name_the_key() {
+        let dir = push_files();
+        let key = |text: String| match Config::from_toml(&text, dir.path(), no_env) {
+            Err(ConfigError::Invalid { key, rule }) => format!("{key}: {rule}"),
+            other => panic!("expected an invalid key, got {other:?}"),
+        };
+        let app = |extra: &str| format!("[[apps]]\nid = \"a\"\n{extra}");
+        let cases: Vec<(String, &str)> = vec![
+            (app(&format!("services = [\"webpush\", \"gcm\"]\n{WEBPUSH_APP}")), "apps[0].services[1]: unknown variant `gcm`"),
+            (app(&format!("services = [\"webpush\", \"webpush\"]\n{WEBPUSH_APP}")), "apps[0].services[1]: webpush is listed twice"),
+            (app(&format!("services = [\"webpush\", \"hms\"]\n{WEBPUSH_APP}")), "apps[0].services[1]: hms is listed but the app has no [apps.hms] table"),
+            (app(&format!("services = [\"webpush\"]\n{WEBPUSH_APP}{FCM_APP}")), "apps[0].fcm: is configured but fcm is not in apps[0].services"),
+            (app(&format!("services = []\n{WEBPUSH_APP}")), "apps[0].services: must name at least one service"),
+            (app("[apps.webpush]\nvapid_key_file = \"missing.pem\"\nsubject = \"mailto:a@b\"\n"), "apps[0].webpush.vapid_key_file: cannot read"),
+            (app("[apps.webpush]\nvapid_key_file = \"not-a-key.pem\"\nsubject = \"mailto:a@b\"\n"), "apps[0].webpush.vapid_key_file: not a P-256 private key"),
+            (app("[apps.webpush]\nvapid_key_file = \"sa.json\"\nsubject = \"mailto:a@b\"\n"), "apps[0].webpush.vapid_key_file: not a P-256 private key"),
+            (app("[apps.webpush]\nvapid_key_file = \"vapid.pem\"\nsubject = \"ops@example.com\"\n"), "apps[0].webpush.subject: must be a mailto: or https:// contact"),
+            (app("[apps.webpush]\nvapid_key_file = \"vapid.pem\"\n"), "apps[0].webpush: missing field `subject`"),
+            (app("[apps.hms]\napp_id = \"10/4\"\nclient_secret_file = \"hms-secret\"\n"), "apps[0].hms.app_id: must be the AppGallery app id"),
+            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"empty\"\n"), "apps[0].hms.client_secret_file: is empty"),
+            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"nope\"\n"), "apps[0].hms.client_secret_file: cannot read"),
+            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"hms-secret\"\nendpoint = \"push-api\"\n"), "apps[0].hms.endpoint: must be an http:// or https:// URL"),
+            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"hms-secret\"\ntoken_endpoint = \"ftp://x\"\n"), "apps[0].hms.token_endpoint: must be an http:// or https:// URL"),
+            (app("[apps.hms]\napp_id = \"104\"\nclient_secret = \"inline\"\n"), "apps[0].hms.client_secret: unknown key"),
+            ("[webpush]\nallow_networks = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n".to_owned(), "webpush.allow_networks[1]: prefix length must be 0..=32"),
+            ("[webpush]\nallow_hosts = [\"bad host\"]\n".to_owned(), "webpush.allow_hosts[0]: must be a host name or IP address"),
+            ("[webpush]\nallow_http = \"yes\"\n".to_owned(), "webpush.allow_http: invalid type"),
+            ("[webpush]\nca_file = \"missing.pem\"\n".to_owned(), "webpush.ca_file: cannot read"),
+            ("[webpush]\nallow_everything = true\n".to_owned(), "webpush.allow_everything: unknown key"),
+        ];
+        for (text, says) in cases {
+            let got = key(text.clone());
+            assert!(got.starts_with(says), "{text}\n  got:  {got}\n  want: {says}");
+        }
     }
 
     #[test]

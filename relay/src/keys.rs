@@ -10,6 +10,7 @@
 //! | `relay/at-rest` | the XChaCha20-Poly1305 key of tokens and push keys at rest |
 //! | `relay/account-index` | the key of [`RelayKeys::account_index`] |
 //! | `relay/pushed-marker` | the MAC key of the store's pushed markers (see `store::linkage`) |
+//! | `relay/ohttp` | the root of the OHTTP gateway's per-epoch keys (see `ohttp::keys`) |
 //!
 //! `account_index(account)` is keyed BLAKE2b-256 (BLAKE2b's built-in MAC mode, RFC 7693
 //! §2.5, key = the account-index key, output 32 bytes) of the 32-byte account key. It
@@ -46,6 +47,8 @@ pub const INFO_AT_REST: &[u8] = b"relay/at-rest";
 pub const INFO_ACCOUNT_INDEX: &[u8] = b"relay/account-index";
 /// HKDF info of the pushed-marker key.
 pub const INFO_PUSHED_MARKER: &[u8] = b"relay/pushed-marker";
+/// HKDF info of the root of the OHTTP gateway's keys.
+pub const INFO_OHTTP: &[u8] = b"relay/ohttp";
 /// Length of the relay secret file.
 pub const SECRET_LEN: usize = 32;
 
@@ -83,6 +86,7 @@ pub struct RelayKeys {
     at_rest: [u8; 32],
     account_index_key: [u8; 32],
     pushed_marker_key: [u8; 32],
+    ohttp_root: [u8; 32],
 }
 
 impl RelayKeys {
@@ -96,6 +100,7 @@ impl RelayKeys {
             at_rest: derive(secret, INFO_AT_REST),
             account_index_key: derive(secret, INFO_ACCOUNT_INDEX),
             pushed_marker_key: derive(secret, INFO_PUSHED_MARKER),
+            ohttp_root: derive(secret, INFO_OHTTP),
         }
     }
 
@@ -112,6 +117,11 @@ impl RelayKeys {
     /// The XChaCha20-Poly1305 key for secrets at rest (tokens, push keys).
     pub fn at_rest_key(&self) -> &[u8; 32] {
         &self.at_rest
+    }
+
+    /// The root the OHTTP gateway derives each epoch's HPKE key from.
+    pub fn ohttp_root(&self) -> &[u8; 32] {
+        &self.ohttp_root
     }
 
     /// The keys a store hides the account ↔ subscription linkage with.

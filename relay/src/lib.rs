@@ -14,6 +14,7 @@ pub mod longpoll;
 pub mod mailbox;
 pub mod metrics;
 pub mod notifier;
+pub mod ohttp;
 pub mod push;
 pub mod registration;
 pub mod relay_service;

@@ -35,7 +35,7 @@ use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tonic::{Code, Status, metadata::MetadataMap, transport::server::Connected};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::config::{IpBlock, Limits, RateLimits};
+use crate::config::{IpBlock, Limits, Ohttp, RateLimits};
 
 /// How often idle rate-limit keys are dropped.
 pub const JANITOR_INTERVAL: Duration = Duration::from_secs(10);
@@ -109,10 +109,60 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
     }
 }
 
+/// Marks a request that came in through the OHTTP gateway (`crate::ohttp`), whose peer
+/// is the OHTTP relay that forwarded it. Only such a request from a listed relay
+/// (`ohttp.relays`) spends that relay's own, larger per-IP budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThroughOhttp;
+
+/// The per-IP budgets of the listed OHTTP relays: each per-IP quota times
+/// `ohttp.relay_rate_factor`, kept apart from the per-IP budgets of direct clients.
+struct RelayBudget {
+    relays: Vec<IpBlock>,
+    store: Limiter<IpAddr>,
+    retrieve: Limiter<IpAddr>,
+    subscribe: Limiter<IpAddr>,
+}
+
+impl RelayBudget {
+    fn new(rates: &RateLimits, ohttp: &Ohttp) -> Self {
+        let times = |n: u32| n.saturating_mul(ohttp.relay_rate_factor);
+        let limiter = |per_s, burst| Limiter::new(times(per_s), times(burst));
+        Self {
+            relays: ohttp.relay_blocks(),
+            store: limiter(rates.store_per_ip_per_s, rates.store_per_ip_burst),
+            retrieve: limiter(rates.retrieve_per_ip_per_s, rates.retrieve_per_ip_burst),
+            subscribe: limiter(rates.subscribe_per_ip_per_s, rates.subscribe_per_ip_burst),
+        }
+    }
+
+    /// The budget of `op` when `ip` is a listed relay and the request came through the gateway.
+    fn limiter<T>(&self, op: Op, ip: IpAddr, request: &tonic::Request<T>) -> Option<&Limiter<IpAddr>> {
+        let relayed = request.extensions().get::<ThroughOhttp>().is_some()
+            && self.relays.iter().any(|b| b.contains(ip));
+        relayed.then_some(match op {
+            Op::Store => &self.store,
+            Op::Retrieve => &self.retrieve,
+            Op::Subscribe => &self.subscribe,
+        })
+    }
+
+    fn tidy(&self) {
+        self.store.tidy();
+        self.retrieve.tidy();
+        self.subscribe.tidy();
+    }
+
+    fn keys(&self) -> usize {
+        self.store.inner.len() + self.retrieve.inner.len() + self.subscribe.inner.len()
+    }
+}
+
 /// The per-IP and per-account rate limiters of every limited call.
 pub struct RateLimiter {
     settings: RateLimits,
     trusted: Vec<IpBlock>,
+    ohttp_relays: RelayBudget,
     store_ip: Limiter<IpAddr>,
     store_account: Limiter<AccountKey>,
     retrieve_ip: Limiter<IpAddr>,
@@ -131,11 +181,17 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// Limiters with the configured quotas.
+    /// Limiters with the configured quotas (no OHTTP relay listed).
     pub fn new(settings: &RateLimits) -> Self {
+        Self::with_ohttp(settings, &Ohttp::default())
+    }
+
+    /// Limiters with the configured quotas, and the budgets of the OHTTP relays `ohttp` lists.
+    pub fn with_ohttp(settings: &RateLimits, ohttp: &Ohttp) -> Self {
         let s = settings;
         Self {
             trusted: s.trusted_blocks(),
+            ohttp_relays: RelayBudget::new(s, ohttp),
             store_ip: Limiter::new(s.store_per_ip_per_s, s.store_per_ip_burst),
             store_account: Limiter::new(s.store_per_account_per_s, s.store_per_account_burst),
             retrieve_ip: Limiter::new(s.retrieve_per_ip_per_s, s.retrieve_per_ip_burst),
@@ -159,15 +215,21 @@ impl RateLimiter {
         if self.settings.exempt_loopback && ip.is_loopback() {
             return Ok(());
         }
-        let limiter = match op {
+        let relay = self.ohttp_relays.limiter(op, ip, request);
+        let limiter = relay.unwrap_or(match op {
             Op::Store => &self.store_ip,
             Op::Retrieve => &self.retrieve_ip,
             Op::Subscribe => &self.subscribe_ip,
+        });
+        let whose = if relay.is_some() {
+            "through your OHTTP relay"
+        } else {
+            "from your IP address"
         };
         limiter.check(&ip_key(ip)).map_err(|wait| {
             exhausted(
                 format!(
-                    "{}: too many calls from your IP address ({}/s, bursts of {})",
+                    "{}: too many calls {whose} ({}/s, bursts of {})",
                     op.name(),
                     limiter.per_s,
                     limiter.burst
@@ -243,6 +305,7 @@ impl RateLimiter {
         self.retrieve_account.tidy();
         self.subscribe_ip.tidy();
         self.subscribe_account.tidy();
+        self.ohttp_relays.tidy();
     }
 
     /// How many keys the limiters hold.
@@ -253,6 +316,7 @@ impl RateLimiter {
             + self.retrieve_account.inner.len()
             + self.subscribe_ip.inner.len()
             + self.subscribe_account.inner.len()
+            + self.ohttp_relays.keys()
     }
 
     /// Tidies every [`JANITOR_INTERVAL`] until `stop`.
@@ -407,8 +471,13 @@ pub struct Guards {
 impl Guards {
     /// Guards as the configuration says.
     pub fn new(limits: &Limits, rates: &RateLimits) -> Self {
+        Self::with_ohttp(limits, rates, &Ohttp::default())
+    }
+
+    /// Guards as the configuration says, with the budgets of the listed OHTTP relays.
+    pub fn with_ohttp(limits: &Limits, rates: &RateLimits, ohttp: &Ohttp) -> Self {
         Self {
-            rates: Arc::new(RateLimiter::new(rates)),
+            rates: Arc::new(RateLimiter::with_ohttp(rates, ohttp)),
             long_polls: Arc::new(LongPollSlots::new(limits)),
         }
     }
@@ -551,6 +620,45 @@ mod tests {
         md.insert("x-forwarded-for", MetadataValue::from_static("[2001:db8::1]:443"));
         assert_eq!(r.client_ip(Some(ip("10.1.1.1")), &md), Some(ip("2001:db8::1")));
         assert_eq!(r.client_ip(None, &md), None);
+    }
+
+    #[test]
+    fn a_listed_ohttp_relay_has_its_own_larger_budget_only_through_the_gateway() {
+        let ohttp = Ohttp {
+            relays: vec!["192.0.2.0/24".into()],
+            relay_rate_factor: 3,
+            ..Ohttp::default()
+        };
+        let r = RateLimiter::with_ohttp(&settings(), &ohttp);
+        let from = |peer: &str, relayed: bool| {
+            let mut req = tonic::Request::new(());
+            req.extensions_mut().insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(std::net::SocketAddr::new(ip(peer), 443)),
+            });
+            if relayed {
+                req.extensions_mut().insert(ThroughOhttp);
+            }
+            req
+        };
+        // Burst 2 per IP, times 3 for the relay.
+        let relayed = from("192.0.2.7", true);
+        for _ in 0..6 {
+            assert!(r.check_ip(Op::Store, &relayed).is_ok());
+        }
+        let refused = r.check_ip(Op::Store, &relayed).unwrap_err();
+        assert!(refused.message().contains("through your OHTTP relay"), "{}", refused.message());
+        // The same address connecting directly spends the ordinary budget, untouched so far.
+        let direct = from("192.0.2.7", false);
+        assert!(r.check_ip(Op::Store, &direct).is_ok());
+        assert!(r.check_ip(Op::Store, &direct).is_ok());
+        let refused = r.check_ip(Op::Store, &direct).unwrap_err();
+        assert!(refused.message().contains("from your IP address"), "{}", refused.message());
+        // Through the gateway from an unlisted address: the ordinary budget.
+        let unlisted = from("198.51.100.1", true);
+        assert!(r.check_ip(Op::Store, &unlisted).is_ok());
+        assert!(r.check_ip(Op::Store, &unlisted).is_ok());
+        assert!(r.check_ip(Op::Store, &unlisted).is_err());
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub struct Metrics {
     outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     outbox_sample_failures: Counter,
     token_refreshes: Family<Labels<2>, Counter>,
+    ohttp_requests: Family<Labels<1>, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -208,6 +209,12 @@ impl Metrics {
             "Provider credentials minted: APNs provider JWTs signed and FCM OAuth tokens fetched, by result",
             token_refreshes.clone(),
         );
+        let ohttp_requests = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "ohttp_requests",
+            "Requests to the OHTTP gateway, by outcome (answered, or why they were refused)",
+            ohttp_requests.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             rpc_requests,
@@ -220,7 +227,14 @@ impl Metrics {
             outbox_oldest_age_seconds,
             outbox_sample_failures,
             token_refreshes,
+            ohttp_requests,
         }
+    }
+
+    /// Records one request to the OHTTP gateway; `outcome` comes from a fixed list
+    /// (`crate::ohttp::gateway::Outcome::label`).
+    pub fn ohttp_request(&self, outcome: &'static str) {
+        self.ohttp_requests.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     /// Records one answered gRPC call. `rpc` and `code` come from fixed lists

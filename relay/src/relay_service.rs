@@ -394,6 +394,19 @@ fn check_sealed(sealed: &[u8]) -> Result<(), Status> {
 mod tests {
     use super::*;
 
+    impl registration::Service {
+        fn to_proto_for_tests(self) -> i32 {
+            use tidings_proto::v1::PushService as P;
+            (match self {
+                registration::Service::Apns => P::Apns,
+                registration::Service::ApnsSandbox => P::ApnsSandbox,
+                registration::Service::Fcm => P::Fcm,
+                registration::Service::WebPush => P::Webpush,
+                registration::Service::Hms => P::Hms,
+            }) as i32
+        }
+    }
+
     #[test]
     fn namespace_lists_are_checked() {
         assert_eq!(check_namespaces(&[0, 1, 12]).unwrap(), vec![0, 1, 12]);
@@ -511,6 +524,156 @@ mod tests {
         );
         assert!(registered_at((ts + 300) * 1000 + 1) > bound, "a later one stays");
         assert_eq!(removable_expiry(i64::MAX, &limits), i64::MAX);
+    }
+
+    /// Serves "app" with every service; its Web Push policy allows loopback `http://`.
+    struct EveryService(crate::push::EndpointPolicy);
+
+    impl AppCatalog for EveryService {
+        fn has_apns(&self, app_id: &str) -> bool {
+            app_id == "app"
+        }
+        fn has_fcm(&self, app_id: &str) -> bool {
+            app_id == "app"
+        }
+        fn has_webpush(&self, app_id: &str) -> bool {
+            app_id == "app"
+        }
+        fn has_hms(&self, app_id: &str) -> bool {
+            app_id == "app"
+        }
+        fn webpush_policy(&self) -> &crate::push::EndpointPolicy {
+            &self.0
+        }
+    }
+
+    fn web_push(endpoint: &str) -> tidings_proto::v1::DeviceRegistration {
+        use base64::Engine;
+        let p256dh = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4")
+            .unwrap();
+        tidings_proto::v1::DeviceRegistration {
+            service: tidings_proto::v1::PushService::Webpush as i32,
+            app_id: "app".into(),
+            push_key: vec![1; 32],
+            device_id: vec![2; 16],
+            web_push: Some(tidings_proto::v1::WebPushSubscription {
+                endpoint: endpoint.into(),
+                p256dh,
+                auth: vec![3; 16],
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A Subscribe sealing `reg` to `keys`, signed now by a fixed account.
+    fn subscribe_with(keys: &RelayKeys, reg: &tidings_proto::v1::DeviceRegistration, now_s: i64) -> SubscribeRequest {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let account = key.verifying_key().to_bytes();
+        let sealed = tidings_proto::seal::seal_registration(&keys.x25519_public(), &account, reg);
+        let msg = sign::subscribe_bytes(&account, now_s, true, &[0], &sealed);
+        SubscribeRequest {
+            account: account.to_vec(),
+            namespaces: vec![0],
+            want_data: true,
+            ts: now_s,
+            sealed,
+            signature: sign::sign(&key, &msg).to_vec(),
+        }
+    }
+
+    #[test]
+    fn subscribe_checks_web_push_and_hms_registrations() {
+        use tidings_proto::v1::PushService;
+        const NOW: i64 = 1_800_000_000;
+        let keys = RelayKeys::from_secret(&[5; 32]);
+        let loopback = crate::push::EndpointPolicy::new(
+            true,
+            &[],
+            vec![crate::config::IpBlock::parse("127.0.0.1/32").unwrap()],
+        );
+        let allowing = EveryService(loopback);
+        let strict = EveryService(crate::push::EndpointPolicy::strict());
+        let hms = |token: &str| tidings_proto::v1::DeviceRegistration {
+            service: PushService::Hms as i32,
+            token: token.into(),
+            app_id: "app".into(),
+            push_key: vec![1; 32],
+            device_id: vec![2; 16],
+            ..Default::default()
+        };
+        let at_limit = format!("https://push.example.com/{}", "x".repeat(975));
+        let too_long = format!("https://push.example.com/{}", "x".repeat(976));
+        // (registration, catalog, accepted?, what a refusal starts with)
+        let cases: Vec<(tidings_proto::v1::DeviceRegistration, &EveryService, bool, &str)> = vec![
+            (web_push("https://push.example.com/wpush/v2/abc"), &strict, true, ""),
+            (web_push("http://127.0.0.1:9/push/abc"), &allowing, true, ""),
+            (web_push(&at_limit), &strict, true, ""),
+            (
+                web_push(&too_long),
+                &strict,
+                false,
+                "sealed.web_push.endpoint: must be at most 1000 bytes (got 1001)",
+            ),
+            (
+                web_push("https://127.0.0.1:9/push/abc"),
+                &strict,
+                false,
+                "sealed.web_push.endpoint: host is a loopback address (127.0.0.1); this relay does not push to",
+            ),
+            (
+                web_push("https://10.0.0.1/push/abc"),
+                &allowing,
+                false,
+                "sealed.web_push.endpoint: host is a private address (10.0.0.1)",
+            ),
+            (
+                web_push("https://[::1]/push/abc"),
+                &allowing,
+                false,
+                "sealed.web_push.endpoint: host is a loopback address (::1)",
+            ),
+            (
+                web_push("https://169.254.169.254/latest/meta-data"),
+                &allowing,
+                false,
+                "sealed.web_push.endpoint: host is a link-local address (169.254.169.254)",
+            ),
+            (
+                web_push("http://push.example.com/abc"),
+                &strict,
+                false,
+                "sealed.web_push.endpoint: must be an https:// URL (got http://); this relay does not allow http",
+            ),
+            (
+                web_push("https://100.64.0.1/abc"),
+                &strict,
+                false,
+                "sealed.web_push.endpoint: host is a CGNAT (shared address space) address (100.64.0.1)",
+            ),
+            (
+                web_push("https://[::ffff:192.168.0.1]/abc"),
+                &strict,
+                false,
+                "sealed.web_push.endpoint: host is a private address (::ffff:192.168.0.1)",
+            ),
+            (hms("IQAAAACy0kYhAAD"), &strict, true, ""),
+            (hms(""), &strict, false, "sealed.token: an HMS token must be 1..=4096 characters"),
+        ];
+        for (reg, apps, accepted, says) in cases {
+            let req = subscribe_with(&keys, &reg, NOW);
+            match validate_subscribe(&req, &keys, apps, &Limits::default(), NOW) {
+                Ok(v) => {
+                    assert!(accepted, "accepted: {says}");
+                    assert_eq!(v.registration.service.to_proto_for_tests(), reg.service);
+                }
+                Err(e) => {
+                    assert!(!accepted, "refused: {}", e.message());
+                    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+                    assert!(e.message().starts_with(says), "{}", e.message());
+                }
+            }
+        }
     }
 
     #[test]

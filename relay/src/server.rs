@@ -26,6 +26,7 @@ use crate::{
     longpoll::Waiters,
     mailbox::MailboxService,
     metrics::{Metrics, layer::GrpcMetricsLayer},
+    ohttp,
     notifier::{
         self, NotifierHandle, NotifierSettings, PushTexts, breaker::BreakerSettings, providers::Providers,
     },
@@ -75,6 +76,9 @@ pub enum ServerError {
     /// The reflection service could not be built from the descriptor set.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The OHTTP gateway's keys could not be made.
+    #[error("OHTTP gateway: {0}")]
+    Ohttp(String),
     /// An app's push provider could not be set up (unreadable key, bad credentials).
     #[error("push provider: {0}")]
     Push(String),
@@ -99,6 +103,7 @@ pub struct RunningRelay {
     grpc_exited: CancellationToken,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     admin_task: JoinHandle<std::io::Result<()>>,
+    ohttp: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     sweeper_task: JoinHandle<()>,
     stop_notifier: CancellationToken,
     notifier: NotifierHandle,
@@ -138,8 +143,8 @@ pub async fn start_with_store(
     keys: Arc<RelayKeys>,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningRelay, ServerError> {
-    match bind_both(&config).await {
-        Ok((grpc, admin)) => serve(config, store, keys, clock, grpc, admin).await,
+    match bind_all(&config).await {
+        Ok(listeners) => serve(config, store, keys, clock, listeners).await,
         Err(e) => {
             let _ = store.close().await;
             Err(e)
@@ -165,16 +170,28 @@ async fn open_store(config: &Config, store_keys: StoreKeys) -> Result<Arc<dyn St
     }
 }
 
-async fn bind_both(config: &Config) -> Result<(TcpListener, TcpListener), ServerError> {
+/// The relay's listeners: gRPC, admin, and the OHTTP gateway's when enabled.
+struct Listeners {
+    grpc: TcpListener,
+    admin: TcpListener,
+    ohttp: Option<TcpListener>,
+}
+
+async fn bind_all(config: &Config) -> Result<Listeners, ServerError> {
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { what, addr, source })
     };
-    Ok((
-        bind("listen", config.listen).await?,
-        bind("admin_listen", config.admin_listen).await?,
-    ))
+    let ohttp = match config.ohttp.enabled {
+        true => Some(bind("ohttp.listen", config.ohttp.listen).await?),
+        false => None,
+    };
+    Ok(Listeners {
+        grpc: bind("listen", config.listen).await?,
+        admin: bind("admin_listen", config.admin_listen).await?,
+        ohttp,
+    })
 }
 
 async fn serve(
@@ -182,9 +199,13 @@ async fn serve(
     store: Arc<dyn Store>,
     keys: Arc<RelayKeys>,
     clock: Arc<dyn Clock>,
-    grpc_listener: TcpListener,
-    admin_listener: TcpListener,
+    listeners: Listeners,
 ) -> Result<RunningRelay, ServerError> {
+    let Listeners {
+        grpc: grpc_listener,
+        admin: admin_listener,
+        ohttp: ohttp_listener,
+    } = listeners;
     let local = |l: &TcpListener, what, addr| {
         l.local_addr()
             .map_err(|source| ServerError::Bind { what, addr, source })
@@ -209,7 +230,7 @@ async fn serve(
     );
     let tls = load_tls(&config).await?;
 
-    let guards = Arc::new(Guards::new(&config.limits, &config.rate_limits));
+    let guards = Arc::new(Guards::with_ohttp(&config.limits, &config.rate_limits, &config.ohttp));
     providers
         .breakers()
         .configure(BreakerSettings::from_push(&config.push));
@@ -251,23 +272,46 @@ async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE))
-        .concurrency_limit_per_connection(config.limits.max_requests_per_connection as usize)
+    // The layers around every server of the relay's RPCs: the gRPC listener below and the
+    // OHTTP gateway, which dispatches into the very same stack.
+    let rpc_layers = tower::ServiceBuilder::new()
         // Outermost, so it counts the status the client really gets (renamed below).
         .layer(GrpcMetricsLayer::new(Arc::clone(&metrics)))
-        .layer(tower::util::MapResponseLayer::new(move |res| {
-            oversize_as_resource_exhausted(res, max_request)
-        }))
+        .layer(tower::util::MapResponseLayer::new(
+            move |res: http::Response<tonic::body::Body>| oversize_as_resource_exhausted(res, max_request),
+        ))
         // Undecodable requests are INVALID_ARGUMENT, not tonic's INTERNAL. A witness that
         // the handler was reached (`Decoded`) decides, not tonic's wording, so a real
         // INTERNAL from a handler is never renamed: see `decode_errors`.
         .layer(DecodeErrorsLayer)
-        .add_service(health_service)
+        .into_inner();
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(MailboxServer::new(Decoded::new(mailbox)).max_decoding_message_size(max_request))
         .add_service(RelayServer::new(Decoded::new(relay)).max_decoding_message_size(max_request));
+    let ohttp = match ohttp_listener {
+        Some(listener) => Some(spawn_ohttp(
+            &config,
+            listener,
+            ohttp::keys::KeyRing::new(
+                keys.ohttp_root(),
+                ohttp::keys::Schedule::from_config(&config.ohttp),
+                Arc::clone(&clock),
+            )
+            .map_err(|e| ServerError::Ohttp(e.to_string()))?,
+            tower::Layer::layer(&rpc_layers, routes.clone().prepare()),
+            tls.as_ref(),
+            Arc::clone(&metrics),
+            draining.clone(),
+        )?),
+        None => None,
+    };
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .concurrency_limit_per_connection(config.limits.max_requests_per_connection as usize)
+        .layer(rpc_layers)
+        .add_routes(routes);
     let grpc_task = {
         let (draining, exited) = (draining.clone(), grpc_exited.clone());
         let tls_config = tls.as_ref().map(CertReloader::server_config).transpose()?;
@@ -334,6 +378,9 @@ async fn serve(
             draining.clone(),
         ));
     }
+    if let Some((addr, _)) = &ohttp {
+        tracing::info!(ohttp_addr = %addr, "OHTTP gateway serving");
+    }
     tracing::info!(%grpc_addr, %admin_addr, x25519 = %hex::encode(keys.x25519_public()), "relay serving");
     Ok(RunningRelay {
         config,
@@ -350,6 +397,7 @@ async fn serve(
         grpc_exited,
         grpc_task,
         admin_task,
+        ohttp,
         sweeper_task,
         stop_notifier,
         notifier,
@@ -409,6 +457,11 @@ impl RunningRelay {
     /// The bound admin HTTP address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The bound address of the OHTTP gateway, when `[ohttp]` enables it.
+    pub fn ohttp_addr(&self) -> Option<SocketAddr> {
+        self.ohttp.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The configuration the relay runs with.
@@ -490,6 +543,14 @@ impl RunningRelay {
                 grpc_task.abort();
             }
         }
+        if let Some((_, task)) = self.ohttp {
+            // It stopped accepting with the drain and gives its requests the same time.
+            match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
+                Ok(Ok(Ok(()))) | Err(_) => {}
+                Ok(Ok(Err(e))) => problems.push(format!("OHTTP gateway: {e}")),
+                Ok(Err(e)) => problems.push(format!("OHTTP gateway task: {e}")),
+            }
+        }
         if let Err(e) = self.sweeper_task.await {
             problems.push(format!("sweeper task: {e}"));
         }
@@ -510,6 +571,57 @@ impl RunningRelay {
             Err(ServerError::Task(problems.join("; ")))
         }
     }
+}
+
+/// Starts the OHTTP gateway on `listener`, dispatching into `rpc` (the layered services of
+/// the gRPC listener); it stops accepting when `stop` (the drain) is cancelled.
+#[allow(clippy::too_many_arguments)]
+fn spawn_ohttp<S, B>(
+    config: &Config,
+    listener: TcpListener,
+    keys: ohttp::keys::KeyRing,
+    rpc: S,
+    tls: Option<&Arc<CertReloader>>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>), ServerError>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "ohttp.listen",
+        addr: config.ohttp.listen,
+        source,
+    })?;
+    let tls_config = match (config.ohttp.tls, tls) {
+        (true, Some(reloader)) => Some(ohttp::tls_config(reloader.server_config()?.as_ref())),
+        // Config::validate insists on tls_cert and tls_key for ohttp.tls.
+        (true, None) => return Err(ServerError::NoTls),
+        (false, _) => None,
+    };
+    let gateway = ohttp::Gateway::new(
+        Arc::new(keys),
+        rpc,
+        config.limits.max_request_bytes(),
+        &config.rate_limits.client_ip_header,
+    )
+    .with_metrics(metrics);
+    let task = tokio::spawn(ohttp::serve(
+        listener,
+        tls_config,
+        Arc::new(gateway),
+        config.limits.max_connections as usize,
+        stop,
+    ));
+    Ok((addr, task))
 }
 
 /// Loads the configured certificate and key, if any (both or neither: `Config::validate`).

@@ -1,9 +1,11 @@
-//! Fast Mode test rig: a mock APNs (production and sandbox), a mock FCM, and a relay with
-//! apps that push through them.
+//! Fast Mode test rig: a mock APNs (production and sandbox), a mock FCM, a mock Web Push
+//! service, a mock Huawei Push Kit, and a relay with apps that push through them.
 //!
-//! - [`PushRig`]: starts the three mocks (sharing one TLS CA, or as h2c), writes the `.p8`
-//!   key, the service account and the CA into a temp dir, and starts a [`TestRelay`] with
-//!   two apps: [`APP_ID`] (APNs and FCM) and [`APNS_ONLY_APP_ID`] (APNs only).
+//! - [`PushRig`]: starts the mocks (sharing one TLS CA, or as h2c), writes the `.p8` key,
+//!   the service account, the VAPID key, the HMS secret and the CA into a temp dir, and
+//!   starts a [`TestRelay`] with two apps: [`APP_ID`] (APNs, FCM, Web Push and HMS) and
+//!   [`APNS_ONLY_APP_ID`] (APNs only). Web Push endpoints on 127.0.0.1 are allowed
+//!   (`[webpush] allow_networks`), as `http://` too when the mocks speak h2c.
 //! - [`Device`]: one install's registration (service, token, push key, device id).
 //! - [`subscribe_request`], [`signed_subscribe`], [`unsubscribe_request`]: requests built by
 //!   hand, so a test can break exactly one thing a real client would never send.
@@ -15,7 +17,8 @@ use std::{
 };
 
 use tidings_mock_push::{
-    ApnsKey, ApnsMockConfig, FcmMockConfig, MockApns, MockFcm, ServiceAccount, TlsIdentity, Transport,
+    ApnsKey, ApnsMockConfig, FcmMockConfig, HmsMockConfig, MockApns, MockFcm, MockHms, MockWebPush,
+    ServiceAccount, TlsIdentity, Transport, VapidKeyPair, WebPushMockConfig, WebPushSubscription,
 };
 use tidings_proto::{
     push::decrypt_push,
@@ -23,12 +26,12 @@ use tidings_proto::{
     sign,
     v1::{
         DeviceRegistration, PushNotification, PushService, StoreResponse, SubscribeRequest,
-        SubscribeResponse, UnsubscribeRequest, UnsubscribeResponse,
+        SubscribeResponse, UnsubscribeRequest, UnsubscribeResponse, WebPushSubscription as WireWebPush,
     },
 };
 use tidings_relay::{
     clock::Clock,
-    config::{Apns, App, Config, Fcm},
+    config::{Apns, App, Config, Fcm, Hms, WebPushApp},
     store::Subscription,
 };
 use tonic::Status;
@@ -49,6 +52,10 @@ pub const PROJECT: &str = "tidings-test";
 pub const KEY_ID: &str = "ABC123DEFG";
 /// The Apple team id.
 pub const TEAM_ID: &str = "TEAM123456";
+/// The AppGallery app id of [`APP_ID`].
+pub const HMS_APP_ID: &str = "104123456";
+/// The VAPID `sub` the relay sends.
+pub const VAPID_SUBJECT: &str = "mailto:ops@example.com";
 /// How long a test waits for pushes (retries with backoff take seconds).
 pub const PUSH_WAIT: Duration = Duration::from_secs(45);
 
@@ -61,6 +68,12 @@ pub struct PushRig {
     pub sandbox: MockApns,
     /// Mock FCM (send and OAuth token endpoints).
     pub fcm: MockFcm,
+    /// Mock Web Push service (and its subscribers' user agent).
+    pub webpush: MockWebPush,
+    /// Mock Huawei Push Kit (send and OAuth token endpoints).
+    pub hms: MockHms,
+    /// The VAPID key of [`APP_ID`].
+    pub vapid: VapidKeyPair,
     /// The APNs signing key the relay uses.
     pub apns_key: ApnsKey,
     /// The service account the relay uses.
@@ -255,6 +268,16 @@ impl PushRigBuilder {
         let service_account_file = service_account
             .write_json(dir.path())
             .expect("write service account");
+        let mut webpush_config = WebPushMockConfig::new(self.transport);
+        webpush_config.tls = Some(tls.clone());
+        let webpush = MockWebPush::start(webpush_config).await.expect("mock Web Push starts");
+        let mut hms_config = HmsMockConfig::new(HMS_APP_ID, self.transport);
+        hms_config.tls = Some(tls.clone());
+        let hms = MockHms::start(hms_config).await.expect("mock HMS starts");
+        let vapid = VapidKeyPair::generate();
+        let vapid_key_file = vapid.write_pem(dir.path()).expect("write VAPID key");
+        let hms_secret_file = dir.path().join("hms-secret");
+        std::fs::write(&hms_secret_file, hms.client_secret()).expect("write HMS secret");
         let ca_file = (self.transport == Transport::Tls).then(|| {
             let path = dir.path().join("ca.pem");
             std::fs::write(&path, tls.ca_pem()).expect("write CA");
@@ -276,7 +299,20 @@ impl PushRigBuilder {
                 fcm: Some(Fcm {
                     service_account_file,
                     endpoint: fcm.endpoint(),
-                    ca_file,
+                    ca_file: ca_file.clone(),
+                }),
+                services: None,
+                webpush: Some(WebPushApp {
+                    vapid_key_file,
+                    subject: VAPID_SUBJECT.to_owned(),
+                }),
+                hms: Some(Hms {
+                    app_id: HMS_APP_ID.to_owned(),
+                    client_id: None,
+                    client_secret_file: hms_secret_file,
+                    endpoint: hms.endpoint(),
+                    token_endpoint: hms.token_endpoint(),
+                    ca_file: ca_file.clone(),
                 }),
             },
             App {
@@ -286,9 +322,13 @@ impl PushRigBuilder {
                     ..apns_app
                 }),
                 fcm: None,
+                services: None,
+                webpush: None,
+                hms: None,
             },
         ];
         let changes = self.changes;
+        let h2c = self.transport == Transport::H2c;
         let mut builder = TestRelay::builder();
         if let Some(clock) = self.clock {
             builder = builder.clock(clock);
@@ -297,6 +337,10 @@ impl PushRigBuilder {
             .data_dir(dir.path().join("data"))
             .configure(move |c| {
                 c.apps = apps;
+                // The mock Web Push service is on the loopback interface.
+                c.webpush.allow_networks = vec!["127.0.0.1/32".to_owned()];
+                c.webpush.allow_http = h2c;
+                c.webpush.ca_file = ca_file;
                 // Retries become due between polls; look often so tests stay quick.
                 c.push.poll_interval_ms = 50;
                 c.push.timeout_ms = 5_000;
@@ -313,6 +357,9 @@ impl PushRigBuilder {
             apns,
             sandbox,
             fcm,
+            webpush,
+            hms,
+            vapid,
             apns_key,
             service_account,
             relay_pub,
@@ -334,6 +381,8 @@ pub struct Device {
     pub push_key: [u8; 32],
     /// The install's id.
     pub device_id: [u8; 16],
+    /// For WEBPUSH: the subscription (endpoint and the subscriber's keys).
+    pub web_push: Option<WebPushSubscription>,
 }
 
 impl Device {
@@ -345,7 +394,23 @@ impl Device {
             app_id: APP_ID.to_owned(),
             push_key: tidings_proto::random_bytes(),
             device_id: tidings_proto::random_bytes(),
+            web_push: None,
         }
+    }
+
+    /// A UnifiedPush (or browser) install of [`APP_ID`], subscribed at the rig's mock Web
+    /// Push service with the app's VAPID key, as a distributor would be.
+    pub fn webpush(rig: &PushRig) -> Device {
+        Device {
+            token: String::new(),
+            web_push: Some(rig.webpush.subscribe(Some(rig.vapid.public_key))),
+            ..Device::new(PushService::Webpush)
+        }
+    }
+
+    /// A Huawei phone on Push Kit.
+    pub fn hms() -> Device {
+        Device::new(PushService::Hms)
     }
 
     /// An iPhone on APNs production.
@@ -379,6 +444,11 @@ impl Device {
             app_id: self.app_id.clone(),
             push_key: self.push_key.to_vec(),
             device_id: self.device_id.to_vec(),
+            web_push: self.web_push.as_ref().map(|w| WireWebPush {
+                endpoint: w.endpoint.clone(),
+                p256dh: w.subscriber.p256dh.to_vec(),
+                auth: w.subscriber.auth.to_vec(),
+            }),
         }
     }
 
@@ -388,9 +458,12 @@ impl Device {
     }
 }
 
-/// A token in the provider's format: 32 bytes of hex for APNs, an FCM-like string for FCM.
+/// A token in the provider's format: 32 bytes of hex for APNs, an FCM-like string for FCM,
+/// a Push Kit-like one for HMS, none for Web Push.
 pub fn random_token(service: PushService) -> String {
     match service {
+        PushService::Hms => format!("IQAAAACy{}", hex::encode(tidings_proto::random_bytes::<48>())),
+        PushService::Webpush => String::new(),
         PushService::Fcm => format!(
             "{}:APA91b{}",
             hex::encode(tidings_proto::random_bytes::<8>()),

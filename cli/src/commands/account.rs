@@ -58,7 +58,9 @@ async fn restore(s: &Session) -> Result<(), CliError> {
     // Every check that needs no writing comes first: the state dir, the phrase, the relay.
     let found = s.inspect()?;
     if matches!(found, Found::SignedIn { .. }) {
-        return Err(CliError::HasAccount { dir: s.at.dir.clone() });
+        return Err(CliError::HasAccount {
+            dir: s.at.dir.clone(),
+        });
     }
     let phrase = tokio::task::spawn_blocking(phrase::read)
         .await
@@ -90,10 +92,10 @@ fn show(s: &Session, with_phrase: bool) -> Result<(), CliError> {
     let (_, identity) = s.signed_in()?;
     let id = identity.account_id();
     if !with_phrase {
-        return s.out.result(
-            &format!("Account id: {id}\nState: {}", s.at.dir.display()),
-            json!({"account_id": id, "state_dir": s.at.dir}),
-        );
+        // The id alone, so that `ID=$(tidings account show)` works.
+        return s
+            .out
+            .result(&id, json!({"account_id": id, "state_dir": s.at.dir}));
     }
     let question = "The recovery phrase gives full control of the account to anyone who sees it. Show it?";
     if !confirm(question, s.yes)? {
@@ -111,14 +113,18 @@ async fn sign_out(s: &Session) -> Result<(), CliError> {
         Found::SignedIn { key, identity } => (key, identity),
         // A sign-out whose push registration removal did not reach the relay: send it now.
         Found::SignedOut { key } => return resend_unsubscribes(s, &key).await,
-        Found::Empty { .. } => return Err(CliError::NoAccount { dir: s.at.dir.clone() }),
+        Found::Empty { .. } => {
+            return Err(CliError::NoAccount {
+                dir: s.at.dir.clone(),
+            });
+        }
     };
     let opened = s.open().await?;
     let account = &opened.account;
     if !s.offline
         && let Err(e) = s.sync(account).await
     {
-        s.out.note(&format!("{e}"));
+        s.out.note(&format!("Could not sync before signing out: {e}"));
     }
     let unsent = account.pending_uploads().map_err(|e| s.at.account(e))?;
     if unsent > 0 {
@@ -148,7 +154,9 @@ async fn resend_unsubscribes(s: &Session, key: &StateKey) -> Result<(), CliError
         sign_out::queued_unsubscribes(&disk).map_err(|e| s.at.state(e))?
     };
     if queued == 0 {
-        return Err(CliError::NoAccount { dir: s.at.dir.clone() });
+        return Err(CliError::NoAccount {
+            dir: s.at.dir.clone(),
+        });
     }
     let left = flush(s, key).await?;
     s.out.result(

@@ -9,12 +9,7 @@ use tidings_device_link::{
 };
 
 use super::wait::{self, LONG_POLL_MS, Retry};
-use crate::{
-    args::ContactsAction,
-    error::CliError,
-    output::printable,
-    session::Session,
-};
+use crate::{args::ContactsAction, error::CliError, output::printable, session::Session};
 
 /// Runs `tidings contacts …`.
 pub async fn run(s: &Session, action: ContactsAction) -> Result<(), CliError> {
@@ -27,7 +22,10 @@ pub async fn run(s: &Session, action: ContactsAction) -> Result<(), CliError> {
                 approved: Some(true),
                 ..ContactUpdate::default()
             };
-            edit(s, &id, false, "Saved", async |a: &Account| a.update_contact(&id, &update).await).await
+            edit(s, &id, false, "Saved", async |a: &Account| {
+                a.update_contact(&id, &update).await
+            })
+            .await
         }
         ContactsAction::Remove { account_id } => {
             let id = canonical(&account_id)?;
@@ -46,16 +44,25 @@ pub async fn run(s: &Session, action: ContactsAction) -> Result<(), CliError> {
         }
         ContactsAction::Unblock { account_id } => {
             let id = canonical(&account_id)?;
-            edit(s, &id, true, "Unblocked", async |a: &Account| a.unblock(&id).await).await
+            edit(s, &id, true, "Unblocked", async |a: &Account| {
+                a.unblock(&id).await
+            })
+            .await
         }
         ContactsAction::Mute { account_id, until } => {
             let id = canonical(&account_id)?;
             let until_ms = until.to_unix_ms(now_ms());
-            edit(s, &id, true, "Muted", async |a: &Account| a.set_muted_until(&id, Some(until_ms)).await).await
+            edit(s, &id, true, "Muted", async |a: &Account| {
+                a.set_muted_until(&id, Some(until_ms)).await
+            })
+            .await
         }
         ContactsAction::Unmute { account_id } => {
             let id = canonical(&account_id)?;
-            edit(s, &id, true, "Unmuted", async |a: &Account| a.set_muted_until(&id, None).await).await
+            edit(s, &id, true, "Unmuted", async |a: &Account| {
+                a.set_muted_until(&id, None).await
+            })
+            .await
         }
     }
 }

@@ -32,7 +32,9 @@ pub async fn run(s: &Session, action: LinkAction) -> Result<(), CliError> {
 async fn show(s: &Session, name: Option<String>, timeout: Duration) -> Result<(), CliError> {
     let found = s.inspect()?;
     if matches!(found, Found::SignedIn { .. }) {
-        return Err(CliError::HasAccount { dir: s.at.dir.clone() });
+        return Err(CliError::HasAccount {
+            dir: s.at.dir.clone(),
+        });
     }
     let name = name.unwrap_or_else(default_device_name);
     s.probe().await?;
@@ -47,7 +49,10 @@ async fn show(s: &Session, name: Option<String>, timeout: Duration) -> Result<()
         ),
         json!({"event": "offer", "payload": payload, "device_name": name, "relay": s.at.relay}),
     )?;
-    s.out.note(&format!("Waiting up to {} s for the other device…", timeout.as_secs()));
+    s.out.note(&format!(
+        "Waiting up to {} s for the other device…",
+        timeout.as_secs()
+    ));
     let incoming = interruptible(request.wait(timeout))
         .await?
         .map_err(|e| s.at.account(e))?;
@@ -59,7 +64,9 @@ async fn show(s: &Session, name: Option<String>, timeout: Duration) -> Result<()
     let question = format!("Does the other device show the code {}?", spaced(&code));
     if !interruptible(confirm_async(question, s.yes)).await?? {
         incoming.reject().await;
-        return Err(CliError::LinkStopped("the codes differ, so the request was rejected"));
+        return Err(CliError::LinkStopped(
+            "the codes differ, so the request was rejected",
+        ));
     }
     s.out.note("Waiting for the other device to approve…");
     let creating = Creating::begin(&s.at, &s.key_path, found)?;
@@ -127,10 +134,7 @@ async fn scan(s: &Session, payload: &str, decline: bool) -> Result<(), CliError>
         interruptible(confirm_async(question, s.yes)).await??
     };
     if !approve {
-        account
-            .decline_link(request)
-            .await
-            .map_err(|e| s.at.account(e))?;
+        account.decline_link(request).await.map_err(|e| s.at.account(e))?;
         s.out.result("Declined.", json!({"event": "declined"}))?;
         return Err(CliError::LinkStopped("declined"));
     }

@@ -18,8 +18,11 @@ use crate::{
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "tidings", &mut std::io::stdout());
-        return Ok(());
+        // Into memory first: clap_complete panics on a write error (a closed pipe).
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "tidings", &mut script);
+        return std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+            .map_err(CliError::io("cannot write the completion script"));
     }
     let session = Session::new(&cli.global)?;
     match cli.command {

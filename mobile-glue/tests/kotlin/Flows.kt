@@ -124,23 +124,28 @@ suspend fun CoroutineScope.cancellation(installs: Installs) {
     val linked = installs.open()
     linked.client.createAccount()
     val newDevice = installs.open()
-    val qr = newDevice.client.beginLink("kotlin flow test")
+    // A call left running would take the next scan only when it wins a race against the
+    // next wait, so the check is made a few times (each with a new link code).
+    repeat(3) { round ->
+        val qr = newDevice.client.beginLink("kotlin flow test $round")
 
-    // Undispatched: by the time launch returns, the collector is suspended inside
-    // waitForLink, that is the SDK is long-polling the link mailbox for it.
-    val scans = mutableListOf<LinkRequest>()
-    val collector = launch(start = CoroutineStart.UNDISPATCHED) {
-        newDevice.linkScans(waitMs = FOREVER_MS).collect { scans.add(it) }
+        // Undispatched: by the time launch returns, the collector is suspended inside
+        // waitForLink, that is the SDK is long-polling the link mailbox for it.
+        val scans = mutableListOf<LinkRequest>()
+        val collector = launch(start = CoroutineStart.UNDISPATCHED) {
+            newDevice.linkScans(waitMs = FOREVER_MS).collect { scans.add(it) }
+        }
+        check(collector.isActive, "the collector waits for a scan")
+        withTimeout(WAIT_MS) { collector.cancelAndJoin() }
+        check(scans.isEmpty(), "nothing was scanned")
+
+        // cancelAndJoin returned only once the SDK's wait had ended: a scan made now is
+        // not taken by it (it would move the link mailbox's cursor past the hello) but by
+        // the next wait.
+        val inspection = linked.client.inspectLink(qr)
+        val request = withTimeout(WAIT_MS) { newDevice.waitForLink(WAIT_MS.toULong()) }
+        check(request.sas == inspection.sas, "the next wait gets the scan the cancelled one did not take")
     }
-    check(collector.isActive, "the collector waits for a scan")
-    withTimeout(WAIT_MS) { collector.cancelAndJoin() }
-    check(scans.isEmpty(), "nothing was scanned")
-
-    // cancelAndJoin returned only once the SDK's wait had ended: a scan made now is not
-    // taken by it (it would move the link mailbox's cursor past the hello) but by the next.
-    val inspection = linked.client.inspectLink(qr)
-    val request = withTimeout(WAIT_MS) { newDevice.waitForLink(WAIT_MS.toULong()) }
-    check(request.sas == inspection.sas, "the next wait gets the scan the cancelled one did not take")
 
     // The same, watched from inside: the SDK call itself ends with Cancelled.
     val ended = CompletableDeferred<Throwable?>()

@@ -398,7 +398,7 @@ mod tests {
             Delivery::TooLarge { .. } => panic!("too large"),
         };
         assert_eq!(
-            done(classify(400, &answer("80300007", "All the tokens are invalid: tok"), None, "tok")),
+            done(classify(400, &answer("80300007", "All the tokens are invalid: IQAAAAy"), None, "IQAAAAy")),
             Outcome::TokenDead {
                 reason: "HMS 400 80300007: All the tokens are invalid: <token>".into()
             }

@@ -168,3 +168,6 @@ mod tests {
 
 #[cfg(test)]
 mod against_mocks;
+
+#[cfg(test)]
+mod webpush_against_mocks;

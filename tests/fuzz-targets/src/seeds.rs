@@ -41,6 +41,7 @@ fn apns_registration() -> DeviceRegistration {
         app_id: APNS_APP.into(),
         push_key: PUSH_KEY.to_vec(),
         device_id: vec![2; 16],
+        ..Default::default()
     }
 }
 
@@ -51,6 +52,7 @@ fn fcm_registration() -> DeviceRegistration {
         app_id: FCM_APP.into(),
         push_key: PUSH_KEY.to_vec(),
         device_id: vec![3; 16],
+        ..Default::default()
     }
 }
 

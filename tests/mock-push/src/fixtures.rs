@@ -55,6 +55,44 @@ impl ApnsKey {
     }
 }
 
+/// A VAPID key pair (RFC 8292): the PEM the relay is configured with, and the public key
+/// subscriptions are restricted to.
+#[derive(Clone)]
+pub struct VapidKeyPair {
+    /// PKCS#8 PEM of the P-256 private key.
+    pub private_key_pem: String,
+    /// The uncompressed public key (65 bytes).
+    pub public_key: [u8; 65],
+}
+
+impl std::fmt::Debug for VapidKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VapidKeyPair").finish_non_exhaustive()
+    }
+}
+
+impl VapidKeyPair {
+    /// A fresh P-256 key.
+    pub fn generate() -> Self {
+        // rcgen's ring backend only fails here if the OS random generator does.
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("P-256 key generation failed");
+        let mut public_key = [0u8; 65];
+        public_key.copy_from_slice(pair.public_key_raw());
+        Self {
+            private_key_pem: pair.serialize_pem(),
+            public_key,
+        }
+    }
+
+    /// Writes `vapid.pem` into `dir` and returns its path.
+    pub fn write_pem(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        let path = dir.join("vapid.pem");
+        std::fs::write(&path, &self.private_key_pem)?;
+        Ok(path)
+    }
+}
+
 /// An RSA key pair in the PEM forms a service-account file and a verifier need.
 #[derive(Clone)]
 pub struct RsaKey {

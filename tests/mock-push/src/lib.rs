@@ -1,4 +1,5 @@
-//! Mock APNs and FCM servers that check requests the way Apple and Google do.
+//! Mock APNs, FCM, Web Push and Huawei Push Kit servers that check requests the way
+//! Apple, Google, the Web Push services and Huawei do.
 //!
 //! Both serve HTTP/2 over TLS (a generated CA whose PEM clients trust, ALPN `h2`) or as
 //! cleartext h2c, listen on port 0 by default, record what they receive, and can be told to
@@ -18,15 +19,22 @@
 pub mod apns;
 pub mod fcm;
 pub mod fixtures;
+pub mod hms;
 mod record;
 mod server;
 pub mod tls;
+pub mod webpush;
 
 pub use apns::{APNS_MAX_BODY, ApnsFailure, ApnsMockConfig, ApnsRequest, MockApns};
 pub use fcm::{FCM_MAX_DATA, FcmFailure, FcmMockConfig, FcmRequest, JWT_BEARER_GRANT, MockFcm};
-pub use fixtures::{ApnsKey, GOOGLE_TOKEN_URI, RsaKey, ServiceAccount};
+pub use fixtures::{ApnsKey, GOOGLE_TOKEN_URI, RsaKey, ServiceAccount, VapidKeyPair};
+pub use hms::{HMS_MAX_DATA, HmsFailure, HmsMockConfig, HmsRequest, MockHms};
 pub use record::WaitTimeout;
 pub use server::{StartError, Transport};
 pub use tls::{TlsError, TlsIdentity};
+pub use webpush::{
+    MockWebPush, Subscriber, WEBPUSH_MAX_BODY, WebPushFailure, WebPushMockConfig, WebPushRequest,
+    WebPushSubscription,
+};
 #[cfg(test)]
 mod testing;

@@ -364,6 +364,7 @@ pub(super) async fn subscribe_all(
                 app_id: APP_ID.to_owned(),
                 push_key: d.push_key.to_vec(),
                 device_id: tidings_proto::random_bytes::<16>().to_vec(),
+                ..Default::default()
             };
             let client = &clients[c % clients.len()];
             client
