@@ -31,6 +31,7 @@ use tonic::{
 
 use crate::{
     identity::Identity,
+    ohttp::{OhttpSettings, OhttpTransport, Transport},
     tls::{self, RelayConnector, TlsConnectError, TrustRoots},
 };
 
@@ -161,6 +162,11 @@ pub struct ClientOptions {
     /// Roots trusted beside `roots`, for a relay behind a private CA: each entry one or
     /// more PEM certificates. A bad entry fails the client's creation, naming its index.
     pub extra_roots_pem: Vec<Vec<u8>>,
+    /// Reach the relay through an OHTTP relay (Oblivious HTTP, `crate::ohttp`) instead of
+    /// connecting to it: the endpoint is then the relay's OHTTP gateway (`[ohttp] listen`),
+    /// and the same calls give the same answers and errors. `https://` OHTTP relays are
+    /// checked against `roots` and `extra_roots_pem`.
+    pub ohttp: Option<OhttpSettings>,
 }
 
 impl Default for ClientOptions {
@@ -172,6 +178,7 @@ impl Default for ClientOptions {
             long_poll_margin: Duration::from_secs(10),
             roots: TrustRoots::default(),
             extra_roots_pem: Vec::new(),
+            ohttp: None,
         }
     }
 }
@@ -207,8 +214,10 @@ impl MailboxOwner for SigningKey {
 /// cached relay key.
 #[derive(Debug, Clone)]
 pub struct RelayClient {
-    mailbox: MailboxClient<Channel>,
-    relay: RelayRpcClient<Channel>,
+    mailbox: MailboxClient<Transport>,
+    relay: RelayRpcClient<Transport>,
+    /// The OHTTP transport, when calls go through one (its pinned key is read from here).
+    ohttp: Option<OhttpTransport>,
     options: Arc<ClientOptions>,
     relay_key: Arc<Mutex<Option<[u8; 32]>>>,
 }
@@ -223,6 +232,13 @@ impl RelayClient {
     /// Connects with explicit options, retrying a refused connection like `UNAVAILABLE`
     /// (but not a relay certificate that is not trusted: that is no passing condition).
     pub async fn connect_with(endpoint: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        if let Some(settings) = &options.ohttp {
+            let transport = ohttp_transport(endpoint, settings, &options)?;
+            if transport.key_config().is_none() {
+                fetch_ohttp_keys(&transport, &options.retry).await?;
+            }
+            return Ok(Self::with_transport(Transport::Ohttp(transport), options));
+        }
         let target = build_endpoint(endpoint, &options)?;
         let mut attempt = 0;
         let channel = loop {
@@ -247,18 +263,39 @@ impl RelayClient {
     /// A client that connects on first use (and reconnects by itself), for apps that
     /// start while offline. Fails only on a malformed endpoint.
     pub fn connect_lazy(endpoint: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        if let Some(settings) = &options.ohttp {
+            let transport = ohttp_transport(endpoint, settings, &options)?;
+            return Ok(Self::with_transport(Transport::Ohttp(transport), options));
+        }
         let target = build_endpoint(endpoint, &options)?;
         Ok(Self::from_channel(target.connect_lazy(), options))
     }
 
     /// A client over an existing tonic channel.
     pub fn from_channel(channel: Channel, options: ClientOptions) -> Self {
+        Self::with_transport(Transport::Direct(channel), options)
+    }
+
+    fn with_transport(transport: Transport, options: ClientOptions) -> Self {
+        let ohttp = match &transport {
+            Transport::Ohttp(ohttp) => Some(ohttp.clone()),
+            Transport::Direct(_) => None,
+        };
         Self {
-            mailbox: MailboxClient::new(channel.clone()),
-            relay: RelayRpcClient::new(channel),
+            mailbox: MailboxClient::new(transport.clone()),
+            relay: RelayRpcClient::new(transport),
+            ohttp,
             options: Arc::new(options),
             relay_key: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Through OHTTP: the gateway's key configuration the client encapsulates to now (as
+    /// given, fetched, or moved to on a rotation), for the app to keep and pass as
+    /// `OhttpSettings::key_config` next time. `None` over a direct connection, or before
+    /// a lazy client fetched it.
+    pub fn ohttp_key_config(&self) -> Option<Vec<u8>> {
+        self.ohttp.as_ref().and_then(OhttpTransport::key_config)
     }
 
     /// Deposits `data` into a public namespace (0..=9) of `account`: unsigned, anyone may.
@@ -665,6 +702,60 @@ fn check_hash(hash: &[u8]) -> Result<(), ClientError> {
         Ok(())
     } else {
         Err(ClientError::InvalidResponse("message hash"))
+    }
+}
+
+/// The OHTTP transport of `settings` to the gateway at `endpoint` (normalised as
+/// [`build_endpoint`] does).
+fn ohttp_transport(
+    endpoint: &str,
+    settings: &OhttpSettings,
+    options: &ClientOptions,
+) -> Result<OhttpTransport, ClientError> {
+    let bad = |reason: String| ClientError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let trimmed = endpoint.trim();
+    let uri = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let gateway: tonic::transport::Uri = uri.parse().map_err(|e| bad(format!("{e}")))?;
+    if gateway.authority().is_none() {
+        return Err(bad("no host".to_owned()));
+    }
+    OhttpTransport::new(
+        gateway,
+        settings,
+        options.roots,
+        &options.extra_roots_pem,
+        options.connect_timeout,
+    )
+    .map_err(|e| bad(e.to_string()))
+}
+
+/// Fetches the gateway's key configuration, retrying what may pass like a connection.
+async fn fetch_ohttp_keys(transport: &OhttpTransport, retry: &RetryPolicy) -> Result<(), ClientError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let status = match transport.fetch_key_config().await {
+            Ok(()) => return Ok(()),
+            Err(status) => status,
+        };
+        if TlsConnectError::is_certificate_error(&status) {
+            return Err(ClientError::UntrustedCertificate(error_chain(&status)));
+        }
+        if status.code() != Code::Unavailable {
+            return Err(status.into());
+        }
+        if attempt >= retry.max_attempts {
+            return Err(ClientError::Connect(status.message().to_owned()));
+        }
+        tracing::debug!(attempt, "OHTTP key configuration fetch failed, retrying");
+        tokio::time::sleep(retry.backoff(attempt)).await;
     }
 }
 

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod journal;
 pub mod link;
 pub mod notification;
+pub mod ohttp;
 pub mod sealed;
 pub mod state;
 pub mod tls;

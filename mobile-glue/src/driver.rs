@@ -194,10 +194,6 @@ impl Inner {
 
     /// The notification extension processed these pushes (read from its delivery
     /// journal): they count as pushed.
-    #[allow(
-        dead_code,
-        reason = "for the journal reader; `ingest_journal` reports hashes one at a time today"
-    )]
     pub(crate) fn note_journal_delivered(&self, hashes: &[[u8; 32]]) {
         self.feed_later(PlanEvent::JournalDelivered(hashes.to_vec()));
     }

@@ -19,7 +19,7 @@ use crate::{
     types::{IncomingMessage, MESSAGE_NAMESPACE, MessageSource, hash_hex},
 };
 
-#[uniffi::export]
+#[uniffi::export(async_runtime = "tokio")]
 impl TidingsClient {
     /// Every message received and not yet acknowledged, oldest first: what to show the
     /// user at every start and after `on_message`. Empty while signed out.
@@ -32,12 +32,22 @@ impl TidingsClient {
 
     /// Acknowledges messages (by their 64-hex-digit hash) once the app has stored them:
     /// they are never offered again. Unknown or already acknowledged hashes are ignored.
-    /// Returns how many were pending.
-    pub fn ack(&self, hashes: Vec<String>) -> Result<u32> {
-        let account = self.inner.require_account()?;
+    /// Returns how many were pending. The state is written off the caller's thread.
+    pub async fn ack(&self, hashes: Vec<String>) -> Result<u32> {
         let parsed = hashes.iter().map(|h| parse_hash(h)).collect::<Result<Vec<_>>>()?;
-        let acked = account.ack(&parsed)?;
-        Ok(u32::try_from(acked).unwrap_or(u32::MAX))
+        let inner = self.inner.clone();
+        self.inner
+            .run(async move {
+                let account = inner.require_account()?;
+                let acked = tokio::task::spawn_blocking(move || account.ack(&parsed))
+                    .await
+                    .map_err(|e| TidingsError::State {
+                        kind: crate::error::StateFailure::Internal,
+                        reason: format!("acknowledging failed: {e}"),
+                    })??;
+                Ok(u32::try_from(acked).unwrap_or(u32::MAX))
+            })
+            .await
     }
 }
 

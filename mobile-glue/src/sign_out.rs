@@ -48,9 +48,14 @@ impl TidingsClient {
     }
 
     /// Push registration removals queued by sign-outs and not yet taken by the relay.
-    pub fn queued_unsubscribes(&self) -> Result<u32> {
-        let n = queue::queued_unsubscribes(&self.inner.lock_store())?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    pub async fn queued_unsubscribes(&self) -> Result<u32> {
+        let inner = self.inner.clone();
+        self.inner
+            .run(async move {
+                let n = queue::queued_unsubscribes(&inner.lock_store())?;
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            })
+            .await
     }
 }
 

@@ -1233,7 +1233,7 @@ mod ohttp_tests {
             ("[ohttp]\nrelay_rate_factor = 0\n", "ohttp.relay_rate_factor"),
             ("[ohttp]\nkey_id = 256\n", "ohttp.key_id"),
             ("[ohttp]\nlisten = \"nowhere\"\n", "ohttp.listen"),
-            ("[ohttp]\nbogus = 1\n", "ohttp"),
+            ("[ohttp]\nbogus = 1\n", "ohttp.bogus"),
             ("[ohttp]\nenabled = true\ntls = true\n", "ohttp.tls"),
             (
                 "admin_listen = \"127.0.0.1:7402\"\n[ohttp]\nenabled = true\n",

@@ -640,6 +640,162 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * A handle the app keeps to cancel one or more long calls.
+ */
+public protocol CancellationProtocol: AnyObject, Sendable {
+    
+    /**
+     * Cancels every call that was given this handle (now or later).
+     */
+    func cancel() 
+    
+    /**
+     * Whether `cancel` was called.
+     */
+    func isCancelled()  -> Bool
+    
+}
+/**
+ * A handle the app keeps to cancel one or more long calls.
+ */
+open class Cancellation: CancellationProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tidings_mobile_fn_clone_cancellation(self.handle, $0) }
+    }
+    /**
+     * A handle not cancelled yet.
+     */
+public convenience init() {
+    let handle =
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_constructor_cancellation_new(uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tidings_mobile_fn_free_cancellation(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Cancels every call that was given this handle (now or later).
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_cancellation_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Whether `cancel` was called.
+     */
+open func isCancelled() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_cancellation_is_cancelled(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCancellation: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Cancellation
+
+    public static func lift(_ handle: UInt64) throws -> Cancellation {
+        return Cancellation(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Cancellation) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Cancellation {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Cancellation, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancellation_lift(_ handle: UInt64) throws -> Cancellation {
+    return try FfiConverterTypeCancellation.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancellation_lower(_ value: Cancellation) -> UInt64 {
+    return FfiConverterTypeCancellation.lower(value)
+}
+
+
+
+
+
+
+/**
  * What the app implements to hear from the client. Every method is called on one
  * background thread, never on the caller's: dispatch to the UI thread as needed, and
  * return quickly.
@@ -662,7 +818,7 @@ public protocol EventListener: AnyObject, Sendable {
     func onModeChanged(change: ModeChange) 
     
     /**
-     * A device sent this new install the account: show the code, ask the user.
+     * A device scanned this new install's link code: show the code, ask the user.
      */
     func onLinkRequest(request: LinkRequest) 
     
@@ -767,7 +923,7 @@ open func onModeChanged(change: ModeChange)  {try! rustCall() {
 }
     
     /**
-     * A device sent this new install the account: show the code, ask the user.
+     * A device scanned this new install's link code: show the code, ask the user.
      */
 open func onLinkRequest(request: LinkRequest)  {try! rustCall() {
         uniffiCallStatus in
@@ -1018,6 +1174,405 @@ public func FfiConverterTypeEventListener_lower(_ value: EventListener) -> UInt6
 
 
 /**
+ * What the app implements to receive the SDK's log lines (called on whatever thread
+ * logged: return quickly, and do not call back into the SDK).
+ */
+public protocol LogSink: AnyObject, Sendable {
+    
+    /**
+     * One event: its level, the module it came from, and the message with its fields.
+     */
+    func log(level: LogLevel, target: String, message: String) 
+    
+}
+/**
+ * What the app implements to receive the SDK's log lines (called on whatever thread
+ * logged: return quickly, and do not call back into the SDK).
+ */
+open class LogSinkImpl: LogSink, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tidings_mobile_fn_clone_logsink(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tidings_mobile_fn_free_logsink(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * One event: its level, the module it came from, and the message with its fields.
+     */
+open func log(level: LogLevel, target: String, message: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_logsink_log(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeLogLevel_lower(level),
+        FfiConverterString.lower(target),
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceLogSink {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceLogSink = UniffiVTableCallbackInterfaceLogSink(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeLogSink.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface LogSink: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeLogSink.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface LogSink: handle missing in uniffiClone")
+            }
+        },
+        log: { (
+            uniffiHandle: UInt64,
+            level: RustBuffer,
+            target: RustBuffer,
+            message: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeLogSink.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.log(
+                     level: try FfiConverterTypeLogLevel_lift(level),
+                     target: try FfiConverterString.lift(target),
+                     message: try FfiConverterString.lift(message)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceLogSink> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceLogSink>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitLogSink() {
+    uniffi_tidings_mobile_fn_init_callback_vtable_logsink(UniffiCallbackInterfaceLogSink.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogSink: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<LogSink>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = LogSink
+
+    public static func lift(_ handle: UInt64) throws -> LogSink {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogSinkImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: LogSink) -> UInt64 {
+         if let rustImpl = value as? LogSinkImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogSink {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: LogSink, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogSink_lift(_ handle: UInt64) throws -> LogSink {
+    return try FfiConverterTypeLogSink.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogSink_lower(_ value: LogSink) -> UInt64 {
+    return FfiConverterTypeLogSink.lower(value)
+}
+
+
+
+
+
+
+/**
+ * One account's state opened read-only for processing pushes. Open one per extension
+ * invocation (it reads contacts and preview settings once, at open).
+ */
+public protocol NotificationProcessorProtocol: AnyObject, Sendable {
+    
+    /**
+     * The signed-in account's id.
+     */
+    func accountId()  -> String
+    
+    /**
+     * Processes a push's `enc` within `budget_ms` (default 5000; on Android pass about
+     * 8000 of `onMessageReceived`'s 10 s). Blocks the calling thread — right for the
+     * extension's callback — and leaves no thread behind. A push that omitted its data
+     * is fetched with one Retrieve; a relay that cannot be reached in time gives a
+     * generic preview, not an error. Fails with `PushMalformed`, `PushNotForThisDevice`
+     * (another install's push key, or another account) or `State`.
+     */
+    func process(enc: String, budgetMs: UInt32?) throws  -> ProcessedNotification
+    
+}
+/**
+ * One account's state opened read-only for processing pushes. Open one per extension
+ * invocation (it reads contacts and preview settings once, at open).
+ */
+open class NotificationProcessor: NotificationProcessorProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tidings_mobile_fn_clone_notificationprocessor(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tidings_mobile_fn_free_notificationprocessor(handle, $0) }
+    }
+
+    
+    /**
+     * Opens the app's state in `state_dir` (on iOS the App Group container the app uses)
+     * under `state_key` (the app's 32-byte key, shared through a keychain access group)
+     * read-only: it never writes there but to the delivery journal. `relay_url` is used
+     * only to fetch a message a push omitted. Touches no network. Fails with `State`
+     * when the app has not created state there, `WrongStateKey` for another key and
+     * `NotSignedIn` when no account is signed in. Pass the app's `options` so that the
+     * fetch trusts the same roots (`trust`, `extra_ca_roots_pem`) as the app's client.
+     */
+public static func `open`(stateDir: String, stateKey: Data, relayUrl: String, options: ClientOptions? = nil)throws  -> NotificationProcessor  {
+    return try  FfiConverterTypeNotificationProcessor_lift(try rustCallWithError(FfiConverterTypeTidingsError_lift) {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_constructor_notificationprocessor_open(
+        FfiConverterString.lower(stateDir),
+        FfiConverterData.lower(stateKey),
+        FfiConverterString.lower(relayUrl),
+        FfiConverterOptionTypeClientOptions.lower(options),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+    /**
+     * The signed-in account's id.
+     */
+open func accountId() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_notificationprocessor_account_id(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Processes a push's `enc` within `budget_ms` (default 5000; on Android pass about
+     * 8000 of `onMessageReceived`'s 10 s). Blocks the calling thread — right for the
+     * extension's callback — and leaves no thread behind. A push that omitted its data
+     * is fetched with one Retrieve; a relay that cannot be reached in time gives a
+     * generic preview, not an error. Fails with `PushMalformed`, `PushNotForThisDevice`
+     * (another install's push key, or another account) or `State`.
+     */
+open func process(enc: String, budgetMs: UInt32?)throws  -> ProcessedNotification  {
+    return try  FfiConverterTypeProcessedNotification_lift(try rustCallWithError(FfiConverterTypeTidingsError_lift) {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_notificationprocessor_process(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(enc),
+        FfiConverterOptionUInt32.lower(budgetMs),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNotificationProcessor: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = NotificationProcessor
+
+    public static func lift(_ handle: UInt64) throws -> NotificationProcessor {
+        return NotificationProcessor(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: NotificationProcessor) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NotificationProcessor {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: NotificationProcessor, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotificationProcessor_lift(_ handle: UInt64) throws -> NotificationProcessor {
+    return try FfiConverterTypeNotificationProcessor.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotificationProcessor_lower(_ value: NotificationProcessor) -> UInt64 {
+    return FfiConverterTypeNotificationProcessor.lower(value)
+}
+
+
+
+
+
+
+/**
  * One install: state directory, relay connection, account, Fast/Slow Mode driver.
  */
 public protocol TidingsClientProtocol: AnyObject, Sendable {
@@ -1037,9 +1592,10 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
     
     /**
      * Creates a new account (a fresh 12-word phrase) on this signed-out install and
-     * returns its account id. Show `phrase()` to the user to write down.
+     * returns its account id. Show `phrase()` to the user to write down. Writes the
+     * state off the caller's thread; touches no network.
      */
-    func createAccount() throws  -> String
+    func createAccount() async throws  -> String
     
     /**
      * This install's device id (16 bytes, as hex): tells the account's devices apart.
@@ -1048,11 +1604,15 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
     
     /**
      * Handles a push the app received (the `enc` field of the APNs payload or the FCM
-     * data): decrypts it, reports the message unless it arrived already, fetches it when
-     * the push did not carry it, and merges config changes. Also tells the Fast/Slow
-     * driver that pushes arrive.
+     * data): decrypts it, saves the message as pending and reports it unless it arrived
+     * already, fetches it when the push did not carry it, and merges config changes.
+     * Also tells the Fast/Slow driver that pushes arrive.
+     *
+     * Returns within `budget_ms` (default 8 000, for Android's ~10 s
+     * `onMessageReceived`): a fetch or sync that does not finish in time is left to
+     * polling (`complete` is false), and nothing is lost.
      */
-    func handlePush(enc: String) async throws  -> PushOutcome
+    func handlePush(enc: String, budgetMs: UInt32?) async throws  -> PushOutcome
     
     /**
      * The recovery phrase, if signed in. Show it only on the user's request.
@@ -1069,9 +1629,13 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
      * Restores an account from its 12- or 24-word phrase: derives the keys, then fetches
      * and merges the account's config before anything is uploaded (progress through
      * `on_progress`). Returns the account id. A mistyped word fails with `BadWord`
-     * (position and suggestions), a wrong word with `BadChecksum`.
+     * (its position; `suggest_words` offers the closest words), a wrong word with
+     * `BadChecksum`.
+     *
+     * `cancel` ends it with `Cancelled`, leaving no account behind (the identity is
+     * written last).
      */
-    func restoreAccount(phrase: String) async throws  -> String
+    func restoreAccount(phrase: String, cancel: Cancellation?) async throws  -> String
     
     /**
      * Sends `data` (the app's own encrypted envelope) to another account's mailbox.
@@ -1080,15 +1644,25 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
     func send(recipientAccountId: String, data: Data) async throws  -> SendReceipt
     
     /**
+     * Sends `plaintext` to another account as a sealed message (DESIGN.md "Sealed
+     * messages between accounts"): only the recipient can open it, it names this
+     * account as the sender to the recipient alone (so its notification can show a
+     * contact's name), and the relay sees only a padded ciphertext. The recipient's
+     * `IncomingMessage` has `sender_account_id` and `plaintext` set.
+     */
+    func sendMessage(recipientAccountId: String, plaintext: Data) async throws  -> SendReceipt
+    
+    /**
      * Sets (or with `None` removes) the listener events go to.
      */
     func setListener(listener: EventListener?) 
     
     /**
-     * Signs out: unregisters pushes (best effort), forgets the account and its config on
-     * this install. The phrase is the only way back.
+     * `stop` for async callers: cancels the client's calls and loops and waits, off the
+     * caller's thread and for at most 10 s, until they have ended. After it returns
+     * nothing touches the state directory and no event is reported.
      */
-    func signOut() async throws 
+    func shutdown() async 
     
     /**
      * Stops the client for good (also done when the object is freed): cancels its calls
@@ -1102,9 +1676,11 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
     /**
      * Fetches everything new once — messages and config — without waiting: for a
      * background refresh (Android WorkManager, iOS background fetch) or pull-to-refresh.
-     * New messages are also reported through `on_message`.
+     * Returns the new messages (also reported through `on_message`, and pending until
+     * acknowledged). `cancel` ends it with `Cancelled`; what was fetched by then stays
+     * pending.
      */
-    func syncNow() async throws  -> SyncSummary
+    func syncNow(cancel: Cancellation?) async throws  -> SyncSummary
     
     /**
      * Adds a contact, or replaces every field of the contact with this account id.
@@ -1248,34 +1824,108 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
     func modeStatus()  -> ModeStatus
     
     /**
-     * New device: makes one-time keys and returns the text to show as a QR code. Replaces
-     * any earlier offer of this client.
+     * Tells the client the device's network changed (Wi-Fi, cellular, back online):
+     * waiting retries are made at once, and in the foreground what is new is fetched.
+     * Returns at once.
      */
-    func beginLink() async throws  -> String
+    func networkChanged() 
     
     /**
-     * New device: the codes matched. Adopts the account, restores its config (progress
-     * through `on_progress`) and returns the account id.
+     * Tells the client whether the app is on screen. Call `Foreground` when the app
+     * becomes active and `Background` when it leaves the screen (the client starts in
+     * `Foreground`). Coming to the foreground fetches what is new at once (reading the
+     * notification extension's journal first) and checks the Fast Mode registration;
+     * messages that arrived while in the background never count as missed pushes.
+     * Returns at once: the work runs in the background once `connect` was called.
      */
-    func confirmLink() async throws  -> String
+    func setAppState(state: AppState) 
     
     /**
-     * Linked device: sends the account to the new device whose QR code was scanned.
-     * Returns the code to show; the new device's user compares it with theirs.
+     * Acknowledges messages (by their 64-hex-digit hash) once the app has stored them:
+     * they are never offered again. Unknown or already acknowledged hashes are ignored.
+     * Returns how many were pending. The state is written off the caller's thread.
      */
-    func linkDevice(qrPayload: String) async throws  -> String
+    func ack(hashes: [String]) async throws  -> UInt32
     
     /**
-     * New device: the codes differed. Forgets what was sent; `wait_for_link` may wait
-     * for another attempt with the same QR code.
+     * Every message received and not yet acknowledged, oldest first: what to show the
+     * user at every start and after `on_message`. Empty while signed out.
+     */
+    func pendingMessages()  -> [IncomingMessage]
+    
+    /**
+     * Linked device: the user saw equal codes and approves the inspected request: seals
+     * the account to it and sends it. A failed call may be repeated.
+     */
+    func approveLink() async throws 
+    
+    /**
+     * New device: makes one-time keys and returns the text to show as a QR code.
+     * `device_name` (1 to 64 bytes, no control characters) is shown on the scanning
+     * device. Replaces any earlier code of this client.
+     */
+    func beginLink(deviceName: String) async throws  -> String
+    
+    /**
+     * New device: the user says the codes match. Waits up to `timeout_ms` for the other
+     * device's answer; on approval adopts the account, restores its config (progress
+     * through `on_progress`). Only an account sealed under the code shown is adopted.
+     * `Timeout` when no answer came yet (call again to keep waiting), `Cancelled` when
+     * `cancel` fired (nothing adopted; call again to keep waiting).
+     */
+    func confirmLink(timeoutMs: UInt64, cancel: Cancellation?) async throws  -> LinkOutcome
+    
+    /**
+     * Linked device: the user declines the inspected request. Forgets it and tells the
+     * new device (which ends with `Declined`); forgotten even when telling fails.
+     */
+    func declineLink() async throws 
+    
+    /**
+     * Linked device: reads a scanned link code and returns what it asks for, to show
+     * with an Approve and a Decline button. Sends only a public key (so the new device
+     * can show the same code); nothing is sealed until `approve_link`. Replaces any
+     * earlier inspected request. `BadLinkCode` for a code that is not one (its reason
+     * says when the other device must update its app).
+     */
+    func inspectLink(qrPayload: String) async throws  -> LinkInspection
+    
+    /**
+     * New device: the codes differ. Forgets this scan; `wait_for_link` may wait for
+     * another one with the same QR code.
      */
     func rejectLink() async throws 
     
     /**
-     * New device: waits up to `timeout_ms` for a linked device to send the account.
-     * Returns the code to compare (also reported through `on_link_request`).
+     * New device: waits up to `timeout_ms` for a device to scan the code. Returns the
+     * code to show (also reported through `on_link_request`); nothing was sent yet.
+     * `Timeout` when nobody scanned it in time, `Cancelled` when `cancel` fired (the code
+     * stays valid: wait again).
      */
-    func waitForLink(timeoutMs: UInt64) async throws  -> LinkRequest
+    func waitForLink(timeoutMs: UInt64, cancel: Cancellation?) async throws  -> LinkRequest
+    
+    /**
+     * Push registration removals queued by sign-outs and not yet taken by the relay.
+     */
+    func queuedUnsubscribes() async throws  -> UInt32
+    
+    /**
+     * Signs out: queues the removal of this install's push registration durably (sent
+     * now when the relay answers, otherwise retried in the background, also after a
+     * restart, until the relay takes it), forgets the account, its config and pending
+     * messages on this install, and rotates the device id and push key. No push for the
+     * old account reaches this install once the relay has taken the removal, and none
+     * could be read before. The phrase is the only way back.
+     */
+    func signOut() async throws 
+    
+    /**
+     * Removes everything this install keeps, after signing out (with up to 5 s for the
+     * relay to take the push registration's removal; if it cannot be reached, the
+     * registration lapses at its expiry and its pushes cannot be read here). The client
+     * is stopped; open a new one on the (then empty) directory to start again.
+     */
+    func wipe() async throws 
     
 }
 /**
@@ -1335,20 +1985,24 @@ open class TidingsClient: TidingsClientProtocol, @unchecked Sendable {
     /**
      * Opens the install's state in `state_dir` (created on first use) under `state_key`
      * (32 bytes the app keeps in the Keychain / Keystore), for the relay at `relay_url`
-     * (`https://host:port`, or `http://` for a local relay). Does no network I/O: call
-     * `connect` to start receiving. Open each state directory with one client at a time.
+     * (`https://host:port`, or `http://` for a local relay). Reads the state off the
+     * caller's thread and does no network I/O: call `connect` to start receiving. Open
+     * each state directory with one client at a time (a notification extension uses
+     * `NotificationProcessor`, which only reads).
      */
-public static func `open`(stateDir: String, stateKey: Data, relayUrl: String, listener: EventListener? = nil, options: ClientOptions? = nil)throws  -> TidingsClient  {
-    return try  FfiConverterTypeTidingsClient_lift(try rustCallWithError(FfiConverterTypeTidingsError_lift) {
-        uniffiCallStatus in
-    uniffi_tidings_mobile_fn_constructor_tidingsclient_open(
-        FfiConverterString.lower(stateDir),
-        FfiConverterData.lower(stateKey),
-        FfiConverterString.lower(relayUrl),
-        FfiConverterOptionTypeEventListener.lower(listener),
-        FfiConverterOptionTypeClientOptions.lower(options),uniffiCallStatus
-    )
-})
+public static func `open`(stateDir: String, stateKey: Data, relayUrl: String, listener: EventListener? = nil, options: ClientOptions? = nil)async throws  -> TidingsClient  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_constructor_tidingsclient_open(FfiConverterString.lower(stateDir),FfiConverterData.lower(stateKey),FfiConverterString.lower(relayUrl),FfiConverterOptionTypeEventListener.lower(listener),FfiConverterOptionTypeClientOptions.lower(options)
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_u64,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_u64,
+            freeFunc: ffi_tidings_mobile_rust_future_free_u64,
+            liftFunc: FfiConverterTypeTidingsClient_lift,
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
 }
     
 
@@ -1389,15 +2043,23 @@ open func connect()async throws   {
     
     /**
      * Creates a new account (a fresh 12-word phrase) on this signed-out install and
-     * returns its account id. Show `phrase()` to the user to write down.
+     * returns its account id. Show `phrase()` to the user to write down. Writes the
+     * state off the caller's thread; touches no network.
      */
-open func createAccount()throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeTidingsError_lift) {
-        uniffiCallStatus in
-    uniffi_tidings_mobile_fn_method_tidingsclient_create_account(
-            self.uniffiCloneHandle(),uniffiCallStatus
-    )
-})
+open func createAccount()async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_create_account(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_rust_buffer,
+            freeFunc: ffi_tidings_mobile_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
 }
     
     /**
@@ -1414,16 +2076,20 @@ open func deviceId() -> String  {
     
     /**
      * Handles a push the app received (the `enc` field of the APNs payload or the FCM
-     * data): decrypts it, reports the message unless it arrived already, fetches it when
-     * the push did not carry it, and merges config changes. Also tells the Fast/Slow
-     * driver that pushes arrive.
+     * data): decrypts it, saves the message as pending and reports it unless it arrived
+     * already, fetches it when the push did not carry it, and merges config changes.
+     * Also tells the Fast/Slow driver that pushes arrive.
+     *
+     * Returns within `budget_ms` (default 8 000, for Android's ~10 s
+     * `onMessageReceived`): a fetch or sync that does not finish in time is left to
+     * polling (`complete` is false), and nothing is lost.
      */
-open func handlePush(enc: String)async throws  -> PushOutcome  {
+open func handlePush(enc: String, budgetMs: UInt32? = nil)async throws  -> PushOutcome  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_tidings_mobile_fn_method_tidingsclient_handle_push(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(enc)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(enc),FfiConverterOptionUInt32.lower(budgetMs)
                 )
             },
             pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
@@ -1463,14 +2129,18 @@ open func pushKey() -> Data  {
      * Restores an account from its 12- or 24-word phrase: derives the keys, then fetches
      * and merges the account's config before anything is uploaded (progress through
      * `on_progress`). Returns the account id. A mistyped word fails with `BadWord`
-     * (position and suggestions), a wrong word with `BadChecksum`.
+     * (its position; `suggest_words` offers the closest words), a wrong word with
+     * `BadChecksum`.
+     *
+     * `cancel` ends it with `Cancelled`, leaving no account behind (the identity is
+     * written last).
      */
-open func restoreAccount(phrase: String)async throws  -> String  {
+open func restoreAccount(phrase: String, cancel: Cancellation? = nil)async throws  -> String  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_tidings_mobile_fn_method_tidingsclient_restore_account(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(phrase)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(phrase),FfiConverterOptionTypeCancellation.lower(cancel)
                 )
             },
             pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
@@ -1502,6 +2172,29 @@ open func send(recipientAccountId: String, data: Data)async throws  -> SendRecei
 }
     
     /**
+     * Sends `plaintext` to another account as a sealed message (DESIGN.md "Sealed
+     * messages between accounts"): only the recipient can open it, it names this
+     * account as the sender to the recipient alone (so its notification can show a
+     * contact's name), and the relay sees only a padded ciphertext. The recipient's
+     * `IncomingMessage` has `sender_account_id` and `plaintext` set.
+     */
+open func sendMessage(recipientAccountId: String, plaintext: Data)async throws  -> SendReceipt  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_send_message(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(recipientAccountId),FfiConverterData.lower(plaintext)
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_rust_buffer,
+            freeFunc: ffi_tidings_mobile_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeSendReceipt_lift,
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
      * Sets (or with `None` removes) the listener events go to.
      */
 open func setListener(listener: EventListener?)  {try! rustCall() {
@@ -1514,14 +2207,15 @@ open func setListener(listener: EventListener?)  {try! rustCall() {
 }
     
     /**
-     * Signs out: unregisters pushes (best effort), forgets the account and its config on
-     * this install. The phrase is the only way back.
+     * `stop` for async callers: cancels the client's calls and loops and waits, off the
+     * caller's thread and for at most 10 s, until they have ended. After it returns
+     * nothing touches the state directory and no event is reported.
      */
-open func signOut()async throws   {
+open func shutdown()async   {
     return
-        try  await uniffiRustCallAsync(
+        try!  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_tidings_mobile_fn_method_tidingsclient_sign_out(
+                uniffi_tidings_mobile_fn_method_tidingsclient_shutdown(
                         self.uniffiCloneHandle()
                 )
             },
@@ -1529,7 +2223,8 @@ open func signOut()async throws   {
             completeFunc: ffi_tidings_mobile_rust_future_complete_void,
             freeFunc: ffi_tidings_mobile_rust_future_free_void,
             liftFunc: { $0 },
-            errorHandler: FfiConverterTypeTidingsError_lift
+            errorHandler: nil
+            
         )
 }
     
@@ -1551,14 +2246,16 @@ open func stop()  {try! rustCall() {
     /**
      * Fetches everything new once — messages and config — without waiting: for a
      * background refresh (Android WorkManager, iOS background fetch) or pull-to-refresh.
-     * New messages are also reported through `on_message`.
+     * Returns the new messages (also reported through `on_message`, and pending until
+     * acknowledged). `cancel` ends it with `Cancelled`; what was fetched by then stays
+     * pending.
      */
-open func syncNow()async throws  -> SyncSummary  {
+open func syncNow(cancel: Cancellation? = nil)async throws  -> SyncSummary  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_tidings_mobile_fn_method_tidingsclient_sync_now(
-                        self.uniffiCloneHandle()
+                        self.uniffiCloneHandle(),FfiConverterOptionTypeCancellation.lower(cancel)
                 )
             },
             pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
@@ -2035,15 +2732,100 @@ open func modeStatus() -> ModeStatus  {
 }
     
     /**
-     * New device: makes one-time keys and returns the text to show as a QR code. Replaces
-     * any earlier offer of this client.
+     * Tells the client the device's network changed (Wi-Fi, cellular, back online):
+     * waiting retries are made at once, and in the foreground what is new is fetched.
+     * Returns at once.
      */
-open func beginLink()async throws  -> String  {
+open func networkChanged()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_tidingsclient_network_changed(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Tells the client whether the app is on screen. Call `Foreground` when the app
+     * becomes active and `Background` when it leaves the screen (the client starts in
+     * `Foreground`). Coming to the foreground fetches what is new at once (reading the
+     * notification extension's journal first) and checks the Fast Mode registration;
+     * messages that arrived while in the background never count as missed pushes.
+     * Returns at once: the work runs in the background once `connect` was called.
+     */
+open func setAppState(state: AppState)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_tidingsclient_set_app_state(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeAppState_lower(state),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Acknowledges messages (by their 64-hex-digit hash) once the app has stored them:
+     * they are never offered again. Unknown or already acknowledged hashes are ignored.
+     * Returns how many were pending. The state is written off the caller's thread.
+     */
+open func ack(hashes: [String])async throws  -> UInt32  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_ack(
+                        self.uniffiCloneHandle(),FfiConverterSequenceString.lower(hashes)
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_u32,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_u32,
+            freeFunc: ffi_tidings_mobile_rust_future_free_u32,
+            liftFunc: FfiConverterUInt32.lift,
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
+     * Every message received and not yet acknowledged, oldest first: what to show the
+     * user at every start and after `on_message`. Empty while signed out.
+     */
+open func pendingMessages() -> [IncomingMessage]  {
+    return try!  FfiConverterSequenceTypeIncomingMessage.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_tidingsclient_pending_messages(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Linked device: the user saw equal codes and approves the inspected request: seals
+     * the account to it and sends it. A failed call may be repeated.
+     */
+open func approveLink()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_approve_link(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_void,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_void,
+            freeFunc: ffi_tidings_mobile_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
+     * New device: makes one-time keys and returns the text to show as a QR code.
+     * `device_name` (1 to 64 bytes, no control characters) is shown on the scanning
+     * device. Replaces any earlier code of this client.
+     */
+open func beginLink(deviceName: String)async throws  -> String  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_tidings_mobile_fn_method_tidingsclient_begin_link(
-                        self.uniffiCloneHandle()
+                        self.uniffiCloneHandle(),FfiConverterString.lower(deviceName)
                 )
             },
             pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
@@ -2055,48 +2837,74 @@ open func beginLink()async throws  -> String  {
 }
     
     /**
-     * New device: the codes matched. Adopts the account, restores its config (progress
-     * through `on_progress`) and returns the account id.
+     * New device: the user says the codes match. Waits up to `timeout_ms` for the other
+     * device's answer; on approval adopts the account, restores its config (progress
+     * through `on_progress`). Only an account sealed under the code shown is adopted.
+     * `Timeout` when no answer came yet (call again to keep waiting), `Cancelled` when
+     * `cancel` fired (nothing adopted; call again to keep waiting).
      */
-open func confirmLink()async throws  -> String  {
+open func confirmLink(timeoutMs: UInt64, cancel: Cancellation? = nil)async throws  -> LinkOutcome  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_tidings_mobile_fn_method_tidingsclient_confirm_link(
-                        self.uniffiCloneHandle()
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs),FfiConverterOptionTypeCancellation.lower(cancel)
                 )
             },
             pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
             completeFunc: ffi_tidings_mobile_rust_future_complete_rust_buffer,
             freeFunc: ffi_tidings_mobile_rust_future_free_rust_buffer,
-            liftFunc: FfiConverterString.lift,
+            liftFunc: FfiConverterTypeLinkOutcome_lift,
             errorHandler: FfiConverterTypeTidingsError_lift
         )
 }
     
     /**
-     * Linked device: sends the account to the new device whose QR code was scanned.
-     * Returns the code to show; the new device's user compares it with theirs.
+     * Linked device: the user declines the inspected request. Forgets it and tells the
+     * new device (which ends with `Declined`); forgotten even when telling fails.
      */
-open func linkDevice(qrPayload: String)async throws  -> String  {
+open func declineLink()async throws   {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_tidings_mobile_fn_method_tidingsclient_link_device(
+                uniffi_tidings_mobile_fn_method_tidingsclient_decline_link(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_void,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_void,
+            freeFunc: ffi_tidings_mobile_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
+     * Linked device: reads a scanned link code and returns what it asks for, to show
+     * with an Approve and a Decline button. Sends only a public key (so the new device
+     * can show the same code); nothing is sealed until `approve_link`. Replaces any
+     * earlier inspected request. `BadLinkCode` for a code that is not one (its reason
+     * says when the other device must update its app).
+     */
+open func inspectLink(qrPayload: String)async throws  -> LinkInspection  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_inspect_link(
                         self.uniffiCloneHandle(),FfiConverterString.lower(qrPayload)
                 )
             },
             pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
             completeFunc: ffi_tidings_mobile_rust_future_complete_rust_buffer,
             freeFunc: ffi_tidings_mobile_rust_future_free_rust_buffer,
-            liftFunc: FfiConverterString.lift,
+            liftFunc: FfiConverterTypeLinkInspection_lift,
             errorHandler: FfiConverterTypeTidingsError_lift
         )
 }
     
     /**
-     * New device: the codes differed. Forgets what was sent; `wait_for_link` may wait
-     * for another attempt with the same QR code.
+     * New device: the codes differ. Forgets this scan; `wait_for_link` may wait for
+     * another one with the same QR code.
      */
 open func rejectLink()async throws   {
     return
@@ -2115,21 +2923,88 @@ open func rejectLink()async throws   {
 }
     
     /**
-     * New device: waits up to `timeout_ms` for a linked device to send the account.
-     * Returns the code to compare (also reported through `on_link_request`).
+     * New device: waits up to `timeout_ms` for a device to scan the code. Returns the
+     * code to show (also reported through `on_link_request`); nothing was sent yet.
+     * `Timeout` when nobody scanned it in time, `Cancelled` when `cancel` fired (the code
+     * stays valid: wait again).
      */
-open func waitForLink(timeoutMs: UInt64)async throws  -> LinkRequest  {
+open func waitForLink(timeoutMs: UInt64, cancel: Cancellation? = nil)async throws  -> LinkRequest  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_tidings_mobile_fn_method_tidingsclient_wait_for_link(
-                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs)
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs),FfiConverterOptionTypeCancellation.lower(cancel)
                 )
             },
             pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
             completeFunc: ffi_tidings_mobile_rust_future_complete_rust_buffer,
             freeFunc: ffi_tidings_mobile_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeLinkRequest_lift,
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
+     * Push registration removals queued by sign-outs and not yet taken by the relay.
+     */
+open func queuedUnsubscribes()async throws  -> UInt32  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_queued_unsubscribes(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_u32,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_u32,
+            freeFunc: ffi_tidings_mobile_rust_future_free_u32,
+            liftFunc: FfiConverterUInt32.lift,
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
+     * Signs out: queues the removal of this install's push registration durably (sent
+     * now when the relay answers, otherwise retried in the background, also after a
+     * restart, until the relay takes it), forgets the account, its config and pending
+     * messages on this install, and rotates the device id and push key. No push for the
+     * old account reaches this install once the relay has taken the removal, and none
+     * could be read before. The phrase is the only way back.
+     */
+open func signOut()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_sign_out(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_void,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_void,
+            freeFunc: ffi_tidings_mobile_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
+     * Removes everything this install keeps, after signing out (with up to 5 s for the
+     * relay to take the push registration's removal; if it cannot be reached, the
+     * registration lapses at its expiry and its pushes cannot be read here). The client
+     * is stopped; open a new one on the (then empty) directory to start again.
+     */
+open func wipe()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_wipe(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_void,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_void,
+            freeFunc: ffi_tidings_mobile_rust_future_free_void,
+            liftFunc: { $0 },
             errorHandler: FfiConverterTypeTidingsError_lift
         )
 }
@@ -2286,6 +3161,19 @@ public struct ClientOptions: Equatable, Hashable {
      * Time to live of sent messages, ms (0: the relay's default, 14 days).
      */
     public var messageTtlMs: Int64
+    /**
+     * Which roots an `https://` relay's certificate is checked against.
+     */
+    public var trust: TrustStore
+    /**
+     * Root certificates trusted beside `trust`, for a relay behind a private CA: each
+     * entry one or more PEM certificates. A bad entry fails `open`, naming its index.
+     */
+    public var extraCaRootsPem: [String]
+    /**
+     * Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
+     */
+    public var requestTimeoutMs: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2313,7 +3201,17 @@ public struct ClientOptions: Equatable, Hashable {
          */retryBackoffMs: UInt64, 
         /**
          * Time to live of sent messages, ms (0: the relay's default, 14 days).
-         */messageTtlMs: Int64) {
+         */messageTtlMs: Int64, 
+        /**
+         * Which roots an `https://` relay's certificate is checked against.
+         */trust: TrustStore, 
+        /**
+         * Root certificates trusted beside `trust`, for a relay behind a private CA: each
+         * entry one or more PEM certificates. A bad entry fails `open`, naming its index.
+         */extraCaRootsPem: [String], 
+        /**
+         * Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
+         */requestTimeoutMs: UInt64) {
         self.pollWaitMs = pollWaitMs
         self.fastCheckIntervalMs = fastCheckIntervalMs
         self.pushGraceMs = pushGraceMs
@@ -2321,6 +3219,9 @@ public struct ClientOptions: Equatable, Hashable {
         self.renewAtPercent = renewAtPercent
         self.retryBackoffMs = retryBackoffMs
         self.messageTtlMs = messageTtlMs
+        self.trust = trust
+        self.extraCaRootsPem = extraCaRootsPem
+        self.requestTimeoutMs = requestTimeoutMs
     }
 
     
@@ -2345,7 +3246,10 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
                 missedPushLimit: FfiConverterUInt32.read(from: &buf), 
                 renewAtPercent: FfiConverterUInt8.read(from: &buf), 
                 retryBackoffMs: FfiConverterUInt64.read(from: &buf), 
-                messageTtlMs: FfiConverterInt64.read(from: &buf)
+                messageTtlMs: FfiConverterInt64.read(from: &buf), 
+                trust: FfiConverterTypeTrustStore.read(from: &buf), 
+                extraCaRootsPem: FfiConverterSequenceString.read(from: &buf), 
+                requestTimeoutMs: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -2357,6 +3261,9 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
         FfiConverterUInt8.write(value.renewAtPercent, into: &buf)
         FfiConverterUInt64.write(value.retryBackoffMs, into: &buf)
         FfiConverterInt64.write(value.messageTtlMs, into: &buf)
+        FfiConverterTypeTrustStore.write(value.trust, into: &buf)
+        FfiConverterSequenceString.write(value.extraCaRootsPem, into: &buf)
+        FfiConverterUInt64.write(value.requestTimeoutMs, into: &buf)
     }
 }
 
@@ -2882,8 +3789,8 @@ public func FfiConverterTypeDecryptedPush_lower(_ value: DecryptedPush) -> RustB
 
 
 /**
- * A message deposited in this account's mailbox. Each is reported once, however many
- * ways it arrived.
+ * A message deposited in this account's mailbox. It stays in `pending_messages()` until
+ * acknowledged with `ack`; `on_message` reports it once when it arrives.
  */
 public struct IncomingMessage: Equatable, Hashable {
     /**
@@ -2914,6 +3821,16 @@ public struct IncomingMessage: Equatable, Hashable {
      * How it arrived first.
      */
     public var source: MessageSource
+    /**
+     * For a sealed message to this account (`send_message`): the sender's account id,
+     * authenticated by the sender's signature. None for an app's own opaque bytes.
+     */
+    public var senderAccountId: String?
+    /**
+     * For a sealed message: what the sender wrote. None for an app's own bytes (in
+     * `data`).
+     */
+    public var plaintext: Data?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2938,7 +3855,15 @@ public struct IncomingMessage: Equatable, Hashable {
          */expiresMs: Int64, 
         /**
          * How it arrived first.
-         */source: MessageSource) {
+         */source: MessageSource, 
+        /**
+         * For a sealed message to this account (`send_message`): the sender's account id,
+         * authenticated by the sender's signature. None for an app's own opaque bytes.
+         */senderAccountId: String?, 
+        /**
+         * For a sealed message: what the sender wrote. None for an app's own bytes (in
+         * `data`).
+         */plaintext: Data?) {
         self.hash = hash
         self.namespace = namespace
         self.seq = seq
@@ -2946,6 +3871,8 @@ public struct IncomingMessage: Equatable, Hashable {
         self.createdMs = createdMs
         self.expiresMs = expiresMs
         self.source = source
+        self.senderAccountId = senderAccountId
+        self.plaintext = plaintext
     }
 
     
@@ -2970,7 +3897,9 @@ public struct FfiConverterTypeIncomingMessage: FfiConverterRustBuffer {
                 data: FfiConverterData.read(from: &buf), 
                 createdMs: FfiConverterInt64.read(from: &buf), 
                 expiresMs: FfiConverterInt64.read(from: &buf), 
-                source: FfiConverterTypeMessageSource.read(from: &buf)
+                source: FfiConverterTypeMessageSource.read(from: &buf), 
+                senderAccountId: FfiConverterOptionString.read(from: &buf), 
+                plaintext: FfiConverterOptionData.read(from: &buf)
         )
     }
 
@@ -2982,6 +3911,8 @@ public struct FfiConverterTypeIncomingMessage: FfiConverterRustBuffer {
         FfiConverterInt64.write(value.createdMs, into: &buf)
         FfiConverterInt64.write(value.expiresMs, into: &buf)
         FfiConverterTypeMessageSource.write(value.source, into: &buf)
+        FfiConverterOptionString.write(value.senderAccountId, into: &buf)
+        FfiConverterOptionData.write(value.plaintext, into: &buf)
     }
 }
 
@@ -3002,12 +3933,25 @@ public func FfiConverterTypeIncomingMessage_lower(_ value: IncomingMessage) -> R
 
 
 /**
- * A device offered this (new) install the account: compare the code on both screens,
- * then `confirm_link` or `reject_link`.
+ * What a scanned link code asks for, shown on the linked device before the user
+ * approves or declines. Nothing has been sent but a public key.
  */
-public struct LinkRequest: Equatable, Hashable {
+public struct LinkInspection: Equatable, Hashable {
     /**
-     * The six-digit short authentication string.
+     * The relay the new device uses, as its code names it.
+     */
+    public var relayUrl: String
+    /**
+     * Whether that is this account's relay. When false, say so prominently: a device on
+     * another relay is unusual and may be someone else's code.
+     */
+    public var sameRelay: Bool
+    /**
+     * The name the new device gave itself (at most 64 bytes, no control characters).
+     */
+    public var deviceName: String
+    /**
+     * The six-digit code; the new device shows the same one.
      */
     public var sas: String
 
@@ -3015,9 +3959,96 @@ public struct LinkRequest: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * The six-digit short authentication string.
+         * The relay the new device uses, as its code names it.
+         */relayUrl: String, 
+        /**
+         * Whether that is this account's relay. When false, say so prominently: a device on
+         * another relay is unusual and may be someone else's code.
+         */sameRelay: Bool, 
+        /**
+         * The name the new device gave itself (at most 64 bytes, no control characters).
+         */deviceName: String, 
+        /**
+         * The six-digit code; the new device shows the same one.
          */sas: String) {
+        self.relayUrl = relayUrl
+        self.sameRelay = sameRelay
+        self.deviceName = deviceName
         self.sas = sas
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension LinkInspection: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLinkInspection: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LinkInspection {
+        return
+            try LinkInspection(
+                relayUrl: FfiConverterString.read(from: &buf), 
+                sameRelay: FfiConverterBool.read(from: &buf), 
+                deviceName: FfiConverterString.read(from: &buf), 
+                sas: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: LinkInspection, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.relayUrl, into: &buf)
+        FfiConverterBool.write(value.sameRelay, into: &buf)
+        FfiConverterString.write(value.deviceName, into: &buf)
+        FfiConverterString.write(value.sas, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkInspection_lift(_ buf: RustBuffer) throws -> LinkInspection {
+    return try FfiConverterTypeLinkInspection.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkInspection_lower(_ value: LinkInspection) -> RustBuffer {
+    return FfiConverterTypeLinkInspection.lower(value)
+}
+
+
+/**
+ * A device scanned this (new) install's link code; nothing was sent yet. Show the code
+ * beside the other screen's, then `confirm_link` (they match) or `reject_link`.
+ */
+public struct LinkRequest: Equatable, Hashable {
+    /**
+     * The six-digit short authentication string.
+     */
+    public var sas: String
+    /**
+     * The relay the link code named (where this install waits and will sign in).
+     */
+    public var relayUrl: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The six-digit short authentication string.
+         */sas: String, 
+        /**
+         * The relay the link code named (where this install waits and will sign in).
+         */relayUrl: String) {
+        self.sas = sas
+        self.relayUrl = relayUrl
     }
 
     
@@ -3036,12 +4067,14 @@ public struct FfiConverterTypeLinkRequest: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LinkRequest {
         return
             try LinkRequest(
-                sas: FfiConverterString.read(from: &buf)
+                sas: FfiConverterString.read(from: &buf), 
+                relayUrl: FfiConverterString.read(from: &buf)
         )
     }
 
     public static func write(_ value: LinkRequest, into buf: inout [UInt8]) {
         FfiConverterString.write(value.sas, into: &buf)
+        FfiConverterString.write(value.relayUrl, into: &buf)
     }
 }
 
@@ -3154,7 +4187,8 @@ public struct ModeStatus: Equatable, Hashable {
     public var reason: ModeReason
     /**
      * The app asked for Fast Mode and the driver keeps trying (while the relay is
-     * unreachable, `mode` is `Slow` and this is true).
+     * unreachable, or after `PushesMissing` until the retry, `mode` is `Slow` and this is
+     * true). False after `TokenPruned` and `SubscribeRejected`: enable again.
      */
     public var fastRequested: Bool
     /**
@@ -3173,7 +4207,8 @@ public struct ModeStatus: Equatable, Hashable {
          */reason: ModeReason, 
         /**
          * The app asked for Fast Mode and the driver keeps trying (while the relay is
-         * unreachable, `mode` is `Slow` and this is true).
+         * unreachable, or after `PushesMissing` until the retry, `mode` is `Slow` and this is
+         * true). False after `TokenPruned` and `SubscribeRejected`: enable again.
          */fastRequested: Bool, 
         /**
          * When the push registration expires unless renewed (Unix ms), if registered.
@@ -3228,6 +4263,232 @@ public func FfiConverterTypeModeStatus_lift(_ buf: RustBuffer) throws -> ModeSta
 #endif
 public func FfiConverterTypeModeStatus_lower(_ value: ModeStatus) -> RustBuffer {
     return FfiConverterTypeModeStatus.lower(value)
+}
+
+
+/**
+ * A processed push. `title` and `body` are what the notification may show; the other
+ * fields are facts for an app that builds its own (localised) text.
+ */
+public struct ProcessedNotification: Equatable, Hashable {
+    /**
+     * Message or config.
+     */
+    public var kind: NotificationKind
+    /**
+     * The namespace the message was stored in.
+     */
+    public var namespace: Int32
+    /**
+     * The message hash, 64 hex digits (as `IncomingMessage.hash`).
+     */
+    public var hash: String
+    /**
+     * Its position in the mailbox.
+     */
+    public var seq: UInt64
+    /**
+     * When the relay stored it (Unix ms).
+     */
+    public var createdMs: Int64
+    /**
+     * When the relay drops it (Unix ms).
+     */
+    public var expiresMs: Int64
+    /**
+     * The message data as the sender deposited it, when the push carried it or it was
+     * fetched; never for a config push.
+     */
+    public var data: Data?
+    /**
+     * How the data was obtained.
+     */
+    public var fetch: FetchOutcome
+    /**
+     * The sender's account id, when the data is a sealed message to this account.
+     */
+    public var sender: String?
+    /**
+     * The sender's display name (nickname, else name), when the sender is a contact.
+     */
+    public var senderName: String?
+    /**
+     * The conversation the message belongs to (the sender's account id), for grouping
+     * (`threadIdentifier` on iOS).
+     */
+    public var conversation: String?
+    /**
+     * The sealed message's plaintext, when it opened.
+     */
+    public var content: Data?
+    /**
+     * Set when the notification should not alert (blocked, muted, config).
+     */
+    public var suppress: SuppressReason?
+    /**
+     * The title to show: the sender's name, or a generic "New message".
+     */
+    public var title: String
+    /**
+     * The text to show, when the settings allow it and it is known.
+     */
+    public var body: String?
+    /**
+     * Why the preview shows less than name and text; empty when it shows both.
+     */
+    public var limits: [PreviewLimit]
+    /**
+     * The delivery journal took it, so the app counts it as delivered and has it in its
+     * inbox at the next open. When false, the app finds the message by polling instead.
+     */
+    public var journaled: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Message or config.
+         */kind: NotificationKind, 
+        /**
+         * The namespace the message was stored in.
+         */namespace: Int32, 
+        /**
+         * The message hash, 64 hex digits (as `IncomingMessage.hash`).
+         */hash: String, 
+        /**
+         * Its position in the mailbox.
+         */seq: UInt64, 
+        /**
+         * When the relay stored it (Unix ms).
+         */createdMs: Int64, 
+        /**
+         * When the relay drops it (Unix ms).
+         */expiresMs: Int64, 
+        /**
+         * The message data as the sender deposited it, when the push carried it or it was
+         * fetched; never for a config push.
+         */data: Data?, 
+        /**
+         * How the data was obtained.
+         */fetch: FetchOutcome, 
+        /**
+         * The sender's account id, when the data is a sealed message to this account.
+         */sender: String?, 
+        /**
+         * The sender's display name (nickname, else name), when the sender is a contact.
+         */senderName: String?, 
+        /**
+         * The conversation the message belongs to (the sender's account id), for grouping
+         * (`threadIdentifier` on iOS).
+         */conversation: String?, 
+        /**
+         * The sealed message's plaintext, when it opened.
+         */content: Data?, 
+        /**
+         * Set when the notification should not alert (blocked, muted, config).
+         */suppress: SuppressReason?, 
+        /**
+         * The title to show: the sender's name, or a generic "New message".
+         */title: String, 
+        /**
+         * The text to show, when the settings allow it and it is known.
+         */body: String?, 
+        /**
+         * Why the preview shows less than name and text; empty when it shows both.
+         */limits: [PreviewLimit], 
+        /**
+         * The delivery journal took it, so the app counts it as delivered and has it in its
+         * inbox at the next open. When false, the app finds the message by polling instead.
+         */journaled: Bool) {
+        self.kind = kind
+        self.namespace = namespace
+        self.hash = hash
+        self.seq = seq
+        self.createdMs = createdMs
+        self.expiresMs = expiresMs
+        self.data = data
+        self.fetch = fetch
+        self.sender = sender
+        self.senderName = senderName
+        self.conversation = conversation
+        self.content = content
+        self.suppress = suppress
+        self.title = title
+        self.body = body
+        self.limits = limits
+        self.journaled = journaled
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ProcessedNotification: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeProcessedNotification: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ProcessedNotification {
+        return
+            try ProcessedNotification(
+                kind: FfiConverterTypeNotificationKind.read(from: &buf), 
+                namespace: FfiConverterInt32.read(from: &buf), 
+                hash: FfiConverterString.read(from: &buf), 
+                seq: FfiConverterUInt64.read(from: &buf), 
+                createdMs: FfiConverterInt64.read(from: &buf), 
+                expiresMs: FfiConverterInt64.read(from: &buf), 
+                data: FfiConverterOptionData.read(from: &buf), 
+                fetch: FfiConverterTypeFetchOutcome.read(from: &buf), 
+                sender: FfiConverterOptionString.read(from: &buf), 
+                senderName: FfiConverterOptionString.read(from: &buf), 
+                conversation: FfiConverterOptionString.read(from: &buf), 
+                content: FfiConverterOptionData.read(from: &buf), 
+                suppress: FfiConverterOptionTypeSuppressReason.read(from: &buf), 
+                title: FfiConverterString.read(from: &buf), 
+                body: FfiConverterOptionString.read(from: &buf), 
+                limits: FfiConverterSequenceTypePreviewLimit.read(from: &buf), 
+                journaled: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ProcessedNotification, into buf: inout [UInt8]) {
+        FfiConverterTypeNotificationKind.write(value.kind, into: &buf)
+        FfiConverterInt32.write(value.namespace, into: &buf)
+        FfiConverterString.write(value.hash, into: &buf)
+        FfiConverterUInt64.write(value.seq, into: &buf)
+        FfiConverterInt64.write(value.createdMs, into: &buf)
+        FfiConverterInt64.write(value.expiresMs, into: &buf)
+        FfiConverterOptionData.write(value.data, into: &buf)
+        FfiConverterTypeFetchOutcome.write(value.fetch, into: &buf)
+        FfiConverterOptionString.write(value.sender, into: &buf)
+        FfiConverterOptionString.write(value.senderName, into: &buf)
+        FfiConverterOptionString.write(value.conversation, into: &buf)
+        FfiConverterOptionData.write(value.content, into: &buf)
+        FfiConverterOptionTypeSuppressReason.write(value.suppress, into: &buf)
+        FfiConverterString.write(value.title, into: &buf)
+        FfiConverterOptionString.write(value.body, into: &buf)
+        FfiConverterSequenceTypePreviewLimit.write(value.limits, into: &buf)
+        FfiConverterBool.write(value.journaled, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeProcessedNotification_lift(_ buf: RustBuffer) throws -> ProcessedNotification {
+    return try FfiConverterTypeProcessedNotification.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeProcessedNotification_lower(_ value: ProcessedNotification) -> RustBuffer {
+    return FfiConverterTypeProcessedNotification.lower(value)
 }
 
 
@@ -3420,6 +4681,12 @@ public struct PushOutcome: Equatable, Hashable {
      * A config push changed the documents (also reported through `on_config_changed`).
      */
     public var configChanged: Bool
+    /**
+     * Everything the push announced was handled within the budget. False when a fetch
+     * (a push that omitted its message) or a config sync ran out of time: polling brings
+     * it later, nothing is lost.
+     */
+    public var complete: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3436,11 +4703,17 @@ public struct PushOutcome: Equatable, Hashable {
          */duplicate: Bool, 
         /**
          * A config push changed the documents (also reported through `on_config_changed`).
-         */configChanged: Bool) {
+         */configChanged: Bool, 
+        /**
+         * Everything the push announced was handled within the budget. False when a fetch
+         * (a push that omitted its message) or a config sync ran out of time: polling brings
+         * it later, nothing is lost.
+         */complete: Bool) {
         self.push = push
         self.messages = messages
         self.duplicate = duplicate
         self.configChanged = configChanged
+        self.complete = complete
     }
 
     
@@ -3462,7 +4735,8 @@ public struct FfiConverterTypePushOutcome: FfiConverterRustBuffer {
                 push: FfiConverterTypeDecryptedPush.read(from: &buf), 
                 messages: FfiConverterSequenceTypeIncomingMessage.read(from: &buf), 
                 duplicate: FfiConverterBool.read(from: &buf), 
-                configChanged: FfiConverterBool.read(from: &buf)
+                configChanged: FfiConverterBool.read(from: &buf), 
+                complete: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -3471,6 +4745,7 @@ public struct FfiConverterTypePushOutcome: FfiConverterRustBuffer {
         FfiConverterSequenceTypeIncomingMessage.write(value.messages, into: &buf)
         FfiConverterBool.write(value.duplicate, into: &buf)
         FfiConverterBool.write(value.configChanged, into: &buf)
+        FfiConverterBool.write(value.complete, into: &buf)
     }
 }
 
@@ -3663,9 +4938,10 @@ public func FfiConverterTypeSettings_lower(_ value: Settings) -> RustBuffer {
  */
 public struct SyncSummary: Equatable, Hashable {
     /**
-     * New messages (also reported through `on_message`).
+     * The new messages, oldest first (also reported through `on_message`, and pending
+     * until acknowledged).
      */
-    public var messages: UInt32
+    public var messages: [IncomingMessage]
     /**
      * Whether the config documents changed.
      */
@@ -3675,8 +4951,9 @@ public struct SyncSummary: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * New messages (also reported through `on_message`).
-         */messages: UInt32, 
+         * The new messages, oldest first (also reported through `on_message`, and pending
+         * until acknowledged).
+         */messages: [IncomingMessage], 
         /**
          * Whether the config documents changed.
          */configChanged: Bool) {
@@ -3700,13 +4977,13 @@ public struct FfiConverterTypeSyncSummary: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncSummary {
         return
             try SyncSummary(
-                messages: FfiConverterUInt32.read(from: &buf), 
+                messages: FfiConverterSequenceTypeIncomingMessage.read(from: &buf), 
                 configChanged: FfiConverterBool.read(from: &buf)
         )
     }
 
     public static func write(_ value: SyncSummary, into buf: inout [UInt8]) {
-        FfiConverterUInt32.write(value.messages, into: &buf)
+        FfiConverterSequenceTypeIncomingMessage.write(value.messages, into: &buf)
         FfiConverterBool.write(value.configChanged, into: &buf)
     }
 }
@@ -3725,6 +5002,81 @@ public func FfiConverterTypeSyncSummary_lift(_ buf: RustBuffer) throws -> SyncSu
 public func FfiConverterTypeSyncSummary_lower(_ value: SyncSummary) -> RustBuffer {
     return FfiConverterTypeSyncSummary.lower(value)
 }
+
+
+/**
+ * Whether the app is on screen: tell the client with `set_app_state`.
+ */
+
+public enum AppState: Equatable, Hashable {
+    
+    /**
+     * On screen (iOS: active; Android: a started activity). Pushes reach the app.
+     */
+    case foreground
+    /**
+     * Not on screen. iOS hands alert pushes to the Notification Service Extension only.
+     */
+    case background
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension AppState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAppState: FfiConverterRustBuffer {
+    typealias SwiftType = AppState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AppState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .foreground
+        
+        case 2: return .background
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AppState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .foreground:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .background:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAppState_lift(_ buf: RustBuffer) throws -> AppState {
+    return try FfiConverterTypeAppState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAppState_lower(_ value: AppState) -> RustBuffer {
+    return FfiConverterTypeAppState.lower(value)
+}
+
 
 
 /**
@@ -3823,6 +5175,607 @@ public func FfiConverterTypeConfigDocument_lower(_ value: ConfigDocument) -> Rus
 
 
 /**
+ * What kind of config failure.
+ */
+
+public enum ConfigFailure: Equatable, Hashable {
+    
+    /**
+     * An input is longer than its limit.
+     */
+    case tooLong
+    /**
+     * An input that must not be empty is.
+     */
+    case empty
+    /**
+     * A change too large for one config message.
+     */
+    case tooLarge
+    /**
+     * Saved or received config could not be read (damaged, or from a newer app).
+     */
+    case unreadable
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ConfigFailure: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConfigFailure: FfiConverterRustBuffer {
+    typealias SwiftType = ConfigFailure
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConfigFailure {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .tooLong
+        
+        case 2: return .empty
+        
+        case 3: return .tooLarge
+        
+        case 4: return .unreadable
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ConfigFailure, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .tooLong:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .empty:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .tooLarge:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .unreadable:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigFailure_lift(_ buf: RustBuffer) throws -> ConfigFailure {
+    return try FfiConverterTypeConfigFailure.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigFailure_lower(_ value: ConfigFailure) -> RustBuffer {
+    return FfiConverterTypeConfigFailure.lower(value)
+}
+
+
+
+/**
+ * How the message data was obtained.
+ */
+
+public enum FetchOutcome: Equatable, Hashable {
+    
+    /**
+     * The push carried it (or, for a config push, it is not needed).
+     */
+    case notNeeded
+    /**
+     * The push omitted it; one Retrieve brought it within the budget.
+     */
+    case fetched
+    /**
+     * The relay no longer has the message (expired or deleted).
+     */
+    case gone
+    /**
+     * The relay could not be reached or refused the Retrieve.
+     */
+    case failed
+    /**
+     * The budget ran out before the relay answered.
+     */
+    case timedOut
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension FetchOutcome: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFetchOutcome: FfiConverterRustBuffer {
+    typealias SwiftType = FetchOutcome
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FetchOutcome {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .notNeeded
+        
+        case 2: return .fetched
+        
+        case 3: return .gone
+        
+        case 4: return .failed
+        
+        case 5: return .timedOut
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: FetchOutcome, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .notNeeded:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .fetched:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .gone:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .failed:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .timedOut:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFetchOutcome_lift(_ buf: RustBuffer) throws -> FetchOutcome {
+    return try FfiConverterTypeFetchOutcome.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFetchOutcome_lower(_ value: FetchOutcome) -> RustBuffer {
+    return FfiConverterTypeFetchOutcome.lower(value)
+}
+
+
+
+/**
+ * What is wrong with a scanned link code.
+ */
+
+public enum LinkCodeProblem: Equatable, Hashable {
+    
+    /**
+     * Not a tidings link code at all (another QR code).
+     */
+    case notALinkCode
+    /**
+     * The other device runs an older app whose codes this one refuses: update it.
+     */
+    case otherDeviceOutdated
+    /**
+     * A newer kind of code than this app understands: update this app.
+     */
+    case thisAppOutdated
+    /**
+     * Damaged or incomplete (scan again).
+     */
+    case damaged
+    /**
+     * The relay address or device name it carries is not acceptable.
+     */
+    case badContents
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LinkCodeProblem: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLinkCodeProblem: FfiConverterRustBuffer {
+    typealias SwiftType = LinkCodeProblem
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LinkCodeProblem {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .notALinkCode
+        
+        case 2: return .otherDeviceOutdated
+        
+        case 3: return .thisAppOutdated
+        
+        case 4: return .damaged
+        
+        case 5: return .badContents
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LinkCodeProblem, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .notALinkCode:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .otherDeviceOutdated:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .thisAppOutdated:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .damaged:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .badContents:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkCodeProblem_lift(_ buf: RustBuffer) throws -> LinkCodeProblem {
+    return try FfiConverterTypeLinkCodeProblem.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkCodeProblem_lower(_ value: LinkCodeProblem) -> RustBuffer {
+    return FfiConverterTypeLinkCodeProblem.lower(value)
+}
+
+
+
+/**
+ * What went wrong while linking.
+ */
+
+public enum LinkFailure: Equatable, Hashable {
+    
+    /**
+     * A call out of order: no code shown yet (`begin_link`), no scan yet
+     * (`wait_for_link`), or nothing inspected (`inspect_link`).
+     */
+    case notStarted
+    /**
+     * The code or the request was replaced, rejected or declined while waiting.
+     */
+    case replaced
+    /**
+     * The request was inspected while another account was signed in: scan it again.
+     */
+    case otherAccount
+    /**
+     * What the other device sent does not open, or is not an account.
+     */
+    case badMessage
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LinkFailure: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLinkFailure: FfiConverterRustBuffer {
+    typealias SwiftType = LinkFailure
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LinkFailure {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .notStarted
+        
+        case 2: return .replaced
+        
+        case 3: return .otherAccount
+        
+        case 4: return .badMessage
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LinkFailure, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .notStarted:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .replaced:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .otherAccount:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .badMessage:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkFailure_lift(_ buf: RustBuffer) throws -> LinkFailure {
+    return try FfiConverterTypeLinkFailure.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkFailure_lower(_ value: LinkFailure) -> RustBuffer {
+    return FfiConverterTypeLinkFailure.lower(value)
+}
+
+
+
+/**
+ * How a confirmed link ended on the new device. A timeout is the `Timeout` error
+ * instead: `confirm_link` may then be called again to keep waiting.
+ */
+
+public enum LinkOutcome: Equatable, Hashable {
+    
+    /**
+     * The other device approved: this install now holds the account.
+     */
+    case linked(
+        /**
+         * The account id.
+         */accountId: String
+    )
+    /**
+     * The other device declined. The QR code stays valid: `wait_for_link` waits for
+     * another scan.
+     */
+    case declined
+    /**
+     * An account arrived from another device than the one whose code was shown (two
+     * devices scanned the code, or someone tried to substitute an account). Nothing was
+     * adopted; start over with `begin_link`.
+     */
+    case mismatch
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LinkOutcome: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLinkOutcome: FfiConverterRustBuffer {
+    typealias SwiftType = LinkOutcome
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LinkOutcome {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .linked(accountId: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 2: return .declined
+        
+        case 3: return .mismatch
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LinkOutcome, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .linked(accountId):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(accountId, into: &buf)
+            
+        
+        case .declined:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .mismatch:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkOutcome_lift(_ buf: RustBuffer) throws -> LinkOutcome {
+    return try FfiConverterTypeLinkOutcome.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkOutcome_lower(_ value: LinkOutcome) -> RustBuffer {
+    return FfiConverterTypeLinkOutcome.lower(value)
+}
+
+
+
+/**
+ * A log level, most severe first.
+ */
+
+public enum LogLevel: Equatable, Hashable {
+    
+    /**
+     * Something failed.
+     */
+    case error
+    /**
+     * Something unexpected that the SDK recovers from.
+     */
+    case warn
+    /**
+     * Changes an app developer wants to see (mode changes, refusals).
+     */
+    case info
+    /**
+     * Details for diagnosing a problem.
+     */
+    case debug
+    /**
+     * Everything.
+     */
+    case trace
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LogLevel: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogLevel: FfiConverterRustBuffer {
+    typealias SwiftType = LogLevel
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogLevel {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .error
+        
+        case 2: return .warn
+        
+        case 3: return .info
+        
+        case 4: return .debug
+        
+        case 5: return .trace
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LogLevel, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .error:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .warn:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .info:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .debug:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .trace:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogLevel_lift(_ buf: RustBuffer) throws -> LogLevel {
+    return try FfiConverterTypeLogLevel.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogLevel_lower(_ value: LogLevel) -> RustBuffer {
+    return FfiConverterTypeLogLevel.lower(value)
+}
+
+
+
+/**
  * How a message reached the app.
  */
 
@@ -3836,6 +5789,11 @@ public enum MessageSource: Equatable, Hashable {
      * By polling the mailbox.
      */
     case poll
+    /**
+     * Inside a push the notification extension processed (read from the delivery
+     * journal when the app opened or resumed).
+     */
+    case `extension`
 
 
 
@@ -3861,6 +5819,8 @@ public struct FfiConverterTypeMessageSource: FfiConverterRustBuffer {
         
         case 2: return .poll
         
+        case 3: return .`extension`
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -3875,6 +5835,10 @@ public struct FfiConverterTypeMessageSource: FfiConverterRustBuffer {
         
         case .poll:
             writeInt(&buf, Int32(2))
+        
+        
+        case .`extension`:
+            writeInt(&buf, Int32(3))
         
         }
     }
@@ -3993,7 +5957,8 @@ public enum ModeReason: Equatable, Hashable {
      */
     case relayUnreachable
     /**
-     * Fast Mode came back after the relay was unreachable.
+     * Fast Mode came back by itself: after the relay was unreachable, or when the retry
+     * after `PushesMissing` (on a later foreground) registered again.
      */
     case recovered
     /**
@@ -4002,7 +5967,10 @@ public enum ModeReason: Equatable, Hashable {
      */
     case tokenPruned
     /**
-     * Polling kept finding messages that no push announced.
+     * Polling kept finding messages that reached the device while the app was in the
+     * foreground and that no push announced (neither `handle_push` nor the notification
+     * extension's journal) within `push_grace_ms`. The token is kept: Fast Mode is retried
+     * on a later foreground, after a pause that doubles with each such fallback.
      */
     case pushesMissing
     /**
@@ -4106,6 +6074,81 @@ public func FfiConverterTypeModeReason_lift(_ buf: RustBuffer) throws -> ModeRea
 #endif
 public func FfiConverterTypeModeReason_lower(_ value: ModeReason) -> RustBuffer {
     return FfiConverterTypeModeReason.lower(value)
+}
+
+
+
+/**
+ * What a push is about.
+ */
+
+public enum NotificationKind: Equatable, Hashable {
+    
+    /**
+     * A message to the account: show a notification (unless `suppress` says otherwise).
+     */
+    case message
+    /**
+     * A config change by another device: nothing to show.
+     */
+    case config
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension NotificationKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNotificationKind: FfiConverterRustBuffer {
+    typealias SwiftType = NotificationKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NotificationKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .message
+        
+        case 2: return .config
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: NotificationKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .message:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .config:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotificationKind_lift(_ buf: RustBuffer) throws -> NotificationKind {
+    return try FfiConverterTypeNotificationKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotificationKind_lower(_ value: NotificationKind) -> RustBuffer {
+    return FfiConverterTypeNotificationKind.lower(value)
 }
 
 
@@ -4256,6 +6299,112 @@ public func FfiConverterTypeOperation_lift(_ buf: RustBuffer) throws -> Operatio
 #endif
 public func FfiConverterTypeOperation_lower(_ value: Operation) -> RustBuffer {
     return FfiConverterTypeOperation.lower(value)
+}
+
+
+
+/**
+ * Why a preview shows less than the sender's name and the message's text.
+ */
+
+public enum PreviewLimit: Equatable, Hashable {
+    
+    /**
+     * The account's settings hide sender and content (previews off).
+     */
+    case previewsOff
+    /**
+     * The settings hide the sender.
+     */
+    case senderHidden
+    /**
+     * The settings hide the content.
+     */
+    case contentHidden
+    /**
+     * The sender is unknown: not a sealed message, or not a contact with a name.
+     */
+    case senderUnknown
+    /**
+     * The content is unknown or not text: omitted and not fetched in time, not a sealed
+     * message, or not UTF-8.
+     */
+    case contentUnknown
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PreviewLimit: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePreviewLimit: FfiConverterRustBuffer {
+    typealias SwiftType = PreviewLimit
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PreviewLimit {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .previewsOff
+        
+        case 2: return .senderHidden
+        
+        case 3: return .contentHidden
+        
+        case 4: return .senderUnknown
+        
+        case 5: return .contentUnknown
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PreviewLimit, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .previewsOff:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .senderHidden:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .contentHidden:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .senderUnknown:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .contentUnknown:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePreviewLimit_lift(_ buf: RustBuffer) throws -> PreviewLimit {
+    return try FfiConverterTypePreviewLimit.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePreviewLimit_lower(_ value: PreviewLimit) -> RustBuffer {
+    return FfiConverterTypePreviewLimit.lower(value)
 }
 
 
@@ -4506,7 +6655,370 @@ public func FfiConverterTypePushService_lower(_ value: PushService) -> RustBuffe
 
 
 /**
- * Why a call failed.
+ * A gRPC status code the relay answered with.
+ */
+
+public enum RelayCode: Equatable, Hashable {
+    
+    /**
+     * A request field broke a rule (the reason names the field and the rule).
+     */
+    case invalidArgument
+    /**
+     * A signature or its time window was refused (check the device clock).
+     */
+    case unauthenticated
+    /**
+     * The account may not do this (an owner-only namespace).
+     */
+    case permissionDenied
+    /**
+     * What was asked for does not exist.
+     */
+    case notFound
+    /**
+     * A limit: too many requests (retry later) or a message too large.
+     */
+    case resourceExhausted
+    /**
+     * The relay is not in a state to do this.
+     */
+    case failedPrecondition
+    /**
+     * A value outside its range.
+     */
+    case outOfRange
+    /**
+     * The relay does not offer this call (an older relay).
+     */
+    case unimplemented
+    /**
+     * The relay is broken (its operator is alerted); retrying later may help.
+     */
+    case `internal`
+    /**
+     * The call was cancelled on the way.
+     */
+    case cancelled
+    /**
+     * Any other code.
+     */
+    case other
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RelayCode: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRelayCode: FfiConverterRustBuffer {
+    typealias SwiftType = RelayCode
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RelayCode {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .invalidArgument
+        
+        case 2: return .unauthenticated
+        
+        case 3: return .permissionDenied
+        
+        case 4: return .notFound
+        
+        case 5: return .resourceExhausted
+        
+        case 6: return .failedPrecondition
+        
+        case 7: return .outOfRange
+        
+        case 8: return .unimplemented
+        
+        case 9: return .`internal`
+        
+        case 10: return .cancelled
+        
+        case 11: return .other
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RelayCode, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .invalidArgument:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .unauthenticated:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .permissionDenied:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .notFound:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .resourceExhausted:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .failedPrecondition:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .outOfRange:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .unimplemented:
+            writeInt(&buf, Int32(8))
+        
+        
+        case .`internal`:
+            writeInt(&buf, Int32(9))
+        
+        
+        case .cancelled:
+            writeInt(&buf, Int32(10))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(11))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelayCode_lift(_ buf: RustBuffer) throws -> RelayCode {
+    return try FfiConverterTypeRelayCode.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelayCode_lower(_ value: RelayCode) -> RustBuffer {
+    return FfiConverterTypeRelayCode.lower(value)
+}
+
+
+
+/**
+ * What kind of device-state failure.
+ */
+
+public enum StateFailure: Equatable, Hashable {
+    
+    /**
+     * The file system refused (full, read-only, permissions, a protected file while
+     * the device is locked).
+     */
+    case io
+    /**
+     * A state file opened with the right key is damaged or was altered.
+     */
+    case corrupt
+    /**
+     * The state directory holds no state (nothing was opened there yet).
+     */
+    case noState
+    /**
+     * State exists but its device record is missing: refusing to start over on top of it.
+     */
+    case missingDeviceRecord
+    /**
+     * A bug in the SDK (an internal task failed); the report has details.
+     */
+    case `internal`
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension StateFailure: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeStateFailure: FfiConverterRustBuffer {
+    typealias SwiftType = StateFailure
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> StateFailure {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .io
+        
+        case 2: return .corrupt
+        
+        case 3: return .noState
+        
+        case 4: return .missingDeviceRecord
+        
+        case 5: return .`internal`
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: StateFailure, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .io:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .corrupt:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .noState:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .missingDeviceRecord:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .`internal`:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStateFailure_lift(_ buf: RustBuffer) throws -> StateFailure {
+    return try FfiConverterTypeStateFailure.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStateFailure_lower(_ value: StateFailure) -> RustBuffer {
+    return FfiConverterTypeStateFailure.lower(value)
+}
+
+
+
+/**
+ * Why a notification should not alert the user.
+ */
+
+public enum SuppressReason: Equatable, Hashable {
+    
+    /**
+     * The sender is a blocked contact.
+     */
+    case blocked
+    /**
+     * The sender is muted until `until_ms` (Unix ms, later than now).
+     */
+    case muted(
+        /**
+         * When the mute ends.
+         */untilMs: UInt64
+    )
+    /**
+     * A config push: nothing to show.
+     */
+    case config
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SuppressReason: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSuppressReason: FfiConverterRustBuffer {
+    typealias SwiftType = SuppressReason
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SuppressReason {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .blocked
+        
+        case 2: return .muted(untilMs: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        case 3: return .config
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SuppressReason, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .blocked:
+            writeInt(&buf, Int32(1))
+        
+        
+        case let .muted(untilMs):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt64.write(untilMs, into: &buf)
+            
+        
+        case .config:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSuppressReason_lift(_ buf: RustBuffer) throws -> SuppressReason {
+    return try FfiConverterTypeSuppressReason.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSuppressReason_lower(_ value: SuppressReason) -> RustBuffer {
+    return FfiConverterTypeSuppressReason.lower(value)
+}
+
+
+
+/**
+ * Why a call failed. `Display` and `Debug` never show a phrase word (not even a
+ * mistyped one: it is usually one letter from the real word), a key or a token.
  */
 public 
 enum TidingsError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
@@ -4514,18 +7026,14 @@ enum TidingsError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     
     
     /**
-     * A recovery phrase word is not in the word list.
+     * A recovery phrase word is not in the word list. Only its position is carried (a
+     * generated Kotlin or Swift error prints its fields in its message, which apps log):
+     * `suggest_words(phrase, position)` gives the closest words for the app to offer.
      */
     case BadWord(
         /**
          * 1-based position of the word.
-         */position: UInt32, 
-        /**
-         * The word as typed (lower-cased).
-         */word: String, 
-        /**
-         * Up to three valid words closest to it, closest first.
-         */suggestions: [String]
+         */position: UInt32
     )
     /**
      * Every word is valid but the checksum does not match (a wrong or swapped word).
@@ -4540,13 +7048,10 @@ enum TidingsError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          */found: UInt32
     )
     /**
-     * Not `"01"` followed by 64 hex digits.
+     * Not `"01"` followed by 64 hex digits. The text is not repeated: it may be
+     * anything the user pasted, a phrase included.
      */
-    case InvalidAccountId(
-        /**
-         * The rejected text (an account id is public).
-         */value: String
-    )
+    case InvalidAccountId
     /**
      * An argument is outside what the API accepts.
      */
@@ -4564,7 +7069,10 @@ enum TidingsError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case State(
         /**
-         * What failed.
+         * What kind of failure, for the app to act on.
+         */kind: StateFailure, 
+        /**
+         * What failed, for a log (a path and the OS error; never a secret).
          */reason: String
     )
     /**
@@ -4584,12 +7092,22 @@ enum TidingsError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          */reason: String
     )
     /**
+     * The relay's TLS certificate is not trusted by the configured roots (`trust`,
+     * `extra_ca_roots_pem`). Not retried: fix the relay's certificate or the options.
+     */
+    case UntrustedCertificate(
+        /**
+         * Which roots refused it and why.
+         */reason: String
+    )
+    /**
      * The relay refused the request.
      */
     case Relay(
         /**
-         * The gRPC status code's name, e.g. `INVALID_ARGUMENT`.
-         */code: String, 
+         * The gRPC status code (UNAVAILABLE and DEADLINE_EXCEEDED come as `Unreachable`
+         * and `Timeout`).
+         */code: RelayCode, 
         /**
          * The relay's message (names the field and rule for `INVALID_ARGUMENT`). Not
          * called `message`: Kotlin exceptions have a `message` of their own.
@@ -4608,23 +7126,34 @@ enum TidingsError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case BadLinkCode(
         /**
-         * What is wrong with it.
+         * What is wrong with it, for the app to word its message.
+         */kind: LinkCodeProblem, 
+        /**
+         * The same, in English.
          */reason: String
     )
     /**
-     * Linking a device failed (nothing arrived, a degenerate key, no pending request).
+     * Linking a device failed (a call out of order, a code replaced while waiting, a
+     * message from the other device that does not open).
      */
     case Link(
         /**
          * What failed.
+         */kind: LinkFailure, 
+        /**
+         * The same, in English.
          */reason: String
     )
     /**
-     * A config change was refused (a name too long, an empty id).
+     * A config change was refused (a name too long, an empty id), or saved or received
+     * config could not be read.
      */
     case Config(
         /**
-         * Which input and limit.
+         * What kind of failure.
+         */kind: ConfigFailure, 
+        /**
+         * Which input and limit, or what could not be read.
          */reason: String
     )
     /**
@@ -4635,6 +7164,10 @@ enum TidingsError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          * What was waited for.
          */what: String
     )
+    /**
+     * The call was cancelled (its `Cancellation` fired).
+     */
+    case Cancelled
     /**
      * The client was closed.
      */
@@ -4669,22 +7202,19 @@ public struct FfiConverterTypeTidingsError: FfiConverterRustBuffer {
 
         
         case 1: return .BadWord(
-            position: try FfiConverterUInt32.read(from: &buf), 
-            word: try FfiConverterString.read(from: &buf), 
-            suggestions: try FfiConverterSequenceString.read(from: &buf)
+            position: try FfiConverterUInt32.read(from: &buf)
             )
         case 2: return .BadChecksum
         case 3: return .WordCount(
             found: try FfiConverterUInt32.read(from: &buf)
             )
-        case 4: return .InvalidAccountId(
-            value: try FfiConverterString.read(from: &buf)
-            )
+        case 4: return .InvalidAccountId
         case 5: return .InvalidArgument(
             reason: try FfiConverterString.read(from: &buf)
             )
         case 6: return .WrongStateKey
         case 7: return .State(
+            kind: try FfiConverterTypeStateFailure.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
         case 8: return .NotSignedIn
@@ -4692,25 +7222,32 @@ public struct FfiConverterTypeTidingsError: FfiConverterRustBuffer {
         case 10: return .Unreachable(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 11: return .Relay(
-            code: try FfiConverterString.read(from: &buf), 
+        case 11: return .UntrustedCertificate(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 12: return .PushMalformed
-        case 13: return .PushNotForThisDevice
-        case 14: return .BadLinkCode(
+        case 12: return .Relay(
+            code: try FfiConverterTypeRelayCode.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 15: return .Link(
+        case 13: return .PushMalformed
+        case 14: return .PushNotForThisDevice
+        case 15: return .BadLinkCode(
+            kind: try FfiConverterTypeLinkCodeProblem.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 16: return .Config(
+        case 16: return .Link(
+            kind: try FfiConverterTypeLinkFailure.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 17: return .Timeout(
+        case 17: return .Config(
+            kind: try FfiConverterTypeConfigFailure.read(from: &buf), 
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 18: return .Timeout(
             what: try FfiConverterString.read(from: &buf)
             )
-        case 18: return .Closed
+        case 19: return .Cancelled
+        case 20: return .Closed
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -4723,11 +7260,9 @@ public struct FfiConverterTypeTidingsError: FfiConverterRustBuffer {
 
         
         
-        case let .BadWord(position,word,suggestions):
+        case let .BadWord(position):
             writeInt(&buf, Int32(1))
             FfiConverterUInt32.write(position, into: &buf)
-            FfiConverterString.write(word, into: &buf)
-            FfiConverterSequenceString.write(suggestions, into: &buf)
             
         
         case .BadChecksum:
@@ -4739,10 +7274,9 @@ public struct FfiConverterTypeTidingsError: FfiConverterRustBuffer {
             FfiConverterUInt32.write(found, into: &buf)
             
         
-        case let .InvalidAccountId(value):
+        case .InvalidAccountId:
             writeInt(&buf, Int32(4))
-            FfiConverterString.write(value, into: &buf)
-            
+        
         
         case let .InvalidArgument(reason):
             writeInt(&buf, Int32(5))
@@ -4753,8 +7287,9 @@ public struct FfiConverterTypeTidingsError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(6))
         
         
-        case let .State(reason):
+        case let .State(kind,reason):
             writeInt(&buf, Int32(7))
+            FfiConverterTypeStateFailure.write(kind, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
@@ -4771,42 +7306,54 @@ public struct FfiConverterTypeTidingsError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Relay(code,reason):
+        case let .UntrustedCertificate(reason):
             writeInt(&buf, Int32(11))
-            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Relay(code,reason):
+            writeInt(&buf, Int32(12))
+            FfiConverterTypeRelayCode.write(code, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
         case .PushMalformed:
-            writeInt(&buf, Int32(12))
-        
-        
-        case .PushNotForThisDevice:
             writeInt(&buf, Int32(13))
         
         
-        case let .BadLinkCode(reason):
+        case .PushNotForThisDevice:
             writeInt(&buf, Int32(14))
-            FfiConverterString.write(reason, into: &buf)
-            
         
-        case let .Link(reason):
+        
+        case let .BadLinkCode(kind,reason):
             writeInt(&buf, Int32(15))
+            FfiConverterTypeLinkCodeProblem.write(kind, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Config(reason):
+        case let .Link(kind,reason):
             writeInt(&buf, Int32(16))
+            FfiConverterTypeLinkFailure.write(kind, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Config(kind,reason):
+            writeInt(&buf, Int32(17))
+            FfiConverterTypeConfigFailure.write(kind, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .Timeout(what):
-            writeInt(&buf, Int32(17))
+            writeInt(&buf, Int32(18))
             FfiConverterString.write(what, into: &buf)
             
         
+        case .Cancelled:
+            writeInt(&buf, Int32(19))
+        
+        
         case .Closed:
-            writeInt(&buf, Int32(18))
+            writeInt(&buf, Int32(20))
         
         }
     }
@@ -4825,6 +7372,109 @@ public func FfiConverterTypeTidingsError_lift(_ buf: RustBuffer) throws -> Tidin
 #endif
 public func FfiConverterTypeTidingsError_lower(_ value: TidingsError) -> RustBuffer {
     return FfiConverterTypeTidingsError.lower(value)
+}
+
+
+/**
+ * The roots an `https://` relay's certificate is checked against (plus any
+ * `extra_ca_roots_pem`).
+ */
+
+public enum TrustStore: Equatable, Hashable {
+    
+    /**
+     * Mozilla's roots, compiled into the library: no setup, the same on every device, but
+     * only as current as the app's build and blind to roots an organisation installs.
+     */
+    case bundled
+    /**
+     * The operating system's verifier: the device's trust store with the roots a user or
+     * an MDM profile installed, and the OS's own revocation and distrust decisions. On
+     * Android call `TidingsPlatform.initPlatformVerifier(context)` once first.
+     */
+    case platform
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TrustStore: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTrustStore: FfiConverterRustBuffer {
+    typealias SwiftType = TrustStore
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TrustStore {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .bundled
+        
+        case 2: return .platform
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TrustStore, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .bundled:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .platform:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrustStore_lift(_ buf: RustBuffer) throws -> TrustStore {
+    return try FfiConverterTypeTrustStore.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrustStore_lower(_ value: TrustStore) -> RustBuffer {
+    return FfiConverterTypeTrustStore.lower(value)
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
 }
 
 #if swift(>=5.8)
@@ -4926,6 +7576,30 @@ fileprivate struct FfiConverterOptionData: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeCancellation: FfiConverterRustBuffer {
+    typealias SwiftType = Cancellation?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCancellation.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCancellation.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeEventListener: FfiConverterRustBuffer {
     typealias SwiftType = EventListener?
 
@@ -4942,6 +7616,30 @@ fileprivate struct FfiConverterOptionTypeEventListener: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeEventListener.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeLogSink: FfiConverterRustBuffer {
+    typealias SwiftType = LogSink?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeLogSink.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeLogSink.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -5038,6 +7736,30 @@ fileprivate struct FfiConverterOptionTypeConversation: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeConversation.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeSuppressReason: FfiConverterRustBuffer {
+    typealias SwiftType = SuppressReason?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeSuppressReason.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeSuppressReason.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -5167,6 +7889,31 @@ fileprivate struct FfiConverterSequenceTypeConfigDocument: FfiConverterRustBuffe
         return seq
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePreviewLimit: FfiConverterRustBuffer {
+    typealias SwiftType = [PreviewLimit]
+
+    public static func write(_ value: [PreviewLimit], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePreviewLimit.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PreviewLimit] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PreviewLimit]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePreviewLimit.read(from: &buf))
+        }
+        return seq
+    }
+}
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
 
@@ -5217,8 +7964,8 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
 }
 /**
  * Checks a recovery phrase without restoring anything (for live feedback while the user
- * types it) and returns the account id it belongs to. Fails with `BadWord` (position and
- * closest words), `BadChecksum` or `WordCount`.
+ * types it) and returns the account id it belongs to. Fails with `BadWord` (its
+ * position: `suggest_words` offers the closest words), `BadChecksum` or `WordCount`.
  */
 public func checkPhrase(phrase: String)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeTidingsError_lift) {
@@ -5235,6 +7982,34 @@ public func libraryVersion() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_tidings_mobile_fn_func_library_version(uniffiCallStatus
+    )
+})
+}
+/**
+ * Up to three valid words closest to the word at `position` (1-based) of `phrase`,
+ * closest first: what a phrase screen offers after `BadWord`. Empty when there is no
+ * word there. The words never appear in an error or a log.
+ */
+public func suggestWords(phrase: String, position: UInt32) -> [String]  {
+    return try!  FfiConverterSequenceString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_func_suggest_words(
+        FfiConverterString.lower(phrase),
+        FfiConverterUInt32.lower(position),uniffiCallStatus
+    )
+})
+}
+/**
+ * Sends the SDK's log events at `level` and above to `sink` (`None`: stop). The first
+ * call installs the process's tracing subscriber; if the app (or another library)
+ * installed one before, events keep going there and this returns false.
+ */
+public func setLogSink(sink: LogSink?, level: LogLevel) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_func_set_log_sink(
+        FfiConverterOptionTypeLogSink.lower(sink),
+        FfiConverterTypeLogLevel_lower(level),uniffiCallStatus
     )
 })
 }
@@ -5291,10 +8066,16 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_tidings_mobile_checksum_func_check_phrase() != 4028) {
+    if (uniffi_tidings_mobile_checksum_func_check_phrase() != 6717) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_func_library_version() != 19844) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_func_suggest_words() != 47367) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_func_set_log_sink() != 17283) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_func_decrypt_push() != 12034) {
@@ -5306,19 +8087,25 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tidings_mobile_checksum_func_default_client_options() != 46176) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tidings_mobile_checksum_method_cancellation_cancel() != 14609) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_cancellation_is_cancelled() != 52812) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_account_id() != 49055) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_connect() != 22386) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_create_account() != 24006) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_create_account() != 52920) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_device_id() != 31703) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_handle_push() != 25996) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_handle_push() != 3255) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_phrase() != 62888) {
@@ -5327,22 +8114,25 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_push_key() != 50494) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_restore_account() != 33165) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_restore_account() != 24853) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_send() != 45316) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_send_message() != 61921) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_set_listener() != 27449) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out() != 8047) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_shutdown() != 56130) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_stop() != 22088) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_sync_now() != 27209) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_sync_now() != 15739) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_add_contact() != 40092) {
@@ -5426,19 +8216,46 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_mode_status() != 41928) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_begin_link() != 14483) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_network_changed() != 7865) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_confirm_link() != 28632) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_set_app_state() != 42718) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_link_device() != 37150) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_ack() != 14264) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_reject_link() != 36463) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_pending_messages() != 30668) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_wait_for_link() != 52186) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_approve_link() != 64434) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_begin_link() != 50058) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_confirm_link() != 1280) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_decline_link() != 12771) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_inspect_link() != 27002) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_reject_link() != 64345) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_wait_for_link() != 44305) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_queued_unsubscribes() != 64501) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out() != 54207) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_wipe() != 32485) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_eventlistener_on_message() != 997) {
@@ -5450,17 +8267,33 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tidings_mobile_checksum_method_eventlistener_on_mode_changed() != 13278) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_eventlistener_on_link_request() != 46129) {
+    if (uniffi_tidings_mobile_checksum_method_eventlistener_on_link_request() != 59700) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_eventlistener_on_progress() != 10958) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_constructor_tidingsclient_open() != 3706) {
+    if (uniffi_tidings_mobile_checksum_method_logsink_log() != 3861) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_notificationprocessor_account_id() != 14121) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_notificationprocessor_process() != 60591) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_constructor_cancellation_new() != 21046) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_constructor_tidingsclient_open() != 42984) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_constructor_notificationprocessor_open() != 41094) {
         return InitializationResult.apiChecksumMismatch
     }
 
     uniffiCallbackInitEventListener()
+    uniffiCallbackInitLogSink()
     return InitializationResult.ok
 }()
 

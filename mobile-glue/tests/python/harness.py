@@ -159,6 +159,18 @@ class Recorder(tm.EventListener):
             return [bytes(m.data) for m in self.messages]
 
 
+async def eventually_async(check, what):
+    """Awaits `check()` (async) until it is truthy, bounded by WAIT."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
 async def eventually(check, what):
     """Polls `check()` (sync) until it is truthy, bounded by WAIT."""
     deadline = time.monotonic() + WAIT

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from harness import BINDINGS_DIR, WAIT, BindingCase, Recorder, eventually, testbed, tm
+from harness import BINDINGS_DIR, WAIT, BindingCase, Recorder, eventually, eventually_async, testbed, tm
 
 
 class Raising(Recorder):
@@ -63,12 +63,12 @@ class InboxTests(BindingCase):
         self.assertEqual([bytes(m.data) for m in pending], [b"crash 0", b"crash 1", b"crash 2"])
         # Polling does not bring them a second time.
         self.assertEqual((await again.client.sync_now()).messages, [])
-        self.assertEqual(again.client.ack([pending[0].hash, pending[1].hash]), 2)
-        self.assertEqual(again.client.ack([pending[0].hash]), 0)
+        self.assertEqual(await again.client.ack([pending[0].hash, pending[1].hash]), 2)
+        self.assertEqual(await again.client.ack([pending[0].hash]), 0)
         again.client.stop()
         third = await self.reopen(alice)
         self.assertEqual([m.hash for m in third.client.pending_messages()], [sent[2].hash])
-        self.assertEqual(third.client.ack([sent[2].hash]), 1)
+        self.assertEqual(await third.client.ack([sent[2].hash]), 1)
         self.assertEqual(third.client.pending_messages(), [])
         self.assertEqual((await third.client.sync_now()).messages, [])
 
@@ -114,7 +114,7 @@ class InboxTests(BindingCase):
         outcome = await alice.client.handle_push(pushes[0]["enc"])
         self.assertTrue(outcome.complete)
         self.assertIn(receipt.hash, [m.hash for m in alice.client.pending_messages()])
-        self.assertEqual(alice.client.ack([receipt.hash]), 1)
+        self.assertEqual(await alice.client.ack([receipt.hash]), 1)
         again = await alice.client.handle_push(pushes[0]["enc"])
         self.assertTrue(again.duplicate)
         self.assertEqual(alice.client.pending_messages(), [])
@@ -133,15 +133,15 @@ class InboxTests(BindingCase):
         self.assertEqual(len(sent), total)
         acked = []
 
-        def drain():
+        async def drain():
             pending = alice.client.pending_messages()
             hashes = [m.hash for m in pending]
             if hashes:
-                self.assertEqual(alice.client.ack(hashes), len(hashes))
+                self.assertEqual(await alice.client.ack(hashes), len(hashes))
                 acked.extend(hashes)
             return len(acked) >= total
 
-        await eventually(drain, "every message received and acknowledged")
+        await eventually_async(drain, "every message received and acknowledged")
         self.assertEqual(len(acked), total, "no message offered twice")
         self.assertEqual(set(acked), sent, "none missing")
         self.assertEqual((await alice.client.sync_now()).messages, [])

@@ -4,7 +4,7 @@ the relay answers again (see harness.py for the environment)."""
 
 import os
 
-from harness import FAST_TEST_OPTIONS, BindingCase, Proxy, apns_token, eventually, testbed, tm
+from harness import FAST_TEST_OPTIONS, BindingCase, Proxy, apns_token, eventually, eventually_async, testbed, tm
 
 
 class SignOutTests(BindingCase):
@@ -37,7 +37,7 @@ class SignOutTests(BindingCase):
         self.proxy.down()
         await alice.client.sign_out()
         self.assertIsNone(alice.client.account_id())
-        self.assertEqual(alice.client.queued_unsubscribes(), 1, "the removal waits for the relay")
+        self.assertEqual(await alice.client.queued_unsubscribes(), 1, "the removal waits for the relay")
         self.assertNotEqual(alice.client.device_id(), device_id, "the device id is rotated")
         self.assertNotEqual(bytes(alice.client.push_key()), push_key, "the push key is rotated")
         # The relay still holds the registration meanwhile.
@@ -47,13 +47,16 @@ class SignOutTests(BindingCase):
         # A restart in between: the queue is durable.
         alice.client.stop()
         alice = await self.reopen(alice, FAST_TEST_OPTIONS, relay=self.proxy.url)
-        self.assertEqual(alice.client.queued_unsubscribes(), 1)
+        self.assertEqual(await alice.client.queued_unsubscribes(), 1)
         self.proxy.up()
         try:
             await alice.client.connect()
         except tm.TidingsError.Unreachable:
             pass
-        await eventually(lambda: alice.client.queued_unsubscribes() == 0, "the queued removal sent")
+        async def sent():
+            return await alice.client.queued_unsubscribes() == 0
+
+        await eventually_async(sent, "the queued removal sent")
 
         before = len(self.pushes_to(token))
         await bob.client.send(account, b"after sign-out")

@@ -200,6 +200,8 @@ pub struct WebPushRequest {
     pub headers: HeaderMap,
     /// The body's length.
     pub body_len: usize,
+    /// The body as received (the `aes128gcm` ciphertext).
+    pub body: Bytes,
     /// The decrypted message, when it decrypted.
     pub plaintext: Option<Vec<u8>>,
     /// `TTL`, when valid.
@@ -462,6 +464,7 @@ impl WebPushState {
             subscription: id.clone(),
             headers: req.parts.headers.clone(),
             body_len: req.body.len(),
+            body: req.body.clone(),
             plaintext: None,
             ttl: header("ttl").and_then(|t| t.trim().parse().ok()),
             urgency: header("urgency"),

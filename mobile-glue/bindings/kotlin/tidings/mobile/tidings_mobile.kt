@@ -672,6 +672,9 @@ internal interface UniffiCallbackInterfaceEventListenerMethod3 : com.sun.jna.Cal
 internal interface UniffiCallbackInterfaceEventListenerMethod4 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceLogSinkMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onMessage", "onConfigChanged", "onModeChanged", "onLinkRequest", "onProgress")
 internal open class UniffiVTableCallbackInterfaceEventListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -700,6 +703,25 @@ internal open class UniffiVTableCallbackInterfaceEventListener(
         `onModeChanged` = other.`onModeChanged`
         `onLinkRequest` = other.`onLinkRequest`
         `onProgress` = other.`onProgress`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "log")
+internal open class UniffiVTableCallbackInterfaceLogSink(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
+    ): UniffiVTableCallbackInterfaceLogSink(`uniffiFree`,`uniffiClone`,`log`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceLogSink) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `log` = other.`log`
     }
 
 }
@@ -732,11 +754,19 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tidings_mobile_checksum_func_library_version(
     ): Int
+    external fun uniffi_tidings_mobile_checksum_func_suggest_words(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_func_set_log_sink(
+    ): Int
     external fun uniffi_tidings_mobile_checksum_func_decrypt_push(
     ): Int
     external fun uniffi_tidings_mobile_checksum_func_push_key_from_state(
     ): Int
     external fun uniffi_tidings_mobile_checksum_func_default_client_options(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_cancellation_cancel(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_cancellation_is_cancelled(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_account_id(
     ): Int
@@ -756,9 +786,11 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_send(
     ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_send_message(
+    ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_set_listener(
     ): Int
-    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out(
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_shutdown(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_stop(
     ): Int
@@ -818,15 +850,33 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_mode_status(
     ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_network_changed(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_set_app_state(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_ack(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_pending_messages(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_approve_link(
+    ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_begin_link(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_confirm_link(
     ): Int
-    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_link_device(
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_decline_link(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_inspect_link(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_reject_link(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_wait_for_link(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_queued_unsubscribes(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_wipe(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_eventlistener_on_message(
     ): Int
@@ -838,7 +888,17 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_eventlistener_on_progress(
     ): Int
+    external fun uniffi_tidings_mobile_checksum_method_logsink_log(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_notificationprocessor_account_id(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_notificationprocessor_process(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_constructor_cancellation_new(
+    ): Int
     external fun uniffi_tidings_mobile_checksum_constructor_tidingsclient_open(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_constructor_notificationprocessor_open(
     ): Int
     external fun ffi_tidings_mobile_uniffi_contract_version(
     ): Int
@@ -857,41 +917,54 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "tidings_mobile"))
         uniffiCallbackInterfaceEventListener.register(this)
+        uniffiCallbackInterfaceLogSink.register(this)
         
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_tidings_mobile_fn_clone_cancellation(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tidings_mobile_fn_free_cancellation(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_constructor_cancellation_new(uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_cancellation_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_method_cancellation_is_cancelled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_tidings_mobile_fn_clone_tidingsclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tidings_mobile_fn_free_tidingsclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tidings_mobile_fn_constructor_tidingsclient_open(`stateDir`: RustBuffer.ByValue,`stateKey`: RustBuffer.ByValue,`relayUrl`: RustBuffer.ByValue,`listener`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tidings_mobile_fn_constructor_tidingsclient_open(`stateDir`: RustBuffer.ByValue,`stateKey`: RustBuffer.ByValue,`relayUrl`: RustBuffer.ByValue,`listener`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_account_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_connect(`ptr`: Long,
     ): Long
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_create_account(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_create_account(`ptr`: Long,
+    ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_device_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_handle_push(`ptr`: Long,`enc`: RustBuffer.ByValue,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_handle_push(`ptr`: Long,`enc`: RustBuffer.ByValue,`budgetMs`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_phrase(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_push_key(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_restore_account(`ptr`: Long,`phrase`: RustBuffer.ByValue,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_restore_account(`ptr`: Long,`phrase`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_send(`ptr`: Long,`recipientAccountId`: RustBuffer.ByValue,`data`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_send_message(`ptr`: Long,`recipientAccountId`: RustBuffer.ByValue,`plaintext`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_set_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_sign_out(`ptr`: Long,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_shutdown(`ptr`: Long,
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_sync_now(`ptr`: Long,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_sync_now(`ptr`: Long,`cancel`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_add_contact(`ptr`: Long,`contact`: RustBuffer.ByValue,
     ): Long
@@ -947,15 +1020,33 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_mode_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_begin_link(`ptr`: Long,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_network_changed(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_set_app_state(`ptr`: Long,`state`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_ack(`ptr`: Long,`hashes`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_confirm_link(`ptr`: Long,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_pending_messages(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_approve_link(`ptr`: Long,
     ): Long
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_link_device(`ptr`: Long,`qrPayload`: RustBuffer.ByValue,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_begin_link(`ptr`: Long,`deviceName`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_confirm_link(`ptr`: Long,`timeoutMs`: Long,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_decline_link(`ptr`: Long,
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_inspect_link(`ptr`: Long,`qrPayload`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_reject_link(`ptr`: Long,
     ): Long
-    external fun uniffi_tidings_mobile_fn_method_tidingsclient_wait_for_link(`ptr`: Long,`timeoutMs`: Long,
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_wait_for_link(`ptr`: Long,`timeoutMs`: Long,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_queued_unsubscribes(`ptr`: Long,
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_sign_out(`ptr`: Long,
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_wipe(`ptr`: Long,
     ): Long
     external fun uniffi_tidings_mobile_fn_clone_eventlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -973,10 +1064,32 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tidings_mobile_fn_method_eventlistener_on_progress(`ptr`: Long,`progress`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tidings_mobile_fn_clone_logsink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tidings_mobile_fn_free_logsink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_init_callback_vtable_logsink(`vtable`: UniffiVTableCallbackInterfaceLogSink,
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_method_logsink_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_clone_notificationprocessor(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tidings_mobile_fn_free_notificationprocessor(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tidings_mobile_fn_constructor_notificationprocessor_open(`stateDir`: RustBuffer.ByValue,`stateKey`: RustBuffer.ByValue,`relayUrl`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tidings_mobile_fn_method_notificationprocessor_account_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tidings_mobile_fn_method_notificationprocessor_process(`ptr`: Long,`enc`: RustBuffer.ByValue,`budgetMs`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tidings_mobile_fn_func_check_phrase(`phrase`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tidings_mobile_fn_func_library_version(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_tidings_mobile_fn_func_suggest_words(`phrase`: RustBuffer.ByValue,`position`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tidings_mobile_fn_func_set_log_sink(`sink`: RustBuffer.ByValue,`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_tidings_mobile_fn_func_decrypt_push(`enc`: RustBuffer.ByValue,`pushKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tidings_mobile_fn_func_push_key_from_state(`stateDir`: RustBuffer.ByValue,`stateKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1102,10 +1215,16 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_tidings_mobile_checksum_func_check_phrase() and 0xFFFF) != 4028) {
+    if ((lib.uniffi_tidings_mobile_checksum_func_check_phrase() and 0xFFFF) != 6717) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_func_library_version() and 0xFFFF) != 19844) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_func_suggest_words() and 0xFFFF) != 47367) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_func_set_log_sink() and 0xFFFF) != 17283) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_func_decrypt_push() and 0xFFFF) != 12034) {
@@ -1117,19 +1236,25 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tidings_mobile_checksum_func_default_client_options() and 0xFFFF) != 46176) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tidings_mobile_checksum_method_cancellation_cancel() and 0xFFFF) != 14609) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_cancellation_is_cancelled() and 0xFFFF) != 52812) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_account_id() and 0xFFFF) != 49055) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_connect() and 0xFFFF) != 22386) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_create_account() and 0xFFFF) != 24006) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_create_account() and 0xFFFF) != 52920) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_device_id() and 0xFFFF) != 31703) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_handle_push() and 0xFFFF) != 25996) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_handle_push() and 0xFFFF) != 3255) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_phrase() and 0xFFFF) != 62888) {
@@ -1138,22 +1263,25 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_push_key() and 0xFFFF) != 50494) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_restore_account() and 0xFFFF) != 33165) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_restore_account() and 0xFFFF) != 24853) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_send() and 0xFFFF) != 45316) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_send_message() and 0xFFFF) != 61921) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_set_listener() and 0xFFFF) != 27449) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out() and 0xFFFF) != 8047) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_shutdown() and 0xFFFF) != 56130) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_stop() and 0xFFFF) != 22088) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_sync_now() and 0xFFFF) != 27209) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_sync_now() and 0xFFFF) != 15739) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_add_contact() and 0xFFFF) != 40092) {
@@ -1237,19 +1365,46 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_mode_status() and 0xFFFF) != 41928) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_begin_link() and 0xFFFF) != 14483) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_network_changed() and 0xFFFF) != 7865) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_confirm_link() and 0xFFFF) != 28632) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_set_app_state() and 0xFFFF) != 42718) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_link_device() and 0xFFFF) != 37150) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_ack() and 0xFFFF) != 14264) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_reject_link() and 0xFFFF) != 36463) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_pending_messages() and 0xFFFF) != 30668) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_wait_for_link() and 0xFFFF) != 52186) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_approve_link() and 0xFFFF) != 64434) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_begin_link() and 0xFFFF) != 50058) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_confirm_link() and 0xFFFF) != 1280) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_decline_link() and 0xFFFF) != 12771) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_inspect_link() and 0xFFFF) != 27002) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_reject_link() and 0xFFFF) != 64345) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_wait_for_link() and 0xFFFF) != 44305) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_queued_unsubscribes() and 0xFFFF) != 64501) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_sign_out() and 0xFFFF) != 54207) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_wipe() and 0xFFFF) != 32485) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_eventlistener_on_message() and 0xFFFF) != 997) {
@@ -1261,13 +1416,28 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tidings_mobile_checksum_method_eventlistener_on_mode_changed() and 0xFFFF) != 13278) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_eventlistener_on_link_request() and 0xFFFF) != 46129) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_eventlistener_on_link_request() and 0xFFFF) != 59700) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_eventlistener_on_progress() and 0xFFFF) != 10958) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_constructor_tidingsclient_open() and 0xFFFF) != 3706) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_logsink_log() and 0xFFFF) != 3861) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_notificationprocessor_account_id() and 0xFFFF) != 14121) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_notificationprocessor_process() and 0xFFFF) != 60591) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_constructor_cancellation_new() and 0xFFFF) != 21046) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_constructor_tidingsclient_open() and 0xFFFF) != 42984) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_constructor_notificationprocessor_open() and 0xFFFF) != 41094) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1813,6 +1983,304 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 
 
 /**
+ * A handle the app keeps to cancel one or more long calls.
+ */
+public interface CancellationInterface {
+    
+    /**
+     * Cancels every call that was given this handle (now or later).
+     */
+    fun `cancel`()
+    
+    /**
+     * Whether `cancel` was called.
+     */
+    fun `isCancelled`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * A handle the app keeps to cancel one or more long calls.
+ */
+open class Cancellation: Disposable, AutoCloseable, CancellationInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * A handle not cancelled yet.
+     */
+    constructor() :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_constructor_cancellation_new(
+    
+        _status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_tidings_mobile_fn_free_cancellation(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_tidings_mobile_fn_clone_cancellation(handle, status)
+        }
+    }
+
+    
+    /**
+     * Cancels every call that was given this handle (now or later).
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_cancellation_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Whether `cancel` was called.
+     */override fun `isCancelled`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_cancellation_is_cancelled(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCancellation: FfiConverter<Cancellation, Long> {
+    override fun lower(value: Cancellation): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Cancellation {
+        return Cancellation(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Cancellation {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Cancellation) = 8UL
+
+    override fun write(value: Cancellation, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * What the app implements to hear from the client. Every method is called on one
  * background thread, never on the caller's: dispatch to the UI thread as needed, and
  * return quickly.
@@ -1835,7 +2303,7 @@ public interface EventListener {
     fun `onModeChanged`(`change`: ModeChange)
     
     /**
-     * A device sent this new install the account: show the code, ask the user.
+     * A device scanned this new install's link code: show the code, ask the user.
      */
     fun `onLinkRequest`(`request`: LinkRequest)
     
@@ -2003,7 +2471,7 @@ open class EventListenerImpl: Disposable, AutoCloseable, EventListener
 
     
     /**
-     * A device sent this new install the account: show the code, ask the user.
+     * A device scanned this new install's link code: show the code, ask the user.
      */override fun `onLinkRequest`(`request`: LinkRequest)
         = 
     callWithHandle {
@@ -2276,6 +2744,661 @@ public object FfiConverterTypeEventListener: FfiConverter<EventListener, Long> {
 
 
 /**
+ * What the app implements to receive the SDK's log lines (called on whatever thread
+ * logged: return quickly, and do not call back into the SDK).
+ */
+public interface LogSink {
+    
+    /**
+     * One event: its level, the module it came from, and the message with its fields.
+     */
+    fun `log`(`level`: LogLevel, `target`: kotlin.String, `message`: kotlin.String)
+    
+    companion object
+}
+
+/**
+ * What the app implements to receive the SDK's log lines (called on whatever thread
+ * logged: return quickly, and do not call back into the SDK).
+ */
+open class LogSinkImpl: Disposable, AutoCloseable, LogSink
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_tidings_mobile_fn_free_logsink(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_tidings_mobile_fn_clone_logsink(handle, status)
+        }
+    }
+
+    
+    /**
+     * One event: its level, the module it came from, and the message with its fields.
+     */override fun `log`(`level`: LogLevel, `target`: kotlin.String, `message`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_logsink_log(
+        it,
+        
+        FfiConverterTypeLogLevel.lower(`level`),
+        FfiConverterString.lower(`target`),
+        FfiConverterString.lower(`message`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceLogSink {
+    internal object `log`: UniffiCallbackInterfaceLogSinkMethod0 {
+        override fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeLogSink.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`log`(
+                    FfiConverterTypeLogLevel.lift(`level`),
+                    FfiConverterString.lift(`target`),
+                    FfiConverterString.lift(`message`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeLogSink.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeLogSink.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceLogSink.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `log`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_tidings_mobile_fn_init_callback_vtable_logsink(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogSink: FfiConverter<LogSink, Long> {
+    internal val handleMap = UniffiHandleMap<LogSink>()
+
+    override fun lower(value: LogSink): Long {
+        if (value is LogSinkImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): LogSink {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogSinkImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): LogSink {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: LogSink) = 8UL
+
+    override fun write(value: LogSink, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * One account's state opened read-only for processing pushes. Open one per extension
+ * invocation (it reads contacts and preview settings once, at open).
+ */
+public interface NotificationProcessorInterface {
+    
+    /**
+     * The signed-in account's id.
+     */
+    fun `accountId`(): kotlin.String
+    
+    /**
+     * Processes a push's `enc` within `budget_ms` (default 5000; on Android pass about
+     * 8000 of `onMessageReceived`'s 10 s). Blocks the calling thread — right for the
+     * extension's callback — and leaves no thread behind. A push that omitted its data
+     * is fetched with one Retrieve; a relay that cannot be reached in time gives a
+     * generic preview, not an error. Fails with `PushMalformed`, `PushNotForThisDevice`
+     * (another install's push key, or another account) or `State`.
+     */
+    fun `process`(`enc`: kotlin.String, `budgetMs`: kotlin.UInt?): ProcessedNotification
+    
+    companion object
+}
+
+/**
+ * One account's state opened read-only for processing pushes. Open one per extension
+ * invocation (it reads contacts and preview settings once, at open).
+ */
+open class NotificationProcessor: Disposable, AutoCloseable, NotificationProcessorInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_tidings_mobile_fn_free_notificationprocessor(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_tidings_mobile_fn_clone_notificationprocessor(handle, status)
+        }
+    }
+
+    
+    /**
+     * The signed-in account's id.
+     */override fun `accountId`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_notificationprocessor_account_id(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Processes a push's `enc` within `budget_ms` (default 5000; on Android pass about
+     * 8000 of `onMessageReceived`'s 10 s). Blocks the calling thread — right for the
+     * extension's callback — and leaves no thread behind. A push that omitted its data
+     * is fetched with one Retrieve; a relay that cannot be reached in time gives a
+     * generic preview, not an error. Fails with `PushMalformed`, `PushNotForThisDevice`
+     * (another install's push key, or another account) or `State`.
+     */
+    @Throws(TidingsException::class)override fun `process`(`enc`: kotlin.String, `budgetMs`: kotlin.UInt?): ProcessedNotification {
+            return FfiConverterTypeProcessedNotification.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TidingsException) { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_notificationprocessor_process(
+        it,
+        
+        FfiConverterString.lower(`enc`),
+        FfiConverterOptionalUInt.lower(`budgetMs`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * Opens the app's state in `state_dir` (on iOS the App Group container the app uses)
+     * under `state_key` (the app's 32-byte key, shared through a keychain access group)
+     * read-only: it never writes there but to the delivery journal. `relay_url` is used
+     * only to fetch a message a push omitted. Touches no network. Fails with `State`
+     * when the app has not created state there, `WrongStateKey` for another key and
+     * `NotSignedIn` when no account is signed in. Pass the app's `options` so that the
+     * fetch trusts the same roots (`trust`, `extra_ca_roots_pem`) as the app's client.
+     */
+    @Throws(TidingsException::class) fun `open`(`stateDir`: kotlin.String, `stateKey`: kotlin.ByteArray, `relayUrl`: kotlin.String, `options`: ClientOptions? = null): NotificationProcessor {
+            return FfiConverterTypeNotificationProcessor.lift(
+    uniffiRustCallWithError(TidingsException) { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_constructor_notificationprocessor_open(
+    
+        
+        FfiConverterString.lower(`stateDir`),
+        FfiConverterByteArray.lower(`stateKey`),
+        FfiConverterString.lower(`relayUrl`),
+        FfiConverterOptionalTypeClientOptions.lower(`options`),_status)
+}
+    )
+    }
+    
+
+        
+    }
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNotificationProcessor: FfiConverter<NotificationProcessor, Long> {
+    override fun lower(value: NotificationProcessor): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): NotificationProcessor {
+        return NotificationProcessor(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): NotificationProcessor {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: NotificationProcessor) = 8UL
+
+    override fun write(value: NotificationProcessor, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * One install: state directory, relay connection, account, Fast/Slow Mode driver.
  */
 public interface TidingsClientInterface {
@@ -2295,9 +3418,10 @@ public interface TidingsClientInterface {
     
     /**
      * Creates a new account (a fresh 12-word phrase) on this signed-out install and
-     * returns its account id. Show `phrase()` to the user to write down.
+     * returns its account id. Show `phrase()` to the user to write down. Writes the
+     * state off the caller's thread; touches no network.
      */
-    fun `createAccount`(): kotlin.String
+    suspend fun `createAccount`(): kotlin.String
     
     /**
      * This install's device id (16 bytes, as hex): tells the account's devices apart.
@@ -2306,11 +3430,15 @@ public interface TidingsClientInterface {
     
     /**
      * Handles a push the app received (the `enc` field of the APNs payload or the FCM
-     * data): decrypts it, reports the message unless it arrived already, fetches it when
-     * the push did not carry it, and merges config changes. Also tells the Fast/Slow
-     * driver that pushes arrive.
+     * data): decrypts it, saves the message as pending and reports it unless it arrived
+     * already, fetches it when the push did not carry it, and merges config changes.
+     * Also tells the Fast/Slow driver that pushes arrive.
+     *
+     * Returns within `budget_ms` (default 8 000, for Android's ~10 s
+     * `onMessageReceived`): a fetch or sync that does not finish in time is left to
+     * polling (`complete` is false), and nothing is lost.
      */
-    suspend fun `handlePush`(`enc`: kotlin.String): PushOutcome
+    suspend fun `handlePush`(`enc`: kotlin.String, `budgetMs`: kotlin.UInt? = null): PushOutcome
     
     /**
      * The recovery phrase, if signed in. Show it only on the user's request.
@@ -2327,9 +3455,13 @@ public interface TidingsClientInterface {
      * Restores an account from its 12- or 24-word phrase: derives the keys, then fetches
      * and merges the account's config before anything is uploaded (progress through
      * `on_progress`). Returns the account id. A mistyped word fails with `BadWord`
-     * (position and suggestions), a wrong word with `BadChecksum`.
+     * (its position; `suggest_words` offers the closest words), a wrong word with
+     * `BadChecksum`.
+     *
+     * `cancel` ends it with `Cancelled`, leaving no account behind (the identity is
+     * written last).
      */
-    suspend fun `restoreAccount`(`phrase`: kotlin.String): kotlin.String
+    suspend fun `restoreAccount`(`phrase`: kotlin.String, `cancel`: Cancellation? = null): kotlin.String
     
     /**
      * Sends `data` (the app's own encrypted envelope) to another account's mailbox.
@@ -2338,15 +3470,25 @@ public interface TidingsClientInterface {
     suspend fun `send`(`recipientAccountId`: kotlin.String, `data`: kotlin.ByteArray): SendReceipt
     
     /**
+     * Sends `plaintext` to another account as a sealed message (DESIGN.md "Sealed
+     * messages between accounts"): only the recipient can open it, it names this
+     * account as the sender to the recipient alone (so its notification can show a
+     * contact's name), and the relay sees only a padded ciphertext. The recipient's
+     * `IncomingMessage` has `sender_account_id` and `plaintext` set.
+     */
+    suspend fun `sendMessage`(`recipientAccountId`: kotlin.String, `plaintext`: kotlin.ByteArray): SendReceipt
+    
+    /**
      * Sets (or with `None` removes) the listener events go to.
      */
     fun `setListener`(`listener`: EventListener?)
     
     /**
-     * Signs out: unregisters pushes (best effort), forgets the account and its config on
-     * this install. The phrase is the only way back.
+     * `stop` for async callers: cancels the client's calls and loops and waits, off the
+     * caller's thread and for at most 10 s, until they have ended. After it returns
+     * nothing touches the state directory and no event is reported.
      */
-    suspend fun `signOut`()
+    suspend fun `shutdown`()
     
     /**
      * Stops the client for good (also done when the object is freed): cancels its calls
@@ -2360,9 +3502,11 @@ public interface TidingsClientInterface {
     /**
      * Fetches everything new once — messages and config — without waiting: for a
      * background refresh (Android WorkManager, iOS background fetch) or pull-to-refresh.
-     * New messages are also reported through `on_message`.
+     * Returns the new messages (also reported through `on_message`, and pending until
+     * acknowledged). `cancel` ends it with `Cancelled`; what was fetched by then stays
+     * pending.
      */
-    suspend fun `syncNow`(): SyncSummary
+    suspend fun `syncNow`(`cancel`: Cancellation? = null): SyncSummary
     
     /**
      * Adds a contact, or replaces every field of the contact with this account id.
@@ -2506,34 +3650,108 @@ public interface TidingsClientInterface {
     fun `modeStatus`(): ModeStatus
     
     /**
-     * New device: makes one-time keys and returns the text to show as a QR code. Replaces
-     * any earlier offer of this client.
+     * Tells the client the device's network changed (Wi-Fi, cellular, back online):
+     * waiting retries are made at once, and in the foreground what is new is fetched.
+     * Returns at once.
      */
-    suspend fun `beginLink`(): kotlin.String
+    fun `networkChanged`()
     
     /**
-     * New device: the codes matched. Adopts the account, restores its config (progress
-     * through `on_progress`) and returns the account id.
+     * Tells the client whether the app is on screen. Call `Foreground` when the app
+     * becomes active and `Background` when it leaves the screen (the client starts in
+     * `Foreground`). Coming to the foreground fetches what is new at once (reading the
+     * notification extension's journal first) and checks the Fast Mode registration;
+     * messages that arrived while in the background never count as missed pushes.
+     * Returns at once: the work runs in the background once `connect` was called.
      */
-    suspend fun `confirmLink`(): kotlin.String
+    fun `setAppState`(`state`: AppState)
     
     /**
-     * Linked device: sends the account to the new device whose QR code was scanned.
-     * Returns the code to show; the new device's user compares it with theirs.
+     * Acknowledges messages (by their 64-hex-digit hash) once the app has stored them:
+     * they are never offered again. Unknown or already acknowledged hashes are ignored.
+     * Returns how many were pending. The state is written off the caller's thread.
      */
-    suspend fun `linkDevice`(`qrPayload`: kotlin.String): kotlin.String
+    suspend fun `ack`(`hashes`: List<kotlin.String>): kotlin.UInt
     
     /**
-     * New device: the codes differed. Forgets what was sent; `wait_for_link` may wait
-     * for another attempt with the same QR code.
+     * Every message received and not yet acknowledged, oldest first: what to show the
+     * user at every start and after `on_message`. Empty while signed out.
+     */
+    fun `pendingMessages`(): List<IncomingMessage>
+    
+    /**
+     * Linked device: the user saw equal codes and approves the inspected request: seals
+     * the account to it and sends it. A failed call may be repeated.
+     */
+    suspend fun `approveLink`()
+    
+    /**
+     * New device: makes one-time keys and returns the text to show as a QR code.
+     * `device_name` (1 to 64 bytes, no control characters) is shown on the scanning
+     * device. Replaces any earlier code of this client.
+     */
+    suspend fun `beginLink`(`deviceName`: kotlin.String): kotlin.String
+    
+    /**
+     * New device: the user says the codes match. Waits up to `timeout_ms` for the other
+     * device's answer; on approval adopts the account, restores its config (progress
+     * through `on_progress`). Only an account sealed under the code shown is adopted.
+     * `Timeout` when no answer came yet (call again to keep waiting), `Cancelled` when
+     * `cancel` fired (nothing adopted; call again to keep waiting).
+     */
+    suspend fun `confirmLink`(`timeoutMs`: kotlin.ULong, `cancel`: Cancellation? = null): LinkOutcome
+    
+    /**
+     * Linked device: the user declines the inspected request. Forgets it and tells the
+     * new device (which ends with `Declined`); forgotten even when telling fails.
+     */
+    suspend fun `declineLink`()
+    
+    /**
+     * Linked device: reads a scanned link code and returns what it asks for, to show
+     * with an Approve and a Decline button. Sends only a public key (so the new device
+     * can show the same code); nothing is sealed until `approve_link`. Replaces any
+     * earlier inspected request. `BadLinkCode` for a code that is not one (its reason
+     * says when the other device must update its app).
+     */
+    suspend fun `inspectLink`(`qrPayload`: kotlin.String): LinkInspection
+    
+    /**
+     * New device: the codes differ. Forgets this scan; `wait_for_link` may wait for
+     * another one with the same QR code.
      */
     suspend fun `rejectLink`()
     
     /**
-     * New device: waits up to `timeout_ms` for a linked device to send the account.
-     * Returns the code to compare (also reported through `on_link_request`).
+     * New device: waits up to `timeout_ms` for a device to scan the code. Returns the
+     * code to show (also reported through `on_link_request`); nothing was sent yet.
+     * `Timeout` when nobody scanned it in time, `Cancelled` when `cancel` fired (the code
+     * stays valid: wait again).
      */
-    suspend fun `waitForLink`(`timeoutMs`: kotlin.ULong): LinkRequest
+    suspend fun `waitForLink`(`timeoutMs`: kotlin.ULong, `cancel`: Cancellation? = null): LinkRequest
+    
+    /**
+     * Push registration removals queued by sign-outs and not yet taken by the relay.
+     */
+    suspend fun `queuedUnsubscribes`(): kotlin.UInt
+    
+    /**
+     * Signs out: queues the removal of this install's push registration durably (sent
+     * now when the relay answers, otherwise retried in the background, also after a
+     * restart, until the relay takes it), forgets the account, its config and pending
+     * messages on this install, and rotates the device id and push key. No push for the
+     * old account reaches this install once the relay has taken the removal, and none
+     * could be read before. The phrase is the only way back.
+     */
+    suspend fun `signOut`()
+    
+    /**
+     * Removes everything this install keeps, after signing out (with up to 5 s for the
+     * relay to take the push registration's removal; if it cannot be reached, the
+     * registration lapses at its expiry and its pushes cannot be read here). The client
+     * is stopped; open a new one on the (then empty) directory to start again.
+     */
+    suspend fun `wipe`()
     
     companion object
 }
@@ -2689,20 +3907,28 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
     
     /**
      * Creates a new account (a fresh 12-word phrase) on this signed-out install and
-     * returns its account id. Show `phrase()` to the user to write down.
+     * returns its account id. Show `phrase()` to the user to write down. Writes the
+     * state off the caller's thread; touches no network.
      */
-    @Throws(TidingsException::class)override fun `createAccount`(): kotlin.String {
-            return FfiConverterString.lift(
-    callWithHandle {
-    uniffiRustCallWithError(TidingsException) { _status ->
-    UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_create_account(
-        it,
-        _status)
-}
-    }
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `createAccount`() : kotlin.String {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_create_account(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterString.lift(it) },
+        // Error FFI converter
+        TidingsException.ErrorHandler,
     )
     }
-    
 
     
     /**
@@ -2723,19 +3949,24 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
     
     /**
      * Handles a push the app received (the `enc` field of the APNs payload or the FCM
-     * data): decrypts it, reports the message unless it arrived already, fetches it when
-     * the push did not carry it, and merges config changes. Also tells the Fast/Slow
-     * driver that pushes arrive.
+     * data): decrypts it, saves the message as pending and reports it unless it arrived
+     * already, fetches it when the push did not carry it, and merges config changes.
+     * Also tells the Fast/Slow driver that pushes arrive.
+     *
+     * Returns within `budget_ms` (default 8 000, for Android's ~10 s
+     * `onMessageReceived`): a fetch or sync that does not finish in time is left to
+     * polling (`complete` is false), and nothing is lost.
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `handlePush`(`enc`: kotlin.String) : PushOutcome {
+    override suspend fun `handlePush`(`enc`: kotlin.String, `budgetMs`: kotlin.UInt?) : PushOutcome {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_handle_push(
                 uniffiHandle,
                 
         FfiConverterString.lower(`enc`),
+        FfiConverterOptionalUInt.lower(`budgetMs`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2786,17 +4017,22 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
      * Restores an account from its 12- or 24-word phrase: derives the keys, then fetches
      * and merges the account's config before anything is uploaded (progress through
      * `on_progress`). Returns the account id. A mistyped word fails with `BadWord`
-     * (position and suggestions), a wrong word with `BadChecksum`.
+     * (its position; `suggest_words` offers the closest words), a wrong word with
+     * `BadChecksum`.
+     *
+     * `cancel` ends it with `Cancelled`, leaving no account behind (the identity is
+     * written last).
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `restoreAccount`(`phrase`: kotlin.String) : kotlin.String {
+    override suspend fun `restoreAccount`(`phrase`: kotlin.String, `cancel`: Cancellation?) : kotlin.String {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_restore_account(
                 uniffiHandle,
                 
         FfiConverterString.lower(`phrase`),
+        FfiConverterOptionalTypeCancellation.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2838,6 +4074,36 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
+     * Sends `plaintext` to another account as a sealed message (DESIGN.md "Sealed
+     * messages between accounts"): only the recipient can open it, it names this
+     * account as the sender to the recipient alone (so its notification can show a
+     * contact's name), and the relay sees only a padded ciphertext. The recipient's
+     * `IncomingMessage` has `sender_account_id` and `plaintext` set.
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `sendMessage`(`recipientAccountId`: kotlin.String, `plaintext`: kotlin.ByteArray) : SendReceipt {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_send_message(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`recipientAccountId`),
+        FfiConverterByteArray.lower(`plaintext`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeSendReceipt.lift(it) },
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Sets (or with `None` removes) the listener events go to.
      */override fun `setListener`(`listener`: EventListener?)
         = 
@@ -2854,15 +4120,15 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
-     * Signs out: unregisters pushes (best effort), forgets the account and its config on
-     * this install. The phrase is the only way back.
+     * `stop` for async callers: cancels the client's calls and loops and waits, off the
+     * caller's thread and for at most 10 s, until they have ended. After it returns
+     * nothing touches the state directory and no event is reported.
      */
-    @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `signOut`() {
+    override suspend fun `shutdown`() {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
-            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_sign_out(
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_shutdown(
                 uniffiHandle,
                 
             )
@@ -2874,7 +4140,7 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
         { },
         
         // Error FFI converter
-        TidingsException.ErrorHandler,
+        UniffiNullRustCallStatusErrorHandler,
     )
     }
 
@@ -2901,16 +4167,19 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
     /**
      * Fetches everything new once — messages and config — without waiting: for a
      * background refresh (Android WorkManager, iOS background fetch) or pull-to-refresh.
-     * New messages are also reported through `on_message`.
+     * Returns the new messages (also reported through `on_message`, and pending until
+     * acknowledged). `cancel` ends it with `Cancelled`; what was fetched by then stays
+     * pending.
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `syncNow`() : SyncSummary {
+    override suspend fun `syncNow`(`cancel`: Cancellation?) : SyncSummary {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_sync_now(
                 uniffiHandle,
                 
+        FfiConverterOptionalTypeCancellation.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -3553,17 +4822,127 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
-     * New device: makes one-time keys and returns the text to show as a QR code. Replaces
-     * any earlier offer of this client.
+     * Tells the client the device's network changed (Wi-Fi, cellular, back online):
+     * waiting retries are made at once, and in the foreground what is new is fetched.
+     * Returns at once.
+     */override fun `networkChanged`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_network_changed(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Tells the client whether the app is on screen. Call `Foreground` when the app
+     * becomes active and `Background` when it leaves the screen (the client starts in
+     * `Foreground`). Coming to the foreground fetches what is new at once (reading the
+     * notification extension's journal first) and checks the Fast Mode registration;
+     * messages that arrived while in the background never count as missed pushes.
+     * Returns at once: the work runs in the background once `connect` was called.
+     */override fun `setAppState`(`state`: AppState)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_set_app_state(
+        it,
+        
+        FfiConverterTypeAppState.lower(`state`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Acknowledges messages (by their 64-hex-digit hash) once the app has stored them:
+     * they are never offered again. Unknown or already acknowledged hashes are ignored.
+     * Returns how many were pending. The state is written off the caller's thread.
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `beginLink`() : kotlin.String {
+    override suspend fun `ack`(`hashes`: List<kotlin.String>) : kotlin.UInt {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_ack(
+                uniffiHandle,
+                
+        FfiConverterSequenceString.lower(`hashes`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_u32(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_u32(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_u32(future) },
+        // lift function
+        { FfiConverterUInt.lift(it) },
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Every message received and not yet acknowledged, oldest first: what to show the
+     * user at every start and after `on_message`. Empty while signed out.
+     */override fun `pendingMessages`(): List<IncomingMessage> {
+            return FfiConverterSequenceTypeIncomingMessage.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_pending_messages(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Linked device: the user saw equal codes and approves the inspected request: seals
+     * the account to it and sends it. A failed call may be repeated.
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `approveLink`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_approve_link(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * New device: makes one-time keys and returns the text to show as a QR code.
+     * `device_name` (1 to 64 bytes, no control characters) is shown on the scanning
+     * device. Replaces any earlier code of this client.
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `beginLink`(`deviceName`: kotlin.String) : kotlin.String {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_begin_link(
                 uniffiHandle,
                 
+        FfiConverterString.lower(`deviceName`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -3578,24 +4957,29 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
-     * New device: the codes matched. Adopts the account, restores its config (progress
-     * through `on_progress`) and returns the account id.
+     * New device: the user says the codes match. Waits up to `timeout_ms` for the other
+     * device's answer; on approval adopts the account, restores its config (progress
+     * through `on_progress`). Only an account sealed under the code shown is adopted.
+     * `Timeout` when no answer came yet (call again to keep waiting), `Cancelled` when
+     * `cancel` fired (nothing adopted; call again to keep waiting).
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `confirmLink`() : kotlin.String {
+    override suspend fun `confirmLink`(`timeoutMs`: kotlin.ULong, `cancel`: Cancellation?) : LinkOutcome {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_confirm_link(
                 uniffiHandle,
                 
+        FfiConverterULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeCancellation.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_rust_buffer(future) },
         // lift function
-        { FfiConverterString.lift(it) },
+        { FfiConverterTypeLinkOutcome.lift(it) },
         // Error FFI converter
         TidingsException.ErrorHandler,
     )
@@ -3603,15 +4987,44 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
-     * Linked device: sends the account to the new device whose QR code was scanned.
-     * Returns the code to show; the new device's user compares it with theirs.
+     * Linked device: the user declines the inspected request. Forgets it and tells the
+     * new device (which ends with `Declined`); forgotten even when telling fails.
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `linkDevice`(`qrPayload`: kotlin.String) : kotlin.String {
+    override suspend fun `declineLink`() {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
-            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_link_device(
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_decline_link(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Linked device: reads a scanned link code and returns what it asks for, to show
+     * with an Approve and a Decline button. Sends only a public key (so the new device
+     * can show the same code); nothing is sealed until `approve_link`. Replaces any
+     * earlier inspected request. `BadLinkCode` for a code that is not one (its reason
+     * says when the other device must update its app).
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `inspectLink`(`qrPayload`: kotlin.String) : LinkInspection {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_inspect_link(
                 uniffiHandle,
                 
         FfiConverterString.lower(`qrPayload`),
@@ -3621,7 +5034,7 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
         { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_rust_buffer(future) },
         // lift function
-        { FfiConverterString.lift(it) },
+        { FfiConverterTypeLinkInspection.lift(it) },
         // Error FFI converter
         TidingsException.ErrorHandler,
     )
@@ -3629,8 +5042,8 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
-     * New device: the codes differed. Forgets what was sent; `wait_for_link` may wait
-     * for another attempt with the same QR code.
+     * New device: the codes differ. Forgets this scan; `wait_for_link` may wait for
+     * another one with the same QR code.
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -3655,18 +5068,21 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
 
     
     /**
-     * New device: waits up to `timeout_ms` for a linked device to send the account.
-     * Returns the code to compare (also reported through `on_link_request`).
+     * New device: waits up to `timeout_ms` for a device to scan the code. Returns the
+     * code to show (also reported through `on_link_request`); nothing was sent yet.
+     * `Timeout` when nobody scanned it in time, `Cancelled` when `cancel` fired (the code
+     * stays valid: wait again).
      */
     @Throws(TidingsException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `waitForLink`(`timeoutMs`: kotlin.ULong) : LinkRequest {
+    override suspend fun `waitForLink`(`timeoutMs`: kotlin.ULong, `cancel`: Cancellation?) : LinkRequest {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_wait_for_link(
                 uniffiHandle,
                 
         FfiConverterULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeCancellation.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -3674,6 +5090,88 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
         { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterTypeLinkRequest.lift(it) },
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Push registration removals queued by sign-outs and not yet taken by the relay.
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `queuedUnsubscribes`() : kotlin.UInt {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_queued_unsubscribes(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_u32(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_u32(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_u32(future) },
+        // lift function
+        { FfiConverterUInt.lift(it) },
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Signs out: queues the removal of this install's push registration durably (sent
+     * now when the relay answers, otherwise retried in the background, also after a
+     * restart, until the relay takes it), forgets the account, its config and pending
+     * messages on this install, and rotates the device id and push key. No push for the
+     * old account reaches this install once the relay has taken the removal, and none
+     * could be read before. The phrase is the only way back.
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `signOut`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_sign_out(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Removes everything this install keeps, after signing out (with up to 5 s for the
+     * relay to take the push registration's removal; if it cannot be reached, the
+     * registration lapses at its expiry and its pushes cannot be read here). The client
+     * is stopped; open a new one on the (then empty) directory to start again.
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `wipe`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_wipe(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_void(future) },
+        // lift function
+        { },
+        
         // Error FFI converter
         TidingsException.ErrorHandler,
     )
@@ -3690,24 +5188,30 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
     /**
      * Opens the install's state in `state_dir` (created on first use) under `state_key`
      * (32 bytes the app keeps in the Keychain / Keystore), for the relay at `relay_url`
-     * (`https://host:port`, or `http://` for a local relay). Does no network I/O: call
-     * `connect` to start receiving. Open each state directory with one client at a time.
+     * (`https://host:port`, or `http://` for a local relay). Reads the state off the
+     * caller's thread and does no network I/O: call `connect` to start receiving. Open
+     * each state directory with one client at a time (a notification extension uses
+     * `NotificationProcessor`, which only reads).
      */
-    @Throws(TidingsException::class) fun `open`(`stateDir`: kotlin.String, `stateKey`: kotlin.ByteArray, `relayUrl`: kotlin.String, `listener`: EventListener? = null, `options`: ClientOptions? = null): TidingsClient {
-            return FfiConverterTypeTidingsClient.lift(
-    uniffiRustCallWithError(TidingsException) { _status ->
-    UniffiLib.uniffi_tidings_mobile_fn_constructor_tidingsclient_open(
-    
-        
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `open`(`stateDir`: kotlin.String, `stateKey`: kotlin.ByteArray, `relayUrl`: kotlin.String, `listener`: EventListener? = null, `options`: ClientOptions? = null) : TidingsClient {
+        return uniffiRustCallAsync(
+        UniffiLib.uniffi_tidings_mobile_fn_constructor_tidingsclient_open(
         FfiConverterString.lower(`stateDir`),
         FfiConverterByteArray.lower(`stateKey`),
         FfiConverterString.lower(`relayUrl`),
         FfiConverterOptionalTypeEventListener.lower(`listener`),
-        FfiConverterOptionalTypeClientOptions.lower(`options`),_status)
-}
+        FfiConverterOptionalTypeClientOptions.lower(`options`),),
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeTidingsClient.lift(it) },
+        // Error FFI converter
+        TidingsException.ErrorHandler,
     )
     }
-    
 
         
     }
@@ -3828,6 +5332,22 @@ data class ClientOptions (
      * Time to live of sent messages, ms (0: the relay's default, 14 days).
      */
     var `messageTtlMs`: kotlin.Long
+    , 
+    /**
+     * Which roots an `https://` relay's certificate is checked against.
+     */
+    var `trust`: TrustStore
+    , 
+    /**
+     * Root certificates trusted beside `trust`, for a relay behind a private CA: each
+     * entry one or more PEM certificates. A bad entry fails `open`, naming its index.
+     */
+    var `extraCaRootsPem`: List<kotlin.String>
+    , 
+    /**
+     * Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
+     */
+    var `requestTimeoutMs`: kotlin.ULong
     
 ){
     
@@ -3851,6 +5371,9 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterUByte.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterLong.read(buf),
+            FfiConverterTypeTrustStore.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -3861,7 +5384,10 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterUInt.allocationSize(value.`missedPushLimit`) +
             FfiConverterUByte.allocationSize(value.`renewAtPercent`) +
             FfiConverterULong.allocationSize(value.`retryBackoffMs`) +
-            FfiConverterLong.allocationSize(value.`messageTtlMs`)
+            FfiConverterLong.allocationSize(value.`messageTtlMs`) +
+            FfiConverterTypeTrustStore.allocationSize(value.`trust`) +
+            FfiConverterSequenceString.allocationSize(value.`extraCaRootsPem`) +
+            FfiConverterULong.allocationSize(value.`requestTimeoutMs`)
     )
 
     override fun write(value: ClientOptions, buf: ByteBuffer) {
@@ -3872,6 +5398,9 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterUByte.write(value.`renewAtPercent`, buf)
             FfiConverterULong.write(value.`retryBackoffMs`, buf)
             FfiConverterLong.write(value.`messageTtlMs`, buf)
+            FfiConverterTypeTrustStore.write(value.`trust`, buf)
+            FfiConverterSequenceString.write(value.`extraCaRootsPem`, buf)
+            FfiConverterULong.write(value.`requestTimeoutMs`, buf)
     }
 }
 
@@ -4241,8 +5770,8 @@ public object FfiConverterTypeDecryptedPush: FfiConverterRustBuffer<DecryptedPus
 
 
 /**
- * A message deposited in this account's mailbox. Each is reported once, however many
- * ways it arrived.
+ * A message deposited in this account's mailbox. It stays in `pending_messages()` until
+ * acknowledged with `ack`; `on_message` reports it once when it arrives.
  */
 data class IncomingMessage (
     /**
@@ -4279,6 +5808,18 @@ data class IncomingMessage (
      * How it arrived first.
      */
     var `source`: MessageSource
+    , 
+    /**
+     * For a sealed message to this account (`send_message`): the sender's account id,
+     * authenticated by the sender's signature. None for an app's own opaque bytes.
+     */
+    var `senderAccountId`: kotlin.String?
+    , 
+    /**
+     * For a sealed message: what the sender wrote. None for an app's own bytes (in
+     * `data`).
+     */
+    var `plaintext`: kotlin.ByteArray?
     
 ){
     
@@ -4302,6 +5843,8 @@ public object FfiConverterTypeIncomingMessage: FfiConverterRustBuffer<IncomingMe
             FfiConverterLong.read(buf),
             FfiConverterLong.read(buf),
             FfiConverterTypeMessageSource.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
         )
     }
 
@@ -4312,7 +5855,9 @@ public object FfiConverterTypeIncomingMessage: FfiConverterRustBuffer<IncomingMe
             FfiConverterByteArray.allocationSize(value.`data`) +
             FfiConverterLong.allocationSize(value.`createdMs`) +
             FfiConverterLong.allocationSize(value.`expiresMs`) +
-            FfiConverterTypeMessageSource.allocationSize(value.`source`)
+            FfiConverterTypeMessageSource.allocationSize(value.`source`) +
+            FfiConverterOptionalString.allocationSize(value.`senderAccountId`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`plaintext`)
     )
 
     override fun write(value: IncomingMessage, buf: ByteBuffer) {
@@ -4323,20 +5868,92 @@ public object FfiConverterTypeIncomingMessage: FfiConverterRustBuffer<IncomingMe
             FfiConverterLong.write(value.`createdMs`, buf)
             FfiConverterLong.write(value.`expiresMs`, buf)
             FfiConverterTypeMessageSource.write(value.`source`, buf)
+            FfiConverterOptionalString.write(value.`senderAccountId`, buf)
+            FfiConverterOptionalByteArray.write(value.`plaintext`, buf)
     }
 }
 
 
 
 /**
- * A device offered this (new) install the account: compare the code on both screens,
- * then `confirm_link` or `reject_link`.
+ * What a scanned link code asks for, shown on the linked device before the user
+ * approves or declines. Nothing has been sent but a public key.
+ */
+data class LinkInspection (
+    /**
+     * The relay the new device uses, as its code names it.
+     */
+    var `relayUrl`: kotlin.String
+    , 
+    /**
+     * Whether that is this account's relay. When false, say so prominently: a device on
+     * another relay is unusual and may be someone else's code.
+     */
+    var `sameRelay`: kotlin.Boolean
+    , 
+    /**
+     * The name the new device gave itself (at most 64 bytes, no control characters).
+     */
+    var `deviceName`: kotlin.String
+    , 
+    /**
+     * The six-digit code; the new device shows the same one.
+     */
+    var `sas`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLinkInspection: FfiConverterRustBuffer<LinkInspection> {
+    override fun read(buf: ByteBuffer): LinkInspection {
+        return LinkInspection(
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: LinkInspection) = (
+            FfiConverterString.allocationSize(value.`relayUrl`) +
+            FfiConverterBoolean.allocationSize(value.`sameRelay`) +
+            FfiConverterString.allocationSize(value.`deviceName`) +
+            FfiConverterString.allocationSize(value.`sas`)
+    )
+
+    override fun write(value: LinkInspection, buf: ByteBuffer) {
+            FfiConverterString.write(value.`relayUrl`, buf)
+            FfiConverterBoolean.write(value.`sameRelay`, buf)
+            FfiConverterString.write(value.`deviceName`, buf)
+            FfiConverterString.write(value.`sas`, buf)
+    }
+}
+
+
+
+/**
+ * A device scanned this (new) install's link code; nothing was sent yet. Show the code
+ * beside the other screen's, then `confirm_link` (they match) or `reject_link`.
  */
 data class LinkRequest (
     /**
      * The six-digit short authentication string.
      */
     var `sas`: kotlin.String
+    , 
+    /**
+     * The relay the link code named (where this install waits and will sign in).
+     */
+    var `relayUrl`: kotlin.String
     
 ){
     
@@ -4354,15 +5971,18 @@ public object FfiConverterTypeLinkRequest: FfiConverterRustBuffer<LinkRequest> {
     override fun read(buf: ByteBuffer): LinkRequest {
         return LinkRequest(
             FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
         )
     }
 
     override fun allocationSize(value: LinkRequest) = (
-            FfiConverterString.allocationSize(value.`sas`)
+            FfiConverterString.allocationSize(value.`sas`) +
+            FfiConverterString.allocationSize(value.`relayUrl`)
     )
 
     override fun write(value: LinkRequest, buf: ByteBuffer) {
             FfiConverterString.write(value.`sas`, buf)
+            FfiConverterString.write(value.`relayUrl`, buf)
     }
 }
 
@@ -4439,7 +6059,8 @@ data class ModeStatus (
     , 
     /**
      * The app asked for Fast Mode and the driver keeps trying (while the relay is
-     * unreachable, `mode` is `Slow` and this is true).
+     * unreachable, or after `PushesMissing` until the retry, `mode` is `Slow` and this is
+     * true). False after `TokenPruned` and `SubscribeRejected`: enable again.
      */
     var `fastRequested`: kotlin.Boolean
     , 
@@ -4482,6 +6103,177 @@ public object FfiConverterTypeModeStatus: FfiConverterRustBuffer<ModeStatus> {
             FfiConverterTypeModeReason.write(value.`reason`, buf)
             FfiConverterBoolean.write(value.`fastRequested`, buf)
             FfiConverterOptionalLong.write(value.`expiresMs`, buf)
+    }
+}
+
+
+
+/**
+ * A processed push. `title` and `body` are what the notification may show; the other
+ * fields are facts for an app that builds its own (localised) text.
+ */
+data class ProcessedNotification (
+    /**
+     * Message or config.
+     */
+    var `kind`: NotificationKind
+    , 
+    /**
+     * The namespace the message was stored in.
+     */
+    var `namespace`: kotlin.Int
+    , 
+    /**
+     * The message hash, 64 hex digits (as `IncomingMessage.hash`).
+     */
+    var `hash`: kotlin.String
+    , 
+    /**
+     * Its position in the mailbox.
+     */
+    var `seq`: kotlin.ULong
+    , 
+    /**
+     * When the relay stored it (Unix ms).
+     */
+    var `createdMs`: kotlin.Long
+    , 
+    /**
+     * When the relay drops it (Unix ms).
+     */
+    var `expiresMs`: kotlin.Long
+    , 
+    /**
+     * The message data as the sender deposited it, when the push carried it or it was
+     * fetched; never for a config push.
+     */
+    var `data`: kotlin.ByteArray?
+    , 
+    /**
+     * How the data was obtained.
+     */
+    var `fetch`: FetchOutcome
+    , 
+    /**
+     * The sender's account id, when the data is a sealed message to this account.
+     */
+    var `sender`: kotlin.String?
+    , 
+    /**
+     * The sender's display name (nickname, else name), when the sender is a contact.
+     */
+    var `senderName`: kotlin.String?
+    , 
+    /**
+     * The conversation the message belongs to (the sender's account id), for grouping
+     * (`threadIdentifier` on iOS).
+     */
+    var `conversation`: kotlin.String?
+    , 
+    /**
+     * The sealed message's plaintext, when it opened.
+     */
+    var `content`: kotlin.ByteArray?
+    , 
+    /**
+     * Set when the notification should not alert (blocked, muted, config).
+     */
+    var `suppress`: SuppressReason?
+    , 
+    /**
+     * The title to show: the sender's name, or a generic "New message".
+     */
+    var `title`: kotlin.String
+    , 
+    /**
+     * The text to show, when the settings allow it and it is known.
+     */
+    var `body`: kotlin.String?
+    , 
+    /**
+     * Why the preview shows less than name and text; empty when it shows both.
+     */
+    var `limits`: List<PreviewLimit>
+    , 
+    /**
+     * The delivery journal took it, so the app counts it as delivered and has it in its
+     * inbox at the next open. When false, the app finds the message by polling instead.
+     */
+    var `journaled`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeProcessedNotification: FfiConverterRustBuffer<ProcessedNotification> {
+    override fun read(buf: ByteBuffer): ProcessedNotification {
+        return ProcessedNotification(
+            FfiConverterTypeNotificationKind.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+            FfiConverterTypeFetchOutcome.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+            FfiConverterOptionalTypeSuppressReason.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterSequenceTypePreviewLimit.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ProcessedNotification) = (
+            FfiConverterTypeNotificationKind.allocationSize(value.`kind`) +
+            FfiConverterInt.allocationSize(value.`namespace`) +
+            FfiConverterString.allocationSize(value.`hash`) +
+            FfiConverterULong.allocationSize(value.`seq`) +
+            FfiConverterLong.allocationSize(value.`createdMs`) +
+            FfiConverterLong.allocationSize(value.`expiresMs`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`data`) +
+            FfiConverterTypeFetchOutcome.allocationSize(value.`fetch`) +
+            FfiConverterOptionalString.allocationSize(value.`sender`) +
+            FfiConverterOptionalString.allocationSize(value.`senderName`) +
+            FfiConverterOptionalString.allocationSize(value.`conversation`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`content`) +
+            FfiConverterOptionalTypeSuppressReason.allocationSize(value.`suppress`) +
+            FfiConverterString.allocationSize(value.`title`) +
+            FfiConverterOptionalString.allocationSize(value.`body`) +
+            FfiConverterSequenceTypePreviewLimit.allocationSize(value.`limits`) +
+            FfiConverterBoolean.allocationSize(value.`journaled`)
+    )
+
+    override fun write(value: ProcessedNotification, buf: ByteBuffer) {
+            FfiConverterTypeNotificationKind.write(value.`kind`, buf)
+            FfiConverterInt.write(value.`namespace`, buf)
+            FfiConverterString.write(value.`hash`, buf)
+            FfiConverterULong.write(value.`seq`, buf)
+            FfiConverterLong.write(value.`createdMs`, buf)
+            FfiConverterLong.write(value.`expiresMs`, buf)
+            FfiConverterOptionalByteArray.write(value.`data`, buf)
+            FfiConverterTypeFetchOutcome.write(value.`fetch`, buf)
+            FfiConverterOptionalString.write(value.`sender`, buf)
+            FfiConverterOptionalString.write(value.`senderName`, buf)
+            FfiConverterOptionalString.write(value.`conversation`, buf)
+            FfiConverterOptionalByteArray.write(value.`content`, buf)
+            FfiConverterOptionalTypeSuppressReason.write(value.`suppress`, buf)
+            FfiConverterString.write(value.`title`, buf)
+            FfiConverterOptionalString.write(value.`body`, buf)
+            FfiConverterSequenceTypePreviewLimit.write(value.`limits`, buf)
+            FfiConverterBoolean.write(value.`journaled`, buf)
     }
 }
 
@@ -4629,6 +6421,13 @@ data class PushOutcome (
      * A config push changed the documents (also reported through `on_config_changed`).
      */
     var `configChanged`: kotlin.Boolean
+    , 
+    /**
+     * Everything the push announced was handled within the budget. False when a fetch
+     * (a push that omitted its message) or a config sync ran out of time: polling brings
+     * it later, nothing is lost.
+     */
+    var `complete`: kotlin.Boolean
     
 ){
     
@@ -4649,6 +6448,7 @@ public object FfiConverterTypePushOutcome: FfiConverterRustBuffer<PushOutcome> {
             FfiConverterSequenceTypeIncomingMessage.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -4656,7 +6456,8 @@ public object FfiConverterTypePushOutcome: FfiConverterRustBuffer<PushOutcome> {
             FfiConverterTypeDecryptedPush.allocationSize(value.`push`) +
             FfiConverterSequenceTypeIncomingMessage.allocationSize(value.`messages`) +
             FfiConverterBoolean.allocationSize(value.`duplicate`) +
-            FfiConverterBoolean.allocationSize(value.`configChanged`)
+            FfiConverterBoolean.allocationSize(value.`configChanged`) +
+            FfiConverterBoolean.allocationSize(value.`complete`)
     )
 
     override fun write(value: PushOutcome, buf: ByteBuffer) {
@@ -4664,6 +6465,7 @@ public object FfiConverterTypePushOutcome: FfiConverterRustBuffer<PushOutcome> {
             FfiConverterSequenceTypeIncomingMessage.write(value.`messages`, buf)
             FfiConverterBoolean.write(value.`duplicate`, buf)
             FfiConverterBoolean.write(value.`configChanged`, buf)
+            FfiConverterBoolean.write(value.`complete`, buf)
     }
 }
 
@@ -4792,9 +6594,10 @@ public object FfiConverterTypeSettings: FfiConverterRustBuffer<Settings> {
  */
 data class SyncSummary (
     /**
-     * New messages (also reported through `on_message`).
+     * The new messages, oldest first (also reported through `on_message`, and pending
+     * until acknowledged).
      */
-    var `messages`: kotlin.UInt
+    var `messages`: List<IncomingMessage>
     , 
     /**
      * Whether the config documents changed.
@@ -4816,21 +6619,64 @@ data class SyncSummary (
 public object FfiConverterTypeSyncSummary: FfiConverterRustBuffer<SyncSummary> {
     override fun read(buf: ByteBuffer): SyncSummary {
         return SyncSummary(
-            FfiConverterUInt.read(buf),
+            FfiConverterSequenceTypeIncomingMessage.read(buf),
             FfiConverterBoolean.read(buf),
         )
     }
 
     override fun allocationSize(value: SyncSummary) = (
-            FfiConverterUInt.allocationSize(value.`messages`) +
+            FfiConverterSequenceTypeIncomingMessage.allocationSize(value.`messages`) +
             FfiConverterBoolean.allocationSize(value.`configChanged`)
     )
 
     override fun write(value: SyncSummary, buf: ByteBuffer) {
-            FfiConverterUInt.write(value.`messages`, buf)
+            FfiConverterSequenceTypeIncomingMessage.write(value.`messages`, buf)
             FfiConverterBoolean.write(value.`configChanged`, buf)
     }
 }
+
+
+
+/**
+ * Whether the app is on screen: tell the client with `set_app_state`.
+ */
+
+enum class AppState {
+    
+    /**
+     * On screen (iOS: active; Android: a started activity). Pushes reach the app.
+     */
+    FOREGROUND,
+    /**
+     * Not on screen. iOS hands alert pushes to the Notification Service Extension only.
+     */
+    BACKGROUND;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAppState: FfiConverterRustBuffer<AppState> {
+    override fun read(buf: ByteBuffer) = try {
+        AppState.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AppState) = 4UL
+
+    override fun write(value: AppState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -4886,6 +6732,380 @@ public object FfiConverterTypeConfigDocument: FfiConverterRustBuffer<ConfigDocum
 
 
 /**
+ * What kind of config failure.
+ */
+
+enum class ConfigFailure {
+    
+    /**
+     * An input is longer than its limit.
+     */
+    TOO_LONG,
+    /**
+     * An input that must not be empty is.
+     */
+    EMPTY,
+    /**
+     * A change too large for one config message.
+     */
+    TOO_LARGE,
+    /**
+     * Saved or received config could not be read (damaged, or from a newer app).
+     */
+    UNREADABLE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConfigFailure: FfiConverterRustBuffer<ConfigFailure> {
+    override fun read(buf: ByteBuffer) = try {
+        ConfigFailure.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConfigFailure) = 4UL
+
+    override fun write(value: ConfigFailure, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How the message data was obtained.
+ */
+
+enum class FetchOutcome {
+    
+    /**
+     * The push carried it (or, for a config push, it is not needed).
+     */
+    NOT_NEEDED,
+    /**
+     * The push omitted it; one Retrieve brought it within the budget.
+     */
+    FETCHED,
+    /**
+     * The relay no longer has the message (expired or deleted).
+     */
+    GONE,
+    /**
+     * The relay could not be reached or refused the Retrieve.
+     */
+    FAILED,
+    /**
+     * The budget ran out before the relay answered.
+     */
+    TIMED_OUT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeFetchOutcome: FfiConverterRustBuffer<FetchOutcome> {
+    override fun read(buf: ByteBuffer) = try {
+        FetchOutcome.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: FetchOutcome) = 4UL
+
+    override fun write(value: FetchOutcome, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What is wrong with a scanned link code.
+ */
+
+enum class LinkCodeProblem {
+    
+    /**
+     * Not a tidings link code at all (another QR code).
+     */
+    NOT_A_LINK_CODE,
+    /**
+     * The other device runs an older app whose codes this one refuses: update it.
+     */
+    OTHER_DEVICE_OUTDATED,
+    /**
+     * A newer kind of code than this app understands: update this app.
+     */
+    THIS_APP_OUTDATED,
+    /**
+     * Damaged or incomplete (scan again).
+     */
+    DAMAGED,
+    /**
+     * The relay address or device name it carries is not acceptable.
+     */
+    BAD_CONTENTS;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLinkCodeProblem: FfiConverterRustBuffer<LinkCodeProblem> {
+    override fun read(buf: ByteBuffer) = try {
+        LinkCodeProblem.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: LinkCodeProblem) = 4UL
+
+    override fun write(value: LinkCodeProblem, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What went wrong while linking.
+ */
+
+enum class LinkFailure {
+    
+    /**
+     * A call out of order: no code shown yet (`begin_link`), no scan yet
+     * (`wait_for_link`), or nothing inspected (`inspect_link`).
+     */
+    NOT_STARTED,
+    /**
+     * The code or the request was replaced, rejected or declined while waiting.
+     */
+    REPLACED,
+    /**
+     * The request was inspected while another account was signed in: scan it again.
+     */
+    OTHER_ACCOUNT,
+    /**
+     * What the other device sent does not open, or is not an account.
+     */
+    BAD_MESSAGE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLinkFailure: FfiConverterRustBuffer<LinkFailure> {
+    override fun read(buf: ByteBuffer) = try {
+        LinkFailure.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: LinkFailure) = 4UL
+
+    override fun write(value: LinkFailure, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How a confirmed link ended on the new device. A timeout is the `Timeout` error
+ * instead: `confirm_link` may then be called again to keep waiting.
+ */
+sealed class LinkOutcome {
+    
+    /**
+     * The other device approved: this install now holds the account.
+     */
+    data class Linked(
+        /**
+         * The account id.
+         */
+        val `accountId`: kotlin.String) : LinkOutcome()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The other device declined. The QR code stays valid: `wait_for_link` waits for
+     * another scan.
+     */
+    object Declined : LinkOutcome()
+    
+    
+    /**
+     * An account arrived from another device than the one whose code was shown (two
+     * devices scanned the code, or someone tried to substitute an account). Nothing was
+     * adopted; start over with `begin_link`.
+     */
+    object Mismatch : LinkOutcome()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLinkOutcome : FfiConverterRustBuffer<LinkOutcome>{
+    override fun read(buf: ByteBuffer): LinkOutcome {
+        return when(buf.getInt()) {
+            1 -> LinkOutcome.Linked(
+                FfiConverterString.read(buf),
+                )
+            2 -> LinkOutcome.Declined
+            3 -> LinkOutcome.Mismatch
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: LinkOutcome): ULong = when(value) {
+        is LinkOutcome.Linked -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`accountId`)
+            )
+        }
+        is LinkOutcome.Declined -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is LinkOutcome.Mismatch -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: LinkOutcome, buf: ByteBuffer) {
+        when(value) {
+            is LinkOutcome.Linked -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`accountId`, buf)
+                Unit
+            }
+            is LinkOutcome.Declined -> {
+                buf.putInt(2)
+                Unit
+            }
+            is LinkOutcome.Mismatch -> {
+                buf.putInt(3)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * A log level, most severe first.
+ */
+
+enum class LogLevel {
+    
+    /**
+     * Something failed.
+     */
+    ERROR,
+    /**
+     * Something unexpected that the SDK recovers from.
+     */
+    WARN,
+    /**
+     * Changes an app developer wants to see (mode changes, refusals).
+     */
+    INFO,
+    /**
+     * Details for diagnosing a problem.
+     */
+    DEBUG,
+    /**
+     * Everything.
+     */
+    TRACE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
+    override fun read(buf: ByteBuffer) = try {
+        LogLevel.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: LogLevel) = 4UL
+
+    override fun write(value: LogLevel, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * How a message reached the app.
  */
 
@@ -4898,7 +7118,12 @@ enum class MessageSource {
     /**
      * By polling the mailbox.
      */
-    POLL;
+    POLL,
+    /**
+     * Inside a push the notification extension processed (read from the delivery
+     * journal when the app opened or resumed).
+     */
+    EXTENSION;
 
     
 
@@ -4992,7 +7217,8 @@ enum class ModeReason {
      */
     RELAY_UNREACHABLE,
     /**
-     * Fast Mode came back after the relay was unreachable.
+     * Fast Mode came back by itself: after the relay was unreachable, or when the retry
+     * after `PushesMissing` (on a later foreground) registered again.
      */
     RECOVERED,
     /**
@@ -5001,7 +7227,10 @@ enum class ModeReason {
      */
     TOKEN_PRUNED,
     /**
-     * Polling kept finding messages that no push announced.
+     * Polling kept finding messages that reached the device while the app was in the
+     * foreground and that no push announced (neither `handle_push` nor the notification
+     * extension's journal) within `push_grace_ms`. The token is kept: Fast Mode is retried
+     * on a later foreground, after a pause that doubles with each such fallback.
      */
     PUSHES_MISSING,
     /**
@@ -5033,6 +7262,49 @@ public object FfiConverterTypeModeReason: FfiConverterRustBuffer<ModeReason> {
     override fun allocationSize(value: ModeReason) = 4UL
 
     override fun write(value: ModeReason, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What a push is about.
+ */
+
+enum class NotificationKind {
+    
+    /**
+     * A message to the account: show a notification (unless `suppress` says otherwise).
+     */
+    MESSAGE,
+    /**
+     * A config change by another device: nothing to show.
+     */
+    CONFIG;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNotificationKind: FfiConverterRustBuffer<NotificationKind> {
+    override fun read(buf: ByteBuffer) = try {
+        NotificationKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: NotificationKind) = 4UL
+
+    override fun write(value: NotificationKind, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -5119,6 +7391,62 @@ public object FfiConverterTypeOperation: FfiConverterRustBuffer<Operation> {
     override fun allocationSize(value: Operation) = 4UL
 
     override fun write(value: Operation, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Why a preview shows less than the sender's name and the message's text.
+ */
+
+enum class PreviewLimit {
+    
+    /**
+     * The account's settings hide sender and content (previews off).
+     */
+    PREVIEWS_OFF,
+    /**
+     * The settings hide the sender.
+     */
+    SENDER_HIDDEN,
+    /**
+     * The settings hide the content.
+     */
+    CONTENT_HIDDEN,
+    /**
+     * The sender is unknown: not a sealed message, or not a contact with a name.
+     */
+    SENDER_UNKNOWN,
+    /**
+     * The content is unknown or not text: omitted and not fetched in time, not a sealed
+     * message, or not UTF-8.
+     */
+    CONTENT_UNKNOWN;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePreviewLimit: FfiConverterRustBuffer<PreviewLimit> {
+    override fun read(buf: ByteBuffer) = try {
+        PreviewLimit.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PreviewLimit) = 4UL
+
+    override fun write(value: PreviewLimit, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -5264,35 +7592,265 @@ public object FfiConverterTypePushService: FfiConverterRustBuffer<PushService> {
 
 
 
+/**
+ * A gRPC status code the relay answered with.
+ */
+
+enum class RelayCode {
+    
+    /**
+     * A request field broke a rule (the reason names the field and the rule).
+     */
+    INVALID_ARGUMENT,
+    /**
+     * A signature or its time window was refused (check the device clock).
+     */
+    UNAUTHENTICATED,
+    /**
+     * The account may not do this (an owner-only namespace).
+     */
+    PERMISSION_DENIED,
+    /**
+     * What was asked for does not exist.
+     */
+    NOT_FOUND,
+    /**
+     * A limit: too many requests (retry later) or a message too large.
+     */
+    RESOURCE_EXHAUSTED,
+    /**
+     * The relay is not in a state to do this.
+     */
+    FAILED_PRECONDITION,
+    /**
+     * A value outside its range.
+     */
+    OUT_OF_RANGE,
+    /**
+     * The relay does not offer this call (an older relay).
+     */
+    UNIMPLEMENTED,
+    /**
+     * The relay is broken (its operator is alerted); retrying later may help.
+     */
+    INTERNAL,
+    /**
+     * The call was cancelled on the way.
+     */
+    CANCELLED,
+    /**
+     * Any other code.
+     */
+    OTHER;
+
+    
+
+
+    companion object
+}
 
 
 /**
- * Why a call failed.
+ * @suppress
+ */
+public object FfiConverterTypeRelayCode: FfiConverterRustBuffer<RelayCode> {
+    override fun read(buf: ByteBuffer) = try {
+        RelayCode.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: RelayCode) = 4UL
+
+    override fun write(value: RelayCode, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What kind of device-state failure.
+ */
+
+enum class StateFailure {
+    
+    /**
+     * The file system refused (full, read-only, permissions, a protected file while
+     * the device is locked).
+     */
+    IO,
+    /**
+     * A state file opened with the right key is damaged or was altered.
+     */
+    CORRUPT,
+    /**
+     * The state directory holds no state (nothing was opened there yet).
+     */
+    NO_STATE,
+    /**
+     * State exists but its device record is missing: refusing to start over on top of it.
+     */
+    MISSING_DEVICE_RECORD,
+    /**
+     * A bug in the SDK (an internal task failed); the report has details.
+     */
+    INTERNAL;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeStateFailure: FfiConverterRustBuffer<StateFailure> {
+    override fun read(buf: ByteBuffer) = try {
+        StateFailure.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: StateFailure) = 4UL
+
+    override fun write(value: StateFailure, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Why a notification should not alert the user.
+ */
+sealed class SuppressReason {
+    
+    /**
+     * The sender is a blocked contact.
+     */
+    object Blocked : SuppressReason()
+    
+    
+    /**
+     * The sender is muted until `until_ms` (Unix ms, later than now).
+     */
+    data class Muted(
+        /**
+         * When the mute ends.
+         */
+        val `untilMs`: kotlin.ULong) : SuppressReason()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A config push: nothing to show.
+     */
+    object Config : SuppressReason()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSuppressReason : FfiConverterRustBuffer<SuppressReason>{
+    override fun read(buf: ByteBuffer): SuppressReason {
+        return when(buf.getInt()) {
+            1 -> SuppressReason.Blocked
+            2 -> SuppressReason.Muted(
+                FfiConverterULong.read(buf),
+                )
+            3 -> SuppressReason.Config
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: SuppressReason): ULong = when(value) {
+        is SuppressReason.Blocked -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SuppressReason.Muted -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`untilMs`)
+            )
+        }
+        is SuppressReason.Config -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: SuppressReason, buf: ByteBuffer) {
+        when(value) {
+            is SuppressReason.Blocked -> {
+                buf.putInt(1)
+                Unit
+            }
+            is SuppressReason.Muted -> {
+                buf.putInt(2)
+                FfiConverterULong.write(value.`untilMs`, buf)
+                Unit
+            }
+            is SuppressReason.Config -> {
+                buf.putInt(3)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+
+
+/**
+ * Why a call failed. `Display` and `Debug` never show a phrase word (not even a
+ * mistyped one: it is usually one letter from the real word), a key or a token.
  */
 sealed class TidingsException: kotlin.Exception() {
     
     /**
-     * A recovery phrase word is not in the word list.
+     * A recovery phrase word is not in the word list. Only its position is carried (a
+     * generated Kotlin or Swift error prints its fields in its message, which apps log):
+     * `suggest_words(phrase, position)` gives the closest words for the app to offer.
      */
     class BadWord(
         
         /**
          * 1-based position of the word.
          */
-        val `position`: kotlin.UInt, 
-        
-        /**
-         * The word as typed (lower-cased).
-         */
-        val `word`: kotlin.String, 
-        
-        /**
-         * Up to three valid words closest to it, closest first.
-         */
-        val `suggestions`: List<kotlin.String>
+        val `position`: kotlin.UInt
         ) : TidingsException() {
         override val message
-            get() = "position=${ `position` }, word=${ `word` }, suggestions=${ `suggestions` }"
+            get() = "position=${ `position` }"
     }
     
     /**
@@ -5319,17 +7877,13 @@ sealed class TidingsException: kotlin.Exception() {
     }
     
     /**
-     * Not `"01"` followed by 64 hex digits.
+     * Not `"01"` followed by 64 hex digits. The text is not repeated: it may be
+     * anything the user pasted, a phrase included.
      */
     class InvalidAccountId(
-        
-        /**
-         * The rejected text (an account id is public).
-         */
-        val `value`: kotlin.String
         ) : TidingsException() {
         override val message
-            get() = "value=${ `value` }"
+            get() = ""
     }
     
     /**
@@ -5361,12 +7915,17 @@ sealed class TidingsException: kotlin.Exception() {
     class State(
         
         /**
-         * What failed.
+         * What kind of failure, for the app to act on.
+         */
+        val `kind`: StateFailure, 
+        
+        /**
+         * What failed, for a log (a path and the OS error; never a secret).
          */
         val `reason`: kotlin.String
         ) : TidingsException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = "kind=${ `kind` }, reason=${ `reason` }"
     }
     
     /**
@@ -5402,14 +7961,30 @@ sealed class TidingsException: kotlin.Exception() {
     }
     
     /**
+     * The relay's TLS certificate is not trusted by the configured roots (`trust`,
+     * `extra_ca_roots_pem`). Not retried: fix the relay's certificate or the options.
+     */
+    class UntrustedCertificate(
+        
+        /**
+         * Which roots refused it and why.
+         */
+        val `reason`: kotlin.String
+        ) : TidingsException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
      * The relay refused the request.
      */
     class Relay(
         
         /**
-         * The gRPC status code's name, e.g. `INVALID_ARGUMENT`.
+         * The gRPC status code (UNAVAILABLE and DEADLINE_EXCEEDED come as `Unreachable`
+         * and `Timeout`).
          */
-        val `code`: kotlin.String, 
+        val `code`: RelayCode, 
         
         /**
          * The relay's message (names the field and rule for `INVALID_ARGUMENT`). Not
@@ -5445,40 +8020,57 @@ sealed class TidingsException: kotlin.Exception() {
     class BadLinkCode(
         
         /**
-         * What is wrong with it.
+         * What is wrong with it, for the app to word its message.
+         */
+        val `kind`: LinkCodeProblem, 
+        
+        /**
+         * The same, in English.
          */
         val `reason`: kotlin.String
         ) : TidingsException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = "kind=${ `kind` }, reason=${ `reason` }"
     }
     
     /**
-     * Linking a device failed (nothing arrived, a degenerate key, no pending request).
+     * Linking a device failed (a call out of order, a code replaced while waiting, a
+     * message from the other device that does not open).
      */
     class Link(
         
         /**
          * What failed.
          */
-        val `reason`: kotlin.String
-        ) : TidingsException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
-    /**
-     * A config change was refused (a name too long, an empty id).
-     */
-    class Config(
+        val `kind`: LinkFailure, 
         
         /**
-         * Which input and limit.
+         * The same, in English.
          */
         val `reason`: kotlin.String
         ) : TidingsException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = "kind=${ `kind` }, reason=${ `reason` }"
+    }
+    
+    /**
+     * A config change was refused (a name too long, an empty id), or saved or received
+     * config could not be read.
+     */
+    class Config(
+        
+        /**
+         * What kind of failure.
+         */
+        val `kind`: ConfigFailure, 
+        
+        /**
+         * Which input and limit, or what could not be read.
+         */
+        val `reason`: kotlin.String
+        ) : TidingsException() {
+        override val message
+            get() = "kind=${ `kind` }, reason=${ `reason` }"
     }
     
     /**
@@ -5493,6 +8085,15 @@ sealed class TidingsException: kotlin.Exception() {
         ) : TidingsException() {
         override val message
             get() = "what=${ `what` }"
+    }
+    
+    /**
+     * The call was cancelled (its `Cancellation` fired).
+     */
+    class Cancelled(
+        ) : TidingsException() {
+        override val message
+            get() = ""
     }
     
     /**
@@ -5525,21 +8126,18 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
         return when(buf.getInt()) {
             1 -> TidingsException.BadWord(
                 FfiConverterUInt.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterSequenceString.read(buf),
                 )
             2 -> TidingsException.BadChecksum()
             3 -> TidingsException.WordCount(
                 FfiConverterUInt.read(buf),
                 )
-            4 -> TidingsException.InvalidAccountId(
-                FfiConverterString.read(buf),
-                )
+            4 -> TidingsException.InvalidAccountId()
             5 -> TidingsException.InvalidArgument(
                 FfiConverterString.read(buf),
                 )
             6 -> TidingsException.WrongStateKey()
             7 -> TidingsException.State(
+                FfiConverterTypeStateFailure.read(buf),
                 FfiConverterString.read(buf),
                 )
             8 -> TidingsException.NotSignedIn()
@@ -5547,25 +8145,32 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
             10 -> TidingsException.Unreachable(
                 FfiConverterString.read(buf),
                 )
-            11 -> TidingsException.Relay(
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            12 -> TidingsException.PushMalformed()
-            13 -> TidingsException.PushNotForThisDevice()
-            14 -> TidingsException.BadLinkCode(
+            11 -> TidingsException.UntrustedCertificate(
                 FfiConverterString.read(buf),
                 )
-            15 -> TidingsException.Link(
+            12 -> TidingsException.Relay(
+                FfiConverterTypeRelayCode.read(buf),
                 FfiConverterString.read(buf),
                 )
-            16 -> TidingsException.Config(
+            13 -> TidingsException.PushMalformed()
+            14 -> TidingsException.PushNotForThisDevice()
+            15 -> TidingsException.BadLinkCode(
+                FfiConverterTypeLinkCodeProblem.read(buf),
                 FfiConverterString.read(buf),
                 )
-            17 -> TidingsException.Timeout(
+            16 -> TidingsException.Link(
+                FfiConverterTypeLinkFailure.read(buf),
                 FfiConverterString.read(buf),
                 )
-            18 -> TidingsException.Closed()
+            17 -> TidingsException.Config(
+                FfiConverterTypeConfigFailure.read(buf),
+                FfiConverterString.read(buf),
+                )
+            18 -> TidingsException.Timeout(
+                FfiConverterString.read(buf),
+                )
+            19 -> TidingsException.Cancelled()
+            20 -> TidingsException.Closed()
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -5576,8 +8181,6 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterUInt.allocationSize(value.`position`)
-                + FfiConverterString.allocationSize(value.`word`)
-                + FfiConverterSequenceString.allocationSize(value.`suggestions`)
             )
             is TidingsException.BadChecksum -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5591,7 +8194,6 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
             is TidingsException.InvalidAccountId -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`value`)
             )
             is TidingsException.InvalidArgument -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5605,6 +8207,7 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
             is TidingsException.State -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterTypeStateFailure.allocationSize(value.`kind`)
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is TidingsException.NotSignedIn -> (
@@ -5620,10 +8223,15 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
             )
+            is TidingsException.UntrustedCertificate -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
             is TidingsException.Relay -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterTypeRelayCode.allocationSize(value.`code`)
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is TidingsException.PushMalformed -> (
@@ -5637,22 +8245,29 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
             is TidingsException.BadLinkCode -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterTypeLinkCodeProblem.allocationSize(value.`kind`)
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is TidingsException.Link -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterTypeLinkFailure.allocationSize(value.`kind`)
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is TidingsException.Config -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterTypeConfigFailure.allocationSize(value.`kind`)
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is TidingsException.Timeout -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`what`)
+            )
+            is TidingsException.Cancelled -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
             )
             is TidingsException.Closed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5666,8 +8281,6 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
             is TidingsException.BadWord -> {
                 buf.putInt(1)
                 FfiConverterUInt.write(value.`position`, buf)
-                FfiConverterString.write(value.`word`, buf)
-                FfiConverterSequenceString.write(value.`suggestions`, buf)
                 Unit
             }
             is TidingsException.BadChecksum -> {
@@ -5681,7 +8294,6 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
             }
             is TidingsException.InvalidAccountId -> {
                 buf.putInt(4)
-                FfiConverterString.write(value.`value`, buf)
                 Unit
             }
             is TidingsException.InvalidArgument -> {
@@ -5695,6 +8307,7 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
             }
             is TidingsException.State -> {
                 buf.putInt(7)
+                FfiConverterTypeStateFailure.write(value.`kind`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -5711,47 +8324,138 @@ public object FfiConverterTypeTidingsError : FfiConverterRustBuffer<TidingsExcep
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is TidingsException.Relay -> {
+            is TidingsException.UntrustedCertificate -> {
                 buf.putInt(11)
-                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is TidingsException.Relay -> {
+                buf.putInt(12)
+                FfiConverterTypeRelayCode.write(value.`code`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is TidingsException.PushMalformed -> {
-                buf.putInt(12)
-                Unit
-            }
-            is TidingsException.PushNotForThisDevice -> {
                 buf.putInt(13)
                 Unit
             }
-            is TidingsException.BadLinkCode -> {
+            is TidingsException.PushNotForThisDevice -> {
                 buf.putInt(14)
+                Unit
+            }
+            is TidingsException.BadLinkCode -> {
+                buf.putInt(15)
+                FfiConverterTypeLinkCodeProblem.write(value.`kind`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is TidingsException.Link -> {
-                buf.putInt(15)
+                buf.putInt(16)
+                FfiConverterTypeLinkFailure.write(value.`kind`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is TidingsException.Config -> {
-                buf.putInt(16)
+                buf.putInt(17)
+                FfiConverterTypeConfigFailure.write(value.`kind`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is TidingsException.Timeout -> {
-                buf.putInt(17)
+                buf.putInt(18)
                 FfiConverterString.write(value.`what`, buf)
                 Unit
             }
+            is TidingsException.Cancelled -> {
+                buf.putInt(19)
+                Unit
+            }
             is TidingsException.Closed -> {
-                buf.putInt(18)
+                buf.putInt(20)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 
+}
+
+
+
+/**
+ * The roots an `https://` relay's certificate is checked against (plus any
+ * `extra_ca_roots_pem`).
+ */
+
+enum class TrustStore {
+    
+    /**
+     * Mozilla's roots, compiled into the library: no setup, the same on every device, but
+     * only as current as the app's build and blind to roots an organisation installs.
+     */
+    BUNDLED,
+    /**
+     * The operating system's verifier: the device's trust store with the roots a user or
+     * an MDM profile installed, and the OS's own revocation and distrust decisions. On
+     * Android call `TidingsPlatform.initPlatformVerifier(context)` once first.
+     */
+    PLATFORM;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTrustStore: FfiConverterRustBuffer<TrustStore> {
+    override fun read(buf: ByteBuffer) = try {
+        TrustStore.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: TrustStore) = 4UL
+
+    override fun write(value: TrustStore, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
 }
 
 
@@ -5888,6 +8592,38 @@ public object FfiConverterOptionalByteArray: FfiConverterRustBuffer<kotlin.ByteA
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeCancellation: FfiConverterRustBuffer<Cancellation?> {
+    override fun read(buf: ByteBuffer): Cancellation? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCancellation.read(buf)
+    }
+
+    override fun allocationSize(value: Cancellation?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCancellation.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Cancellation?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCancellation.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeEventListener: FfiConverterRustBuffer<EventListener?> {
     override fun read(buf: ByteBuffer): EventListener? {
         if (buf.get().toInt() == 0) {
@@ -5910,6 +8646,38 @@ public object FfiConverterOptionalTypeEventListener: FfiConverterRustBuffer<Even
         } else {
             buf.put(1)
             FfiConverterTypeEventListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeLogSink: FfiConverterRustBuffer<LogSink?> {
+    override fun read(buf: ByteBuffer): LogSink? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLogSink.read(buf)
+    }
+
+    override fun allocationSize(value: LogSink?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLogSink.allocationSize(value)
+        }
+    }
+
+    override fun write(value: LogSink?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLogSink.write(value, buf)
         }
     }
 }
@@ -6038,6 +8806,38 @@ public object FfiConverterOptionalTypeConversation: FfiConverterRustBuffer<Conve
         } else {
             buf.put(1)
             FfiConverterTypeConversation.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeSuppressReason: FfiConverterRustBuffer<SuppressReason?> {
+    override fun read(buf: ByteBuffer): SuppressReason? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeSuppressReason.read(buf)
+    }
+
+    override fun allocationSize(value: SuppressReason?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeSuppressReason.allocationSize(value)
+        }
+    }
+
+    override fun write(value: SuppressReason?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeSuppressReason.write(value, buf)
         }
     }
 }
@@ -6185,14 +8985,42 @@ public object FfiConverterSequenceTypeConfigDocument: FfiConverterRustBuffer<Lis
 
 
 
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePreviewLimit: FfiConverterRustBuffer<List<PreviewLimit>> {
+    override fun read(buf: ByteBuffer): List<PreviewLimit> {
+        val len = buf.getInt()
+        return List<PreviewLimit>(len) {
+            FfiConverterTypePreviewLimit.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PreviewLimit>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePreviewLimit.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PreviewLimit>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePreviewLimit.write(it, buf)
+        }
+    }
+}
+
+
+
+
 
 
 
 
         /**
          * Checks a recovery phrase without restoring anything (for live feedback while the user
-         * types it) and returns the account id it belongs to. Fails with `BadWord` (position and
-         * closest words), `BadChecksum` or `WordCount`.
+         * types it) and returns the account id it belongs to. Fails with `BadWord` (its
+         * position: `suggest_words` offers the closest words), `BadChecksum` or `WordCount`.
          */
     @Throws(TidingsException::class) fun `checkPhrase`(`phrase`: kotlin.String): kotlin.String {
             return FfiConverterString.lift(
@@ -6214,6 +9042,40 @@ public object FfiConverterSequenceTypeConfigDocument: FfiConverterRustBuffer<Lis
     UniffiLib.uniffi_tidings_mobile_fn_func_library_version(
     
         _status)
+}
+    )
+    }
+    
+
+        /**
+         * Up to three valid words closest to the word at `position` (1-based) of `phrase`,
+         * closest first: what a phrase screen offers after `BadWord`. Empty when there is no
+         * word there. The words never appear in an error or a log.
+         */ fun `suggestWords`(`phrase`: kotlin.String, `position`: kotlin.UInt): List<kotlin.String> {
+            return FfiConverterSequenceString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_func_suggest_words(
+    
+        
+        FfiConverterString.lower(`phrase`),
+        FfiConverterUInt.lower(`position`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * Sends the SDK's log events at `level` and above to `sink` (`None`: stop). The first
+         * call installs the process's tracing subscriber; if the app (or another library)
+         * installed one before, events keep going there and this returns false.
+         */ fun `setLogSink`(`sink`: LogSink?, `level`: LogLevel): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_func_set_log_sink(
+    
+        
+        FfiConverterOptionalTypeLogSink.lower(`sink`),
+        FfiConverterTypeLogLevel.lower(`level`),_status)
 }
     )
     }
