@@ -33,7 +33,6 @@ use tidings_proto::v1::DeviceRegistration;
 use zeroize::Zeroizing;
 
 use crate::{
-    journal,
     client::{
         ClientError, ClientOptions, PushDecryptError, PushService, RelayClient, StoreResponse,
         SubscribeResponse, decrypt_push,
@@ -45,6 +44,7 @@ use crate::{
         sync::{CONFIG_NAMESPACE, Inventory, SnapshotReason, SyncConfig, SyncPlanner},
     },
     identity::{AccountIdError, Identity, PhraseError, parse_account_id},
+    journal,
     link::LinkError,
     state::{DeviceState, StateError},
 };
@@ -750,6 +750,45 @@ impl Account {
             app_id: app_id.to_owned(),
             push_key: self.inner.push_key.to_vec(),
             device_id: self.inner.device_id.to_vec(),
+            ..Default::default()
+        };
+        Ok(self
+            .inner
+            .client
+            .subscribe(
+                &self.inner.identity,
+                &[MESSAGE_NAMESPACE, CONFIG_NAMESPACE],
+                true,
+                registration,
+            )
+            .await?)
+    }
+
+    /// Registers this install for Fast Mode over Web Push: a UnifiedPush distributor or a
+    /// browser (DESIGN.md "Push over Web Push and Huawei Push Kit"). `endpoint` is the push
+    /// resource URL the distributor gave; `p256dh` (an uncompressed P-256 point, 65 bytes)
+    /// and `auth` (16 bytes) are the subscription's keys, whose private half stays with
+    /// whoever decrypts what arrives (the UnifiedPush connector, the browser). The message
+    /// it decrypts is the `enc` string [`Account::handle_push`] takes. The relay checks the
+    /// endpoint and keys and answers `INVALID_ARGUMENT` naming `sealed.web_push.*`; an
+    /// HMS token goes through [`Account::subscribe`] like an FCM one.
+    pub async fn subscribe_web_push(
+        &self,
+        endpoint: &str,
+        p256dh: &[u8],
+        auth: &[u8],
+        app_id: &str,
+    ) -> Result<SubscribeResponse, AccountError> {
+        let registration = DeviceRegistration {
+            service: PushService::Webpush as i32,
+            app_id: app_id.to_owned(),
+            push_key: self.inner.push_key.to_vec(),
+            device_id: self.inner.device_id.to_vec(),
+            web_push: Some(tidings_proto::v1::WebPushSubscription {
+                endpoint: endpoint.to_owned(),
+                p256dh: p256dh.to_vec(),
+                auth: auth.to_vec(),
+            }),
             ..Default::default()
         };
         Ok(self

@@ -65,14 +65,19 @@ pub enum PhraseError {
 impl std::fmt::Debug for PhraseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PhraseError::UnknownWord { position, suggestions } => f
+            PhraseError::UnknownWord {
+                position,
+                suggestions,
+            } => f
                 .debug_struct("UnknownWord")
                 .field("position", position)
                 .field("suggestions", &suggestions.len())
                 .finish(),
             PhraseError::WordCount { found } => f.debug_struct("WordCount").field("found", found).finish(),
             PhraseError::Checksum => f.write_str("Checksum"),
-            PhraseError::EntropyLength { found } => f.debug_struct("EntropyLength").field("found", found).finish(),
+            PhraseError::EntropyLength { found } => {
+                f.debug_struct("EntropyLength").field("found", found).finish()
+            }
         }
     }
 }
@@ -301,7 +306,13 @@ mod tests {
                 for shown in [e.to_string(), format!("{e:?}")] {
                     assert!(!shown.contains("abuot") && !shown.contains("about"), "{shown}");
                 }
-                let PhraseError::UnknownWord { position, suggestions } = e else { unreachable!() };
+                let PhraseError::UnknownWord {
+                    position,
+                    suggestions,
+                } = e
+                else {
+                    unreachable!()
+                };
                 assert_eq!(position, 12);
                 assert_eq!(suggestions.first().map(String::as_str), Some("about"));
                 assert!(suggestions.len() <= MAX_SUGGESTIONS);

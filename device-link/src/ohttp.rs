@@ -156,20 +156,22 @@ struct Keys {
 /// A tower service carrying gRPC calls through an OHTTP relay to the relay's gateway.
 /// Cheap to clone; clones share the connection pool and the pinned key.
 #[derive(Clone)]
-pub struct OhttpTransport {
+pub struct OhttpTransport(Arc<Shared>);
+
+struct Shared {
     relay: Uri,
     /// The relay endpoint: its origin is the inner requests' scheme and authority, and
     /// where keys are fetched from.
     gateway: Uri,
-    keys: Arc<Keys>,
+    keys: Keys,
     http: Client<Connector, Full<Bytes>>,
 }
 
 impl fmt::Debug for OhttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OhttpTransport")
-            .field("relay", &self.relay)
-            .field("gateway", &self.gateway)
+            .field("relay", &self.0.relay)
+            .field("gateway", &self.0.gateway)
             .finish_non_exhaustive()
     }
 }
@@ -210,15 +212,15 @@ impl OhttpTransport {
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             relay,
             gateway,
-            keys: Arc::new(Keys {
+            keys: Keys {
                 pinned: Mutex::new(pinned),
                 fetch: settings.key_config.is_none(),
-            }),
+            },
             http,
-        })
+        })))
     }
 
     /// The key configuration pinned now (what the gateway answered last, or was given), to
@@ -228,7 +230,8 @@ impl OhttpTransport {
     }
 
     fn pinned(&self) -> Option<Pinned> {
-        self.keys
+        self.0
+            .keys
             .pinned
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -236,12 +239,12 @@ impl OhttpTransport {
     }
 
     fn pin(&self, pinned: Pinned) {
-        *self.keys.pinned.lock().unwrap_or_else(PoisonError::into_inner) = Some(pinned);
+        *self.0.keys.pinned.lock().unwrap_or_else(PoisonError::into_inner) = Some(pinned);
     }
 
     /// Fetches the key configuration from the gateway (a direct request) and pins it.
     pub async fn fetch_key_config(&self) -> Result<(), Status> {
-        let uri = keys_uri(&self.gateway)
+        let uri = keys_uri(&self.0.gateway)
             .ok_or_else(|| Status::failed_precondition("OHTTP: the relay endpoint has no origin"))?;
         let request = Request::get(uri)
             .body(Full::new(Bytes::new()))
@@ -267,7 +270,7 @@ impl OhttpTransport {
         if let Some(pinned) = self.pinned() {
             return Ok(pinned);
         }
-        if !self.keys.fetch {
+        if !self.0.keys.fetch {
             // Only reachable if parsing a pinned config failed, which `new` refuses.
             return Err(Status::failed_precondition("OHTTP: no key configuration"));
         }
@@ -277,27 +280,31 @@ impl OhttpTransport {
     }
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<hyper::body::Incoming>, Status> {
-        self.http.request(request).await.map_err(|e| {
-            let mut status = Status::unavailable(format!("cannot reach the OHTTP relay: {}", error_chain(&e)));
+        self.0.http.request(request).await.map_err(|e| {
+            let mut status =
+                Status::unavailable(format!("cannot reach the OHTTP relay: {}", error_chain(&e)));
             status.set_source(Arc::new(e));
             status
         })
     }
 
     /// One gRPC call: encode, encapsulate, POST, decapsulate, decode.
-    async fn call_through(self, request: Request<tonic::body::Body>) -> Result<Response<tonic::body::Body>, Status> {
+    async fn call_through(
+        self,
+        request: Request<tonic::body::Body>,
+    ) -> Result<Response<tonic::body::Body>, Status> {
         let (parts, body) = request.into_parts();
         let content = body
             .collect()
             .await
             .map_err(|e| Status::internal(format!("OHTTP: reading the request: {e}")))?
             .to_bytes();
-        let inner = encode_request(&parts, &self.gateway, &content);
+        let inner = encode_request(&parts, &self.0.gateway, &content);
         let key = self.current_key().await?;
         let (encapsulated, pending) = ClientRequest::from_config(&mut key.config.clone())
             .and_then(|c| c.encapsulate(&inner))
             .map_err(|e| Status::internal(format!("OHTTP: encapsulating the request: {e}")))?;
-        let post = Request::post(self.relay.clone())
+        let post = Request::post(self.0.relay.clone())
             .header(header::CONTENT_TYPE, REQUEST_MEDIA_TYPE)
             .body(Full::new(Bytes::from(encapsulated)))
             .map_err(|e| Status::internal(format!("OHTTP: {e}")))?;
@@ -324,7 +331,7 @@ impl OhttpTransport {
              its key changed without an overlap this client saw",
             rejected.key_id
         );
-        if !self.keys.fetch {
+        if !self.0.keys.fetch {
             return Status::failed_precondition(format!(
                 "{what}; give the client the gateway's current key configuration (ohttp key_config)"
             ));
@@ -364,9 +371,7 @@ impl OhttpTransport {
             frames.push(Ok(http_body::Frame::trailers(trailers)));
         }
         let body = StreamBody::new(futures_util::stream::iter(frames));
-        response
-            .body(tonic::body::Body::new(body))
-            .map_err(|_| bad())
+        response.body(tonic::body::Body::new(body)).map_err(|_| bad())
     }
 
     /// Pins the key configuration the gateway named as current (base64 in `value`).
@@ -382,7 +387,10 @@ impl OhttpTransport {
         if self.pinned().is_some_and(|p| p.encoded == next.encoded) {
             return;
         }
-        tracing::debug!(key_id = next.key_id, "OHTTP: the gateway rotated its key; moving to the new one");
+        tracing::debug!(
+            key_id = next.key_id,
+            "OHTTP: the gateway rotated its key; moving to the new one"
+        );
         self.pin(next);
     }
 }
@@ -513,7 +521,9 @@ async fn read_body(response: Response<hyper::body::Incoming>) -> Result<Bytes, S
 /// that does not serve this gateway).
 fn http_refusal(who: &str, status: StatusCode) -> Status {
     let text = format!("OHTTP: {who} answered HTTP {status}");
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
     {
         Status::unavailable(text)
     } else if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -605,7 +615,7 @@ impl Connector {
             }
         })?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        Ok(Io::Tls(TokioIo::new(stream), h2))
+        Ok(Io::Tls(Box::new(TokioIo::new(stream)), h2))
     }
 
     async fn tcp(&self, host: &str, port: u16) -> io::Result<TcpStream> {
@@ -637,7 +647,7 @@ impl Connector {
 /// A connection to the OHTTP relay, plain or TLS (with whether ALPN chose HTTP/2).
 enum Io {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<TlsStream<TcpStream>>, bool),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>, bool),
 }
 
 impl Connection for Io {
@@ -657,7 +667,7 @@ impl hyper::rt::Read for Io {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Io::Tls(io, _) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io, _) => Pin::new(io.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -666,21 +676,21 @@ impl hyper::rt::Write for Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Io::Tls(io, _) => Pin::new(io).poll_write(cx, buf),
+            Io::Tls(io, _) => Pin::new(io.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(io) => Pin::new(io).poll_flush(cx),
-            Io::Tls(io, _) => Pin::new(io).poll_flush(cx),
+            Io::Tls(io, _) => Pin::new(io.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Io::Tls(io, _) => Pin::new(io).poll_shutdown(cx),
+            Io::Tls(io, _) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -694,7 +704,10 @@ mod tests {
         let config = KeyConfig::derive(
             key_id,
             Kem::X25519Sha256,
-            vec![ohttp::SymmetricSuite::new(Kdf::HkdfSha256, Aead::ChaCha20Poly1305)],
+            vec![ohttp::SymmetricSuite::new(
+                Kdf::HkdfSha256,
+                Aead::ChaCha20Poly1305,
+            )],
             &[key_id; 32],
         )
         .unwrap();
@@ -707,7 +720,11 @@ mod tests {
         let pinned = Pinned::parse(&list).unwrap();
         assert_eq!(pinned.key_id, 7);
         assert_eq!(pinned.encoded, list);
-        assert_eq!(Pinned::parse(&list[2..]).unwrap().key_id, 7, "one bare configuration");
+        assert_eq!(
+            Pinned::parse(&list[2..]).unwrap().key_id,
+            7,
+            "one bare configuration"
+        );
         assert!(Pinned::parse(b"").is_none());
         assert!(Pinned::parse(&list[..20]).is_none());
     }
@@ -732,7 +749,10 @@ mod tests {
             make("ftp://relay.example", None),
             Err(OhttpSettingsError::RelayUrl("ftp://relay.example".into()))
         );
-        assert_eq!(make("relay.example", None), Err(OhttpSettingsError::RelayUrl("relay.example".into())));
+        assert_eq!(
+            make("relay.example", None),
+            Err(OhttpSettingsError::RelayUrl("relay.example".into()))
+        );
         assert_eq!(
             make("https://relay.example/", Some(vec![1, 2, 3])),
             Err(OhttpSettingsError::KeyConfig)
@@ -749,7 +769,11 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let bytes = encode_request(&parts, &"https://relay.example:7402".parse().unwrap(), b"\0\0\0\0\0");
+        let bytes = encode_request(
+            &parts,
+            &"https://relay.example:7402".parse().unwrap(),
+            b"\0\0\0\0\0",
+        );
         let m = Message::read_bhttp(&mut io::Cursor::new(&bytes[..])).unwrap();
         assert_eq!(m.control().method(), Some(&b"POST"[..]));
         assert_eq!(m.control().scheme(), Some(&b"https"[..]));
@@ -763,13 +787,28 @@ mod tests {
     #[test]
     fn refusals_map_to_codes_that_retry_only_what_may_pass() {
         use tonic::Code;
-        assert_eq!(http_refusal("x", StatusCode::BAD_GATEWAY).code(), Code::Unavailable);
-        assert_eq!(http_refusal("x", StatusCode::TOO_MANY_REQUESTS).code(), Code::Unavailable);
-        assert_eq!(http_refusal("x", StatusCode::NOT_FOUND).code(), Code::FailedPrecondition);
-        assert_eq!(http_refusal("x", StatusCode::PAYLOAD_TOO_LARGE).code(), Code::ResourceExhausted);
+        assert_eq!(
+            http_refusal("x", StatusCode::BAD_GATEWAY).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            http_refusal("x", StatusCode::TOO_MANY_REQUESTS).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            http_refusal("x", StatusCode::NOT_FOUND).code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            http_refusal("x", StatusCode::PAYLOAD_TOO_LARGE).code(),
+            Code::ResourceExhausted
+        );
         let problem = format!(r#"{{"type":"{KEY_PROBLEM_TYPE}","title":"key identifier unknown"}}"#);
         assert!(is_key_problem("application/problem+json", problem.as_bytes()));
         assert!(!is_key_problem("text/plain", problem.as_bytes()));
-        assert!(!is_key_problem("application/problem+json", br#"{"type":"about:blank"}"#));
+        assert!(!is_key_problem(
+            "application/problem+json",
+            br#"{"type":"about:blank"}"#
+        ));
     }
 }

@@ -683,7 +683,13 @@ mod reader_tests {
         ));
         assert_eq!(tree(dir.path()), before);
         // Signed out: the reader opens, and says so.
-        assert!(StateReader::open(dir.path(), &KEY).unwrap().identity().unwrap().is_none());
+        assert!(
+            StateReader::open(dir.path(), &KEY)
+                .unwrap()
+                .identity()
+                .unwrap()
+                .is_none()
+        );
     }
 }
 

@@ -216,7 +216,11 @@ async fn bundled_roots_refuse_a_private_ca_once_and_say_why() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the lazy client does not retry it");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the lazy client does not retry it"
+    );
 }
 
 #[cfg(feature = "webpki-roots")]

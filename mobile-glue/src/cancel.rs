@@ -3,8 +3,10 @@
 //! `restore_account`, `wait_for_link` and `sync_now` take an optional [`Cancellation`]:
 //! `cancel()` ends the call at its next await with [`TidingsError::Cancelled`], leaving the
 //! state as the last completed step left it (a restore writes the identity last, so a
-//! cancelled restore leaves no account behind). A Swift `Task` or Kotlin coroutine that
-//! is cancelled stops the call the same way (the runtime aborts work nobody awaits).
+//! cancelled restore leaves no account behind). A Kotlin coroutine that is cancelled stops
+//! the call the same way (the runtime aborts work nobody awaits any more); the generated
+//! Swift waits for the call instead, so Swift code passes a `Cancellation` (the
+//! `TidingsAsync` helpers tie it to Task cancellation).
 
 use std::{future::Future, sync::Arc};
 
@@ -63,6 +65,9 @@ mod tests {
         c.cancel();
         assert_eq!(pending.await, Err(TidingsError::Cancelled));
         assert_eq!(cancellable(None, async { Ok(5) }).await, Ok(5));
-        assert_eq!(cancellable(Some(Cancellation::new()), async { Ok(6) }).await, Ok(6));
+        assert_eq!(
+            cancellable(Some(Cancellation::new()), async { Ok(6) }).await,
+            Ok(6)
+        );
     }
 }

@@ -12,9 +12,7 @@ use std::{
 };
 
 use tidings_device_link::{
-    account::{
-        Account, Progress as AccountProgress, ProgressStage as AccountStage, RelaySettings,
-    },
+    account::{Account, Progress as AccountProgress, ProgressStage as AccountStage, RelaySettings},
     client::RelayClient,
     config::Documents,
     identity::parse_account_id,
@@ -33,9 +31,8 @@ use crate::{
     push::key32,
     runtime,
     types::{
-        CONFIG_NAMESPACE, ClientOptions, ConfigChange, ConfigDocument, DecryptedPush,
-        MESSAGE_NAMESPACE, Operation, Progress, ProgressStage, PushKind, PushOutcome,
-        SendReceipt, SyncSummary, hash_hex,
+        CONFIG_NAMESPACE, ClientOptions, ConfigChange, ConfigDocument, DecryptedPush, MESSAGE_NAMESPACE,
+        Operation, Progress, ProgressStage, PushKind, PushOutcome, SendReceipt, SyncSummary, hash_hex,
     },
 };
 
@@ -124,7 +121,9 @@ impl TidingsClient {
             kind: crate::error::StateFailure::Internal,
             reason: format!("opening the state failed: {e}"),
         })??;
-        Ok(Arc::new(TidingsClient { inner: Arc::new(inner) }))
+        Ok(Arc::new(TidingsClient {
+            inner: Arc::new(inner),
+        }))
     }
 
     /// Sets (or with `None` removes) the listener events go to.
@@ -265,7 +264,11 @@ impl TidingsClient {
     /// account as the sender to the recipient alone (so its notification can show a
     /// contact's name), and the relay sees only a padded ciphertext. The recipient's
     /// `IncomingMessage` has `sender_account_id` and `plaintext` set.
-    pub async fn send_message(&self, recipient_account_id: String, plaintext: Vec<u8>) -> Result<SendReceipt> {
+    pub async fn send_message(
+        &self,
+        recipient_account_id: String,
+        plaintext: Vec<u8>,
+    ) -> Result<SendReceipt> {
         let inner = self.inner.clone();
         self.inner
             .run(async move {
@@ -307,7 +310,9 @@ impl TidingsClient {
     pub async fn handle_push(&self, enc: String, budget_ms: Option<u32>) -> Result<PushOutcome> {
         let inner = self.inner.clone();
         let budget = Duration::from_millis(u64::from(budget_ms.unwrap_or(DEFAULT_PUSH_BUDGET_MS)));
-        self.inner.run(async move { inner.handle_push(&enc, budget).await }).await
+        self.inner
+            .run(async move { inner.handle_push(&enc, budget).await })
+            .await
     }
 }
 

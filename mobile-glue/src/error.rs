@@ -363,7 +363,9 @@ impl From<PayloadError> for TidingsError {
             PayloadError::NotALinkCode => LinkCodeProblem::NotALinkCode,
             PayloadError::Outdated => LinkCodeProblem::OtherDeviceOutdated,
             PayloadError::UnsupportedVersion(_) => LinkCodeProblem::ThisAppOutdated,
-            PayloadError::Encoding | PayloadError::TooShort | PayloadError::MailboxKey => LinkCodeProblem::Damaged,
+            PayloadError::Encoding | PayloadError::TooShort | PayloadError::MailboxKey => {
+                LinkCodeProblem::Damaged
+            }
             PayloadError::RelayAddress | PayloadError::DeviceName => LinkCodeProblem::BadContents,
         };
         TidingsError::BadLinkCode {
@@ -420,7 +422,9 @@ impl From<AccountError> for TidingsError {
             },
             AccountError::Journal(e) => TidingsError::State {
                 kind: match e {
-                    JournalError::Io { .. } | JournalError::Busy(_) | JournalError::Full(_) => StateFailure::Io,
+                    JournalError::Io { .. } | JournalError::Busy(_) | JournalError::Full(_) => {
+                        StateFailure::Io
+                    }
                     JournalError::WrongKey => StateFailure::Corrupt,
                     JournalError::TooLarge(_) | JournalError::BadOffset(_) => StateFailure::Internal,
                 },

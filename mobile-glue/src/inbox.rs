@@ -26,7 +26,12 @@ impl TidingsClient {
     pub fn pending_messages(&self) -> Vec<IncomingMessage> {
         self.inner
             .account()
-            .map(|a| a.pending_messages().into_iter().map(|m| incoming(&a, m)).collect())
+            .map(|a| {
+                a.pending_messages()
+                    .into_iter()
+                    .map(|m| incoming(&a, m))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -134,7 +139,10 @@ mod tests {
     fn hashes_are_parsed_strictly() {
         assert_eq!(parse_hash(&"ab".repeat(32)).unwrap(), [0xab; 32]);
         for bad in ["", "ab", &"zz".repeat(32), &"ab".repeat(33)] {
-            assert!(matches!(parse_hash(bad), Err(TidingsError::InvalidArgument { .. })), "{bad}");
+            assert!(
+                matches!(parse_hash(bad), Err(TidingsError::InvalidArgument { .. })),
+                "{bad}"
+            );
         }
     }
 }

@@ -135,7 +135,11 @@ impl TidingsClient {
     /// `Timeout` when nobody scanned it in time, `Cancelled` when `cancel` fired (the code
     /// stays valid: wait again).
     #[uniffi::method(default(cancel = None))]
-    pub async fn wait_for_link(&self, timeout_ms: u64, cancel: Option<Arc<Cancellation>>) -> Result<LinkRequest> {
+    pub async fn wait_for_link(
+        &self,
+        timeout_ms: u64,
+        cancel: Option<Arc<Cancellation>>,
+    ) -> Result<LinkRequest> {
         let inner = self.inner.clone();
         self.inner
             .run(cancellable(cancel, async move {
@@ -150,7 +154,11 @@ impl TidingsClient {
     /// `Timeout` when no answer came yet (call again to keep waiting), `Cancelled` when
     /// `cancel` fired (nothing adopted; call again to keep waiting).
     #[uniffi::method(default(cancel = None))]
-    pub async fn confirm_link(&self, timeout_ms: u64, cancel: Option<Arc<Cancellation>>) -> Result<LinkOutcome> {
+    pub async fn confirm_link(
+        &self,
+        timeout_ms: u64,
+        cancel: Option<Arc<Cancellation>>,
+    ) -> Result<LinkOutcome> {
         let inner = self.inner.clone();
         self.inner
             .run(cancellable(cancel, async move {

@@ -341,7 +341,12 @@ mod tests {
         ));
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
-            NotificationProcessor::open(empty.path().to_str().unwrap().into(), KEY.to_vec(), url.clone(), None),
+            NotificationProcessor::open(
+                empty.path().to_str().unwrap().into(),
+                KEY.to_vec(),
+                url.clone(),
+                None
+            ),
             Err(TidingsError::State { .. })
         ));
         let p = NotificationProcessor::open(dir_s, KEY.to_vec(), url, None).unwrap();

@@ -331,6 +331,14 @@ pub struct ClientOptions {
     pub extra_ca_roots_pem: Vec<String>,
     /// Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
     pub request_timeout_ms: u64,
+    /// Reach the relay through this OHTTP relay (Oblivious HTTP: the relay never sees the
+    /// device's address); the relay URL is then its OHTTP gateway. None: directly.
+    #[uniffi(default = None)]
+    pub ohttp_relay_url: Option<String>,
+    /// The gateway's key configuration (`application/ohttp-keys`), pinned; None: fetched
+    /// from the gateway once (that request shows the device's address to the relay).
+    #[uniffi(default = None)]
+    pub ohttp_key_config: Option<Vec<u8>>,
 }
 
 /// The roots an `https://` relay's certificate is checked against (plus any
@@ -372,6 +380,14 @@ impl ClientOptions {
             ms => ms,
         };
         base.rpc_timeout = std::time::Duration::from_millis(timeout_ms);
+        base.ohttp =
+            self.ohttp_relay_url
+                .as_ref()
+                .map(|relay_url| tidings_device_link::ohttp::OhttpSettings {
+                    relay_url: relay_url.clone(),
+                    key_config: self.ohttp_key_config.clone(),
+                    local_address: None,
+                });
     }
 }
 
@@ -390,6 +406,8 @@ impl Default for ClientOptions {
             trust: TrustStore::Platform,
             extra_ca_roots_pem: Vec::new(),
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            ohttp_relay_url: None,
+            ohttp_key_config: None,
         }
     }
 }

@@ -1003,7 +1003,10 @@ fn validate_apps(apps: &[App]) -> Result<(), ConfigError> {
             if !ok_id {
                 return Err(ConfigError::invalid(
                     at("hms.app_id"),
-                    format!("must be the AppGallery app id, letters and digits (got {:?})", hms.app_id),
+                    format!(
+                        "must be the AppGallery app id, letters and digits (got {:?})",
+                        hms.app_id
+                    ),
                 ));
             }
             if hms.client_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
@@ -1097,8 +1100,7 @@ fn validate_webpush_app(at: &str, webpush: &WebPushApp) -> Result<(), ConfigErro
 // ---- [ohttp] (issue 13) -------------------------------------------------------------
 
 /// Default of `ohttp.listen`.
-pub const DEFAULT_OHTTP_LISTEN: SocketAddr =
-    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7402);
+pub const DEFAULT_OHTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7402);
 
 /// `[ohttp]`: the Oblivious HTTP gateway (RFC 9458; DESIGN.md "Oblivious HTTP"). Off by
 /// default. Its keys derive from the relay secret per epoch: the key of epoch
@@ -1150,7 +1152,10 @@ impl Default for Ohttp {
 impl Ohttp {
     /// The parsed `relays` (call after validation; bad entries are skipped).
     pub fn relay_blocks(&self) -> Vec<IpBlock> {
-        self.relays.iter().filter_map(|e| IpBlock::parse(e).ok()).collect()
+        self.relays
+            .iter()
+            .filter_map(|e| IpBlock::parse(e).ok())
+            .collect()
     }
 }
 
@@ -1223,7 +1228,8 @@ mod ohttp_tests {
         let c = parse("").unwrap();
         assert!(!c.ohttp.enabled);
         assert_eq!(c.ohttp.listen, DEFAULT_OHTTP_LISTEN);
-        let ok = parse("[ohttp]\nenabled = true\nkey_id = 7\nrelays = [\"192.0.2.1\", \"2001:db8::/64\"]\n").unwrap();
+        let ok = parse("[ohttp]\nenabled = true\nkey_id = 7\nrelays = [\"192.0.2.1\", \"2001:db8::/64\"]\n")
+            .unwrap();
         assert_eq!(ok.ohttp.key_id, 7);
         assert_eq!(ok.ohttp.relay_blocks().len(), 2);
         let cases = [
@@ -1532,11 +1538,16 @@ id = "com.example.messenger"
         std::fs::write(dir.path().join("hms-secret"), "s3cret\n").unwrap();
         std::fs::write(dir.path().join("empty"), "").unwrap();
         std::fs::write(dir.path().join("sa.json"), "{}").unwrap();
-        std::fs::write(dir.path().join("not-a-key.pem"), "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            dir.path().join("not-a-key.pem"),
+            "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         dir
     }
 
-    const WEBPUSH_APP: &str = "[apps.webpush]\nvapid_key_file = \"vapid.pem\"\nsubject = \"mailto:ops@example.com\"\n";
+    const WEBPUSH_APP: &str =
+        "[apps.webpush]\nvapid_key_file = \"vapid.pem\"\nsubject = \"mailto:ops@example.com\"\n";
     const HMS_APP: &str = "[apps.hms]\napp_id = \"104123456\"\nclient_secret_file = \"hms-secret\"\n";
     const FCM_APP: &str = "[apps.fcm]\nservice_account_file = \"sa.json\"\n";
 
@@ -1549,14 +1560,25 @@ id = "com.example.messenger"
         );
         let c = Config::from_toml(&text, dir.path(), no_env).unwrap();
         let app = &c.apps[0];
-        assert_eq!(app.webpush.as_ref().unwrap().vapid_key_file, dir.path().join("vapid.pem"));
+        assert_eq!(
+            app.webpush.as_ref().unwrap().vapid_key_file,
+            dir.path().join("vapid.pem")
+        );
         let hms = app.hms.as_ref().unwrap();
         assert_eq!(hms.client_id(), "104123456");
         assert_eq!(hms.endpoint, "https://push-api.cloud.huawei.com");
-        assert_eq!(hms.token_endpoint, "https://oauth-login.cloud.huawei.com/oauth2/v3/token");
+        assert_eq!(
+            hms.token_endpoint,
+            "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
+        );
         assert!(app.accepts(ServiceName::Webpush) && app.accepts(ServiceName::Hms));
         assert!(!app.accepts(ServiceName::Apns));
-        assert!(c.webpush.endpoint_policy().check_url("http://127.0.0.1:1/x").is_ok());
+        assert!(
+            c.webpush
+                .endpoint_policy()
+                .check_url("http://127.0.0.1:1/x")
+                .is_ok()
+        );
         // Without a list, every configured table is accepted.
         let text = format!("[[apps]]\nid = \"a\"\n{WEBPUSH_APP}");
         let c = Config::from_toml(&text, dir.path(), no_env).unwrap();
@@ -1572,27 +1594,94 @@ id = "com.example.messenger"
         };
         let app = |extra: &str| format!("[[apps]]\nid = \"a\"\n{extra}");
         let cases: Vec<(String, &str)> = vec![
-            (app(&format!("services = [\"webpush\", \"gcm\"]\n{WEBPUSH_APP}")), "apps[0].services[1]: unknown variant `gcm`"),
-            (app(&format!("services = [\"webpush\", \"webpush\"]\n{WEBPUSH_APP}")), "apps[0].services[1]: webpush is listed twice"),
-            (app(&format!("services = [\"webpush\", \"hms\"]\n{WEBPUSH_APP}")), "apps[0].services[1]: hms is listed but the app has no [apps.hms] table"),
-            (app(&format!("services = [\"webpush\"]\n{WEBPUSH_APP}{FCM_APP}")), "apps[0].fcm: is configured but fcm is not in apps[0].services"),
-            (app(&format!("services = []\n{WEBPUSH_APP}")), "apps[0].services: must name at least one service"),
-            (app("[apps.webpush]\nvapid_key_file = \"missing.pem\"\nsubject = \"mailto:a@b\"\n"), "apps[0].webpush.vapid_key_file: cannot read"),
-            (app("[apps.webpush]\nvapid_key_file = \"not-a-key.pem\"\nsubject = \"mailto:a@b\"\n"), "apps[0].webpush.vapid_key_file: not a P-256 private key"),
-            (app("[apps.webpush]\nvapid_key_file = \"sa.json\"\nsubject = \"mailto:a@b\"\n"), "apps[0].webpush.vapid_key_file: not a P-256 private key"),
-            (app("[apps.webpush]\nvapid_key_file = \"vapid.pem\"\nsubject = \"ops@example.com\"\n"), "apps[0].webpush.subject: must be a mailto: or https:// contact"),
-            (app("[apps.webpush]\nvapid_key_file = \"vapid.pem\"\n"), "apps[0].webpush: missing field `subject`"),
-            (app("[apps.hms]\napp_id = \"10/4\"\nclient_secret_file = \"hms-secret\"\n"), "apps[0].hms.app_id: must be the AppGallery app id"),
-            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"empty\"\n"), "apps[0].hms.client_secret_file: is empty"),
-            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"nope\"\n"), "apps[0].hms.client_secret_file: cannot read"),
-            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"hms-secret\"\nendpoint = \"push-api\"\n"), "apps[0].hms.endpoint: must be an http:// or https:// URL"),
-            (app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"hms-secret\"\ntoken_endpoint = \"ftp://x\"\n"), "apps[0].hms.token_endpoint: must be an http:// or https:// URL"),
-            (app("[apps.hms]\napp_id = \"104\"\nclient_secret = \"inline\"\n"), "apps[0].hms.client_secret: unknown key"),
-            ("[webpush]\nallow_networks = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n".to_owned(), "webpush.allow_networks[1]: prefix length must be 0..=32"),
-            ("[webpush]\nallow_hosts = [\"bad host\"]\n".to_owned(), "webpush.allow_hosts[0]: must be a host name or IP address"),
-            ("[webpush]\nallow_http = \"yes\"\n".to_owned(), "webpush.allow_http: invalid type"),
-            ("[webpush]\nca_file = \"missing.pem\"\n".to_owned(), "webpush.ca_file: cannot read"),
-            ("[webpush]\nallow_everything = true\n".to_owned(), "webpush.allow_everything: unknown key"),
+            (
+                app(&format!("services = [\"webpush\", \"gcm\"]\n{WEBPUSH_APP}")),
+                "apps[0].services[1]: unknown variant `gcm`",
+            ),
+            (
+                app(&format!("services = [\"webpush\", \"webpush\"]\n{WEBPUSH_APP}")),
+                "apps[0].services[1]: webpush is listed twice",
+            ),
+            (
+                app(&format!("services = [\"webpush\", \"hms\"]\n{WEBPUSH_APP}")),
+                "apps[0].services[1]: hms is listed but the app has no [apps.hms] table",
+            ),
+            (
+                app(&format!("services = [\"webpush\"]\n{WEBPUSH_APP}{FCM_APP}")),
+                "apps[0].fcm: is configured but fcm is not in apps[0].services",
+            ),
+            (
+                app(&format!("services = []\n{WEBPUSH_APP}")),
+                "apps[0].services: must name at least one service",
+            ),
+            (
+                app("[apps.webpush]\nvapid_key_file = \"missing.pem\"\nsubject = \"mailto:a@b\"\n"),
+                "apps[0].webpush.vapid_key_file: cannot read",
+            ),
+            (
+                app("[apps.webpush]\nvapid_key_file = \"not-a-key.pem\"\nsubject = \"mailto:a@b\"\n"),
+                "apps[0].webpush.vapid_key_file: not a P-256 private key",
+            ),
+            (
+                app("[apps.webpush]\nvapid_key_file = \"sa.json\"\nsubject = \"mailto:a@b\"\n"),
+                "apps[0].webpush.vapid_key_file: not a P-256 private key",
+            ),
+            (
+                app("[apps.webpush]\nvapid_key_file = \"vapid.pem\"\nsubject = \"ops@example.com\"\n"),
+                "apps[0].webpush.subject: must be a mailto: or https:// contact",
+            ),
+            (
+                app("[apps.webpush]\nvapid_key_file = \"vapid.pem\"\n"),
+                "apps[0].webpush: missing field `subject`",
+            ),
+            (
+                app("[apps.hms]\napp_id = \"10/4\"\nclient_secret_file = \"hms-secret\"\n"),
+                "apps[0].hms.app_id: must be the AppGallery app id",
+            ),
+            (
+                app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"empty\"\n"),
+                "apps[0].hms.client_secret_file: is empty",
+            ),
+            (
+                app("[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"nope\"\n"),
+                "apps[0].hms.client_secret_file: cannot read",
+            ),
+            (
+                app(
+                    "[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"hms-secret\"\nendpoint = \"push-api\"\n",
+                ),
+                "apps[0].hms.endpoint: must be an http:// or https:// URL",
+            ),
+            (
+                app(
+                    "[apps.hms]\napp_id = \"104\"\nclient_secret_file = \"hms-secret\"\ntoken_endpoint = \"ftp://x\"\n",
+                ),
+                "apps[0].hms.token_endpoint: must be an http:// or https:// URL",
+            ),
+            (
+                app("[apps.hms]\napp_id = \"104\"\nclient_secret = \"inline\"\n"),
+                "apps[0].hms.client_secret: unknown key",
+            ),
+            (
+                "[webpush]\nallow_networks = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n".to_owned(),
+                "webpush.allow_networks[1]: prefix length must be 0..=32",
+            ),
+            (
+                "[webpush]\nallow_hosts = [\"bad host\"]\n".to_owned(),
+                "webpush.allow_hosts[0]: must be a host name or IP address",
+            ),
+            (
+                "[webpush]\nallow_http = \"yes\"\n".to_owned(),
+                "webpush.allow_http: invalid type",
+            ),
+            (
+                "[webpush]\nca_file = \"missing.pem\"\n".to_owned(),
+                "webpush.ca_file: cannot read",
+            ),
+            (
+                "[webpush]\nallow_everything = true\n".to_owned(),
+                "webpush.allow_everything: unknown key",
+            ),
         ];
         for (text, says) in cases {
             let got = key(text.clone());

@@ -632,10 +632,11 @@ mod tests {
         let r = RateLimiter::with_ohttp(&settings(), &ohttp);
         let from = |peer: &str, relayed: bool| {
             let mut req = tonic::Request::new(());
-            req.extensions_mut().insert(tonic::transport::server::TcpConnectInfo {
-                local_addr: None,
-                remote_addr: Some(std::net::SocketAddr::new(ip(peer), 443)),
-            });
+            req.extensions_mut()
+                .insert(tonic::transport::server::TcpConnectInfo {
+                    local_addr: None,
+                    remote_addr: Some(std::net::SocketAddr::new(ip(peer), 443)),
+                });
             if relayed {
                 req.extensions_mut().insert(ThroughOhttp);
             }
@@ -647,13 +648,21 @@ mod tests {
             assert!(r.check_ip(Op::Store, &relayed).is_ok());
         }
         let refused = r.check_ip(Op::Store, &relayed).unwrap_err();
-        assert!(refused.message().contains("through your OHTTP relay"), "{}", refused.message());
+        assert!(
+            refused.message().contains("through your OHTTP relay"),
+            "{}",
+            refused.message()
+        );
         // The same address connecting directly spends the ordinary budget, untouched so far.
         let direct = from("192.0.2.7", false);
         assert!(r.check_ip(Op::Store, &direct).is_ok());
         assert!(r.check_ip(Op::Store, &direct).is_ok());
         let refused = r.check_ip(Op::Store, &direct).unwrap_err();
-        assert!(refused.message().contains("from your IP address"), "{}", refused.message());
+        assert!(
+            refused.message().contains("from your IP address"),
+            "{}",
+            refused.message()
+        );
         // Through the gateway from an unlisted address: the ordinary budget.
         let unlisted = from("198.51.100.1", true);
         assert!(r.check_ip(Op::Store, &unlisted).is_ok());

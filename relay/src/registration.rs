@@ -176,7 +176,12 @@ pub fn validate(reg: DeviceRegistration, apps: &dyn AppCatalog) -> Result<Regist
         Ok(PushService::Fcm) => Service::Fcm,
         Ok(PushService::Webpush) => Service::WebPush,
         Ok(PushService::Hms) => Service::Hms,
-        _ => return Err(field_error("service", "must be APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS")),
+        _ => {
+            return Err(field_error(
+                "service",
+                "must be APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS",
+            ));
+        }
     };
     validate_token(service, &reg.token)?;
     validate_app(service, &reg.app_id, apps)?;
@@ -268,7 +273,10 @@ fn validate_web_push(
         }
         (_, None) => return Ok(None),
         (_, Some(_)) => {
-            return Err(field_error("web_push", "must be absent unless the service is WEBPUSH"));
+            return Err(field_error(
+                "web_push",
+                "must be absent unless the service is WEBPUSH",
+            ));
         }
     };
     policy
@@ -277,7 +285,10 @@ fn validate_web_push(
     let p256dh: [u8; P256DH_LEN] = sub.p256dh.as_slice().try_into().map_err(|_| {
         field_error(
             "web_push.p256dh",
-            format!("must be {P256DH_LEN} bytes, an uncompressed P-256 point (got {})", sub.p256dh.len()),
+            format!(
+                "must be {P256DH_LEN} bytes, an uncompressed P-256 point (got {})",
+                sub.p256dh.len()
+            ),
         )
     })?;
     if p256dh[0] != 4 || p256::PublicKey::from_sec1_bytes(&p256dh).is_err() {
@@ -307,7 +318,7 @@ fn validate_app(service: Service, app_id: &str, apps: &dyn AppCatalog) -> Result
         return Err(field_error(
             "app_id",
             format!(
-                "this relay serves no app {app_id:?} with {} (see GetRelayInfo.apps)",
+                "this relay serves no app {app_id:?} with {} (see GetRelayInfo.app_ids and .apps)",
                 service.display()
             ),
         ));
@@ -467,9 +478,21 @@ mod tests {
 
         type Change = fn(&mut DeviceRegistration);
         let cases: &[(&str, Change, &str)] = &[
-            ("no subscription", |r| r.web_push = None, "sealed.web_push: is required for WEBPUSH"),
-            ("a token too", |r| r.token = "t".into(), "sealed.token: must be empty for WEBPUSH"),
-            ("other app", |r| r.app_id = "ios.app".into(), "sealed.app_id: this relay serves no app \"ios.app\" with Web Push"),
+            (
+                "no subscription",
+                |r| r.web_push = None,
+                "sealed.web_push: is required for WEBPUSH",
+            ),
+            (
+                "a token too",
+                |r| r.token = "t".into(),
+                "sealed.token: must be empty for WEBPUSH",
+            ),
+            (
+                "other app",
+                |r| r.app_id = "ios.app".into(),
+                "sealed.app_id: this relay serves no app \"ios.app\" with Web Push",
+            ),
             (
                 "http",
                 |r| r.web_push.as_mut().unwrap().endpoint = "http://push.example.com/x".into(),
@@ -529,7 +552,10 @@ mod tests {
         }
         let mut with_sub = hms.clone();
         with_sub.web_push = webpush_reg().web_push;
-        assert_eq!(rule_of(with_sub), "sealed.web_push: must be absent unless the service is WEBPUSH");
+        assert_eq!(
+            rule_of(with_sub),
+            "sealed.web_push: must be absent unless the service is WEBPUSH"
+        );
         let mut bad_token = hms;
         bad_token.token = "has space".into();
         assert!(rule_of(bad_token).starts_with("sealed.token: an HMS token must be"));
@@ -542,7 +568,10 @@ mod tests {
         let blob = seal_at_rest(&key, &[1; 32], &reg);
         assert_eq!(open_at_rest(&key, &[1; 32], &reg.device_id, &blob).unwrap(), reg);
         let endpoint = reg.web_push.as_ref().unwrap().endpoint.as_bytes();
-        assert!(!blob.windows(endpoint.len()).any(|w| w == endpoint), "endpoint in clear");
+        assert!(
+            !blob.windows(endpoint.len()).any(|w| w == endpoint),
+            "endpoint in clear"
+        );
         assert!(!blob.windows(16).any(|w| w == [3; 16]), "auth in clear");
         // An endpoint the operator allowed when it was registered still reads back.
         let nets = vec![crate::config::IpBlock::parse("127.0.0.1").unwrap()];
@@ -565,7 +594,10 @@ mod tests {
         local.web_push.as_mut().unwrap().endpoint = "http://127.0.0.1:9/push/x".into();
         let local = validate(local, &Allowing(EndpointPolicy::new(true, &[], nets))).unwrap();
         let blob = seal_at_rest(&key, &[1; 32], &local);
-        assert_eq!(open_at_rest(&key, &[1; 32], &local.device_id, &blob).unwrap(), local);
+        assert_eq!(
+            open_at_rest(&key, &[1; 32], &local.device_id, &blob).unwrap(),
+            local
+        );
     }
 
     fn rule_of(reg: DeviceRegistration) -> String {
@@ -593,7 +625,10 @@ mod tests {
             rule_of(r)
         };
         assert!(m(|r| r.service = 0).starts_with("sealed.service:"));
-        assert!(m(|r| r.service = 9).starts_with("sealed.service: must be APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS"));
+        assert!(
+            m(|r| r.service = 9)
+                .starts_with("sealed.service: must be APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS")
+        );
         assert!(m(|r| r.token = "ab".repeat(31)).starts_with("sealed.token:"));
         assert!(m(|r| r.token = "zz".repeat(32)).starts_with("sealed.token:"));
         assert!(m(|r| r.token = format!("{}a", "ab".repeat(32))).starts_with("sealed.token:"));

@@ -567,7 +567,11 @@ mod tests {
     }
 
     /// A Subscribe sealing `reg` to `keys`, signed now by a fixed account.
-    fn subscribe_with(keys: &RelayKeys, reg: &tidings_proto::v1::DeviceRegistration, now_s: i64) -> SubscribeRequest {
+    fn subscribe_with(
+        keys: &RelayKeys,
+        reg: &tidings_proto::v1::DeviceRegistration,
+        now_s: i64,
+    ) -> SubscribeRequest {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let account = key.verifying_key().to_bytes();
         let sealed = tidings_proto::seal::seal_registration(&keys.x25519_public(), &account, reg);
@@ -606,7 +610,12 @@ mod tests {
         let too_long = format!("https://push.example.com/{}", "x".repeat(976));
         // (registration, catalog, accepted?, what a refusal starts with)
         let cases: Vec<(tidings_proto::v1::DeviceRegistration, &EveryService, bool, &str)> = vec![
-            (web_push("https://push.example.com/wpush/v2/abc"), &strict, true, ""),
+            (
+                web_push("https://push.example.com/wpush/v2/abc"),
+                &strict,
+                true,
+                "",
+            ),
             (web_push("http://127.0.0.1:9/push/abc"), &allowing, true, ""),
             (web_push(&at_limit), &strict, true, ""),
             (
@@ -658,7 +667,12 @@ mod tests {
                 "sealed.web_push.endpoint: host is a private address (::ffff:192.168.0.1)",
             ),
             (hms("IQAAAACy0kYhAAD"), &strict, true, ""),
-            (hms(""), &strict, false, "sealed.token: an HMS token must be 1..=4096 characters"),
+            (
+                hms(""),
+                &strict,
+                false,
+                "sealed.token: an HMS token must be 1..=4096 characters",
+            ),
         ];
         for (reg, apps, accepted, says) in cases {
             let req = subscribe_with(&keys, &reg, NOW);

@@ -26,10 +26,10 @@ use crate::{
     longpoll::Waiters,
     mailbox::MailboxService,
     metrics::{Metrics, layer::GrpcMetricsLayer},
-    ohttp,
     notifier::{
         self, NotifierHandle, NotifierSettings, PushTexts, breaker::BreakerSettings, providers::Providers,
     },
+    ohttp,
     registration::AppCatalog,
     relay_service::RelayService,
     store::{Store, StoreError, linkage::StoreKeys, postgres::PostgresStore, redb::RedbStore},
@@ -230,7 +230,11 @@ async fn serve(
     );
     let tls = load_tls(&config).await?;
 
-    let guards = Arc::new(Guards::with_ohttp(&config.limits, &config.rate_limits, &config.ohttp));
+    let guards = Arc::new(Guards::with_ohttp(
+        &config.limits,
+        &config.rate_limits,
+        &config.ohttp,
+    ));
     providers
         .breakers()
         .configure(BreakerSettings::from_push(&config.push));

@@ -19,8 +19,8 @@ use tidings_proto::{
     seal::seal_registration,
     sign,
     v1::{
-        DeviceRegistration, GetRelayInfoRequest, PushService, StoreRequest, SubscribeRequest, WebPushSubscription as Wire,
-        mailbox_client::MailboxClient, relay_client::RelayClient,
+        DeviceRegistration, GetRelayInfoRequest, PushService, StoreRequest, SubscribeRequest,
+        WebPushSubscription as Wire, mailbox_client::MailboxClient, relay_client::RelayClient,
     },
 };
 use tokio::process::Child;
@@ -111,7 +111,13 @@ async fn subscribe(channel: Channel, owner: &SigningKey, phone: &Phone) {
         sealed,
         signature: sign::sign(owner, &signed).to_vec(),
     };
-    assert!(within("subscribe", relay.subscribe(req)).await.unwrap().into_inner().added);
+    assert!(
+        within("subscribe", relay.subscribe(req))
+            .await
+            .unwrap()
+            .into_inner()
+            .added
+    );
 }
 
 async fn kill_9(child: &mut Child) {
@@ -122,7 +128,13 @@ async fn kill_9(child: &mut Child) {
 
 fn assert_each_once(counts: &HashMap<Vec<u8>, usize>, hashes: &[Vec<u8>], what: &str) {
     for h in hashes {
-        assert_eq!(counts.get(h), Some(&1), "{what}: message {} pushed {:?} times", hex::encode(h), counts.get(h));
+        assert_eq!(
+            counts.get(h),
+            Some(&1),
+            "{what}: message {} pushed {:?} times",
+            hex::encode(h),
+            counts.get(h)
+        );
     }
     assert_eq!(counts.len(), hashes.len(), "{what}: nothing else was pushed");
 }
@@ -135,7 +147,9 @@ async fn web_push_and_hms_pushes_survive_kill_9() {
     let mut webpush_config = WebPushMockConfig::new(Transport::H2c);
     webpush_config.bind = ANY_PORT;
     let webpush = MockWebPush::start(webpush_config).await.unwrap();
-    let hms = MockHms::start(HmsMockConfig::new(HMS_APP, Transport::H2c)).await.unwrap();
+    let hms = MockHms::start(HmsMockConfig::new(HMS_APP, Transport::H2c))
+        .await
+        .unwrap();
     let vapid = VapidKeyPair::generate();
     let config = write_config(dir.path(), &vapid, &hms);
 
@@ -170,12 +184,20 @@ async fn web_push_and_hms_pushes_survive_kill_9() {
             data: format!("queued {i}").into_bytes(),
             ..Default::default()
         };
-        hashes.push(within("store", mailbox.store(req)).await.unwrap().into_inner().hash);
+        hashes.push(
+            within("store", mailbox.store(req))
+                .await
+                .unwrap()
+                .into_inner()
+                .hash,
+        );
     }
     // Both providers were tried for every message: jobs are leased, timed out, waiting for
     // their retry when the relay dies.
     within("the relay tries both providers", async {
-        while webpush.requests() < MESSAGES as u64 || (hms.requests() - hms.token_requests()) < MESSAGES as u64 {
+        while webpush.requests() < MESSAGES as u64
+            || (hms.requests() - hms.token_requests()) < MESSAGES as u64
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

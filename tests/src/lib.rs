@@ -36,6 +36,7 @@ use tonic::transport::Channel;
 
 pub use tidings_relay;
 
+pub mod ohttp;
 pub mod push;
 
 /// How long a single awaited step of a test may take before the test fails.

@@ -270,7 +270,9 @@ impl PushRigBuilder {
             .expect("write service account");
         let mut webpush_config = WebPushMockConfig::new(self.transport);
         webpush_config.tls = Some(tls.clone());
-        let webpush = MockWebPush::start(webpush_config).await.expect("mock Web Push starts");
+        let webpush = MockWebPush::start(webpush_config)
+            .await
+            .expect("mock Web Push starts");
         let mut hms_config = HmsMockConfig::new(HMS_APP_ID, self.transport);
         hms_config.tls = Some(tls.clone());
         let hms = MockHms::start(hms_config).await.expect("mock HMS starts");
@@ -371,7 +373,7 @@ impl PushRigBuilder {
 /// One app install: what it seals into its registration.
 #[derive(Clone, Debug)]
 pub struct Device {
-    /// APNS, APNS_SANDBOX or FCM.
+    /// APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS.
     pub service: PushService,
     /// The provider's device token.
     pub token: String,

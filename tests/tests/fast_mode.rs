@@ -432,7 +432,7 @@ async fn subscribe_refuses_an_unknown_service() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
     let phone = Device::apns();
-    let prefix = "sealed.service: must be APNS, APNS_SANDBOX or FCM";
+    let prefix = "sealed.service: must be APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS";
     refused_registration(
         &rig,
         &phone,

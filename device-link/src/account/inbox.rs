@@ -222,10 +222,15 @@ impl Inbox {
             }
         }
         for name in disk.blob_names(PENDING_PREFIX)? {
-            let Some(id) = name.strip_prefix(PENDING_PREFIX).and_then(|n| n.parse::<u64>().ok()) else {
+            let Some(id) = name
+                .strip_prefix(PENDING_PREFIX)
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
                 continue;
             };
-            let Some(bytes) = disk.get_blob(&name)? else { continue };
+            let Some(bytes) = disk.get_blob(&name)? else {
+                continue;
+            };
             let messages = decode_batch(&bytes).ok_or_else(|| StateError::Corrupt(name.clone()))?;
             for m in &messages {
                 inbox.pending_at.insert(m.hash, id);
@@ -304,8 +309,14 @@ impl Inbox {
         }
         let mut acked = 0;
         for (id, gone) in by_batch {
-            let Some(batch) = self.pending.get(&id) else { continue };
-            let rest: Vec<ReceivedMessage> = batch.iter().filter(|m| !gone.contains(&m.hash)).cloned().collect();
+            let Some(batch) = self.pending.get(&id) else {
+                continue;
+            };
+            let rest: Vec<ReceivedMessage> = batch
+                .iter()
+                .filter(|m| !gone.contains(&m.hash))
+                .cloned()
+                .collect();
             if rest.is_empty() {
                 disk.delete_blob(&batch_name(id))?;
                 self.pending.remove(&id);
@@ -342,7 +353,10 @@ pub(super) fn forget(disk: &mut DeviceState) -> Result<(), StateError> {
 
 impl Inner {
     /// Admits the messages not admitted before as pending, durably; returns them.
-    pub(super) fn keep_unseen(&self, messages: Vec<ReceivedMessage>) -> Result<Vec<ReceivedMessage>, AccountError> {
+    pub(super) fn keep_unseen(
+        &self,
+        messages: Vec<ReceivedMessage>,
+    ) -> Result<Vec<ReceivedMessage>, AccountError> {
         let mut inbox = self.lock_inbox();
         let fresh = inbox.unseen(messages);
         inbox.admit(&fresh, &mut self.lock_disk())?;
@@ -375,7 +389,11 @@ impl Inner {
             if let Some(last) = page.messages.last() {
                 after = after.max(last.seq);
             }
-            let fetched = page.messages.into_iter().filter_map(ReceivedMessage::from_stored).collect();
+            let fetched = page
+                .messages
+                .into_iter()
+                .filter_map(ReceivedMessage::from_stored)
+                .collect();
             // Each page is made durable before the cursor moves past it.
             fresh.extend(self.admit_and_advance(fetched, after)?);
             if !more {
@@ -386,7 +404,11 @@ impl Inner {
     }
 
     /// Admits a fetched page as pending, then moves the cursor to `after`.
-    fn admit_and_advance(&self, fetched: Vec<ReceivedMessage>, after: u64) -> Result<Vec<ReceivedMessage>, AccountError> {
+    fn admit_and_advance(
+        &self,
+        fetched: Vec<ReceivedMessage>,
+        after: u64,
+    ) -> Result<Vec<ReceivedMessage>, AccountError> {
         let mut inbox = self.lock_inbox();
         let fresh = inbox.unseen(fetched);
         let mut disk = self.lock_disk();
@@ -415,7 +437,11 @@ mod tests {
         }
     }
 
-    fn admit(inbox: &mut Inbox, disk: &mut DeviceState, messages: Vec<ReceivedMessage>) -> Vec<ReceivedMessage> {
+    fn admit(
+        inbox: &mut Inbox,
+        disk: &mut DeviceState,
+        messages: Vec<ReceivedMessage>,
+    ) -> Vec<ReceivedMessage> {
         let fresh = inbox.unseen(messages);
         inbox.admit(&fresh, disk).unwrap();
         fresh
@@ -426,7 +452,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut disk = DeviceState::open(dir.path(), &[1; 32]).unwrap();
         let mut inbox = Inbox::default();
-        assert_eq!(admit(&mut inbox, &mut disk, vec![msg(1), msg(2), msg(1)]), vec![msg(1), msg(2)]);
+        assert_eq!(
+            admit(&mut inbox, &mut disk, vec![msg(1), msg(2), msg(1)]),
+            vec![msg(1), msg(2)]
+        );
         assert_eq!(admit(&mut inbox, &mut disk, vec![msg(2), msg(3)]), vec![msg(3)]);
         assert_eq!(inbox.pending(), vec![msg(1), msg(2), msg(3)]);
     }
@@ -457,13 +486,27 @@ mod tests {
         // A "crash": nothing but the disk survives.
         let mut again = Inbox::load(&disk).unwrap();
         assert_eq!(again.pending(), vec![msg(1), msg(2), msg(3)]);
-        assert!(admit(&mut again, &mut disk, vec![msg(1), msg(3)]).is_empty(), "pending counts as seen");
+        assert!(
+            admit(&mut again, &mut disk, vec![msg(1), msg(3)]).is_empty(),
+            "pending counts as seen"
+        );
         assert_eq!(again.ack(&[[2; 32], [3; 32], [9; 32]], &mut disk).unwrap(), 2);
-        assert_eq!(again.ack(&[[2; 32]], &mut disk).unwrap(), 0, "acknowledging twice is harmless");
+        assert_eq!(
+            again.ack(&[[2; 32]], &mut disk).unwrap(),
+            0,
+            "acknowledging twice is harmless"
+        );
         let mut third = Inbox::load(&disk).unwrap();
         assert_eq!(third.pending(), vec![msg(1)]);
-        assert!(admit(&mut third, &mut disk, vec![msg(2), msg(3)]).is_empty(), "acknowledged stays seen");
-        assert_eq!(disk.blob_names(PENDING_PREFIX).unwrap().len(), 1, "the emptied batch is gone");
+        assert!(
+            admit(&mut third, &mut disk, vec![msg(2), msg(3)]).is_empty(),
+            "acknowledged stays seen"
+        );
+        assert_eq!(
+            disk.blob_names(PENDING_PREFIX).unwrap().len(),
+            1,
+            "the emptied batch is gone"
+        );
         forget(&mut disk).unwrap();
         let empty = Inbox::load(&disk).unwrap();
         assert_eq!((empty.len(), empty.pending().len()), (0, 0));

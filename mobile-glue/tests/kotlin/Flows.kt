@@ -161,7 +161,7 @@ suspend fun CoroutineScope.cancellation(installs: Installs) {
     }
     withTimeout(WAIT_MS) { call.cancelAndJoin() }
     check(ended.isCompleted, "the SDK call had returned when cancelAndJoin did")
-    check(ended.getCompleted() is TidingsException.Cancelled, "the SDK call ended with Cancelled")
+    check(ended.await() is TidingsException.Cancelled, "the SDK call ended with Cancelled")
     check(call.isCancelled, "the coroutine ends cancelled, not failed")
 }
 

@@ -129,7 +129,9 @@ async fn send_now(
         job,
         msg,
         want_data,
-        message_ns: !tidings_proto::namespace::is_owner_only(i32::try_from(job.namespace).unwrap_or(i32::MAX)),
+        message_ns: !tidings_proto::namespace::is_owner_only(
+            i32::try_from(job.namespace).unwrap_or(i32::MAX),
+        ),
         collapse: collapse_id(&reg.push_key, &job.hash),
         ttl_s: ttl_ms / 1000,
     };
@@ -188,14 +190,21 @@ async fn send_webpush(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
     let mut push = WebPushPush {
         target: target.clone(),
         payload: note.enc(WEBPUSH_MAX_ENC_LEN).into_bytes(),
-        urgency: if note.message_ns { Urgency::High } else { Urgency::Normal },
+        urgency: if note.message_ns {
+            Urgency::High
+        } else {
+            Urgency::Normal
+        },
         ttl_s: note.ttl_s,
         topic: Some(note.collapse.clone()),
     };
     match sender.send(&push).await {
         Delivery::Done(outcome) => outcome,
         Delivery::TooLarge { reason } if note.want_data => {
-            tracing::debug!(job = note.job.id, "web push too large ({reason}); sending without data");
+            tracing::debug!(
+                job = note.job.id,
+                "web push too large ({reason}); sending without data"
+            );
             push.payload = note.enc_without_data(WEBPUSH_MAX_ENC_LEN).into_bytes();
             too_large_again(sender.send(&push).await)
         }
@@ -217,7 +226,10 @@ async fn send_hms(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
     match sender.send(&push).await {
         Delivery::Done(outcome) => outcome,
         Delivery::TooLarge { reason } if note.want_data => {
-            tracing::debug!(job = note.job.id, "HMS push too large ({reason}); sending without data");
+            tracing::debug!(
+                job = note.job.id,
+                "HMS push too large ({reason}); sending without data"
+            );
             push.enc = note.enc_without_data(HMS_MAX_ENC_LEN);
             too_large_again(sender.send(&push).await)
         }

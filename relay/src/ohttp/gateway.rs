@@ -281,9 +281,10 @@ impl Gateway {
             Err(_) => return key_problem("the request does not decrypt with the key of this key identifier"),
         };
         let next_keys = if accepted.previous {
-            self.keys.current().ok().map(|current| {
-                base64::engine::general_purpose::STANDARD.encode(current.key_config_list())
-            })
+            self.keys
+                .current()
+                .ok()
+                .map(|current| base64::engine::general_purpose::STANDARD.encode(current.key_config_list()))
         } else {
             None
         };
@@ -291,18 +292,31 @@ impl Gateway {
             Err(refusal) => (Outcome::Inner(refusal), refusal.to_bhttp()),
             Ok(request) => match self.dispatch(request, outer_headers, peer, next_keys).await {
                 Ok(bytes) => (Outcome::Answered, bytes),
-                Err(()) => return refuse(Outcome::Failed, StatusCode::INTERNAL_SERVER_ERROR, "relay failure"),
+                Err(()) => {
+                    return refuse(
+                        Outcome::Failed,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "relay failure",
+                    );
+                }
             },
         };
         match server_response.encapsulate(&inner_response) {
             Ok(sealed) => {
                 let mut res = Response::new(Full::new(Bytes::from(sealed)));
                 let headers = res.headers_mut();
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(RESPONSE_MEDIA_TYPE));
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(RESPONSE_MEDIA_TYPE),
+                );
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 (outcome, res)
             }
-            Err(_) => refuse(Outcome::Failed, StatusCode::INTERNAL_SERVER_ERROR, "relay failure"),
+            Err(_) => refuse(
+                Outcome::Failed,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "relay failure",
+            ),
         }
     }
 
@@ -332,7 +346,8 @@ impl Gateway {
         parts.extensions.insert(ThroughOhttp);
         let request = Request::from_parts(parts, tonic::body::Body::new(Full::new(body)));
         let response = self.rpc.clone().oneshot(request).await.map_err(|_| ())?;
-        let extra: Vec<(&'static str, String)> = next_keys.map(|k| (NEXT_KEYS_FIELD, k)).into_iter().collect();
+        let extra: Vec<(&'static str, String)> =
+            next_keys.map(|k| (NEXT_KEYS_FIELD, k)).into_iter().collect();
         message::encode_response(response, &extra).await.map_err(|_| ())
     }
 }
@@ -408,7 +423,10 @@ mod tests {
                 let body = body.collect().await?.to_bytes();
                 log.lock().unwrap().push(Seen {
                     path: parts.uri.path().to_owned(),
-                    remote: parts.extensions.get::<TcpConnectInfo>().and_then(|i| i.remote_addr),
+                    remote: parts
+                        .extensions
+                        .get::<TcpConnectInfo>()
+                        .and_then(|i| i.remote_addr),
                     through_ohttp: parts.extensions.get::<ThroughOhttp>().is_some(),
                     forwarded_for: parts
                         .headers
@@ -450,7 +468,11 @@ mod tests {
     async fn call(g: &Gateway, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
         let res = g.handle(req, peer()).await;
         let (parts, body) = res.into_parts();
-        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
     }
 
     fn post(content_type: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
@@ -466,12 +488,22 @@ mod tests {
         let (status, headers, body) = call(g, req).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CONTENT_TYPE], KEYS_MEDIA_TYPE);
-        assert!(headers[header::CACHE_CONTROL].to_str().unwrap().starts_with("public, max-age="));
+        assert!(
+            headers[header::CACHE_CONTROL]
+                .to_str()
+                .unwrap()
+                .starts_with("public, max-age=")
+        );
         body.to_vec()
     }
 
     fn grpc_call(path: &str) -> Vec<u8> {
-        let mut m = Message::request(b"POST".to_vec(), b"https".to_vec(), b"relay".to_vec(), path.as_bytes().to_vec());
+        let mut m = Message::request(
+            b"POST".to_vec(),
+            b"https".to_vec(),
+            b"relay".to_vec(),
+            path.as_bytes().to_vec(),
+        );
         m.put_header("content-type", "application/grpc");
         m.put_header("x-forwarded-for", "6.6.6.6");
         m.write_content(b"\0\0\0\0\x02\x10\x01");
@@ -483,7 +515,10 @@ mod tests {
     /// Encapsulates `inner` to the first key of `keys` (an `application/ohttp-keys` list).
     fn encapsulate(keys: &[u8], inner: &[u8]) -> (Vec<u8>, ohttp::ClientResponse) {
         let mut configs = ohttp::KeyConfig::decode_list(keys).unwrap();
-        ClientRequest::from_config(&mut configs[0]).unwrap().encapsulate(inner).unwrap()
+        ClientRequest::from_config(&mut configs[0])
+            .unwrap()
+            .encapsulate(inner)
+            .unwrap()
     }
 
     #[tokio::test]
@@ -500,13 +535,21 @@ mod tests {
         assert_eq!(answer.control().status().map(u16::from), Some(200));
         assert_eq!(answer.content(), b"\0\0\0\0\x01\x08");
         assert_eq!(answer.trailer().get(b"grpc-status"), Some(&b"0"[..]));
-        assert_eq!(answer.header().get(NEXT_KEYS_FIELD.as_bytes()), None, "the current key");
+        assert_eq!(
+            answer.header().get(NEXT_KEYS_FIELD.as_bytes()),
+            None,
+            "the current key"
+        );
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].path, "/tidings.v1.Mailbox/Store");
         assert_eq!(seen[0].remote, peer().remote);
         assert!(seen[0].through_ohttp);
-        assert_eq!(seen[0].forwarded_for, ["203.0.113.9"], "the outer header, never the inner one");
+        assert_eq!(
+            seen[0].forwarded_for,
+            ["203.0.113.9"],
+            "the outer header, never the inner one"
+        );
         assert_eq!(seen[0].body, b"\0\0\0\0\x02\x10\x01");
     }
 
@@ -538,7 +581,11 @@ mod tests {
 
         let (status, headers, _) = call(&g, post(REQUEST_MEDIA_TYPE, good[..7].to_vec())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert_ne!(headers[header::CONTENT_TYPE], PROBLEM_MEDIA_TYPE, "not a key problem");
+        assert_ne!(
+            headers[header::CONTENT_TYPE],
+            PROBLEM_MEDIA_TYPE,
+            "not a key problem"
+        );
 
         let key_problem = |(status, headers, body): (StatusCode, HeaderMap, Bytes)| {
             assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -557,7 +604,11 @@ mod tests {
         let mut other_suite = good.clone();
         other_suite[6] = 2; // AES-256-GCM, which the key does not offer
         key_problem(call(&g, post(REQUEST_MEDIA_TYPE, other_suite)).await);
-        assert_eq!(seen.lock().unwrap().len(), 1, "only the case-insensitive call got through");
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "only the case-insensitive call got through"
+        );
     }
 
     #[tokio::test]
@@ -596,7 +647,10 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let inner = pending.decapsulate(&body).unwrap();
         let m = Message::read_bhttp(&mut Cursor::new(&inner[..])).unwrap();
-        let next = m.header().get(NEXT_KEYS_FIELD.as_bytes()).expect("the current keys");
+        let next = m
+            .header()
+            .get(NEXT_KEYS_FIELD.as_bytes())
+            .expect("the current keys");
         let next = base64::engine::general_purpose::STANDARD.decode(next).unwrap();
         assert_eq!(next, new_keys);
 

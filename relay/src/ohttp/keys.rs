@@ -326,7 +326,10 @@ mod tests {
         let prev_id = s.key_id_of(9);
         assert!(ring.for_key_id(prev_id).unwrap().unwrap().previous);
         assert!(!ring.for_key_id(current.key_id).unwrap().unwrap().previous);
-        assert!(ring.for_key_id(s.key_id_of(11)).unwrap().is_none(), "no key from the future");
+        assert!(
+            ring.for_key_id(s.key_id_of(11)).unwrap().is_none(),
+            "no key from the future"
+        );
         clock.advance_ms(10_000);
         assert!(ring.for_key_id(prev_id).unwrap().is_none(), "grace over");
         clock.advance_ms(90_000);

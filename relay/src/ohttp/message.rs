@@ -186,9 +186,8 @@ fn put_fields(headers: &HeaderMap, mut put: impl FnMut(&[u8], &[u8])) {
 fn bhttp_status(status: StatusCode) -> BhttpStatus {
     // http's StatusCode is always within 100..=999; bhttp takes 100..=599, and every
     // status the relay produces is in there.
-    BhttpStatus::try_from(status.as_u16()).unwrap_or_else(|_| {
-        BhttpStatus::try_from(500u16).expect("500 is a valid status")
-    })
+    BhttpStatus::try_from(status.as_u16())
+        .unwrap_or_else(|_| BhttpStatus::try_from(500u16).expect("500 is a valid status"))
 }
 
 fn write(m: &Message) -> Vec<u8> {
@@ -205,7 +204,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn request(method: &[u8], path: &[u8], content_type: Option<&[u8]>, content: &[u8]) -> Vec<u8> {
-        let mut m = Message::request(method.to_vec(), b"https".to_vec(), b"relay.example".to_vec(), path.to_vec());
+        let mut m = Message::request(
+            method.to_vec(),
+            b"https".to_vec(),
+            b"relay.example".to_vec(),
+            path.to_vec(),
+        );
         if let Some(ct) = content_type {
             m.put_header("content-type", ct);
         }
@@ -217,13 +221,21 @@ mod tests {
 
     #[test]
     fn a_grpc_call_becomes_the_request_the_services_take() {
-        let bytes = request(b"POST", b"/tidings.v1.Mailbox/Store", Some(b"application/grpc"), &[0, 0, 0, 0, 1, 8]);
+        let bytes = request(
+            b"POST",
+            b"/tidings.v1.Mailbox/Store",
+            Some(b"application/grpc"),
+            &[0, 0, 0, 0, 1, 8],
+        );
         let req = decode_request(&bytes).unwrap();
         assert_eq!(req.method(), Method::POST);
         assert_eq!(req.uri().path(), "/tidings.v1.Mailbox/Store");
         assert_eq!(req.version(), Version::HTTP_2);
         assert_eq!(req.headers()["grpc-timeout"], "30S");
-        assert!(req.headers().get("connection").is_none(), "connection fields stay out");
+        assert!(
+            req.headers().get("connection").is_none(),
+            "connection fields stay out"
+        );
         assert_eq!(req.headers()["te"], "trailers");
         assert_eq!(req.body().as_ref(), &[0, 0, 0, 0, 1, 8]);
     }
@@ -234,22 +246,42 @@ mod tests {
             (vec![0x00, 0x04], Refusal::Malformed, 400),
             (vec![0x01, 0x40, 0xc8, 0, 0, 0], Refusal::Malformed, 400),
             (
-                request(b"POST", b"/grpc.health.v1.Health/Check", Some(b"application/grpc"), &[]),
+                request(
+                    b"POST",
+                    b"/grpc.health.v1.Health/Check",
+                    Some(b"application/grpc"),
+                    &[],
+                ),
                 Refusal::NotFound,
                 404,
             ),
             (
-                request(b"GET", b"/tidings.v1.Relay/GetRelayInfo", Some(b"application/grpc"), &[]),
+                request(
+                    b"GET",
+                    b"/tidings.v1.Relay/GetRelayInfo",
+                    Some(b"application/grpc"),
+                    &[],
+                ),
                 Refusal::Method,
                 405,
             ),
             (
-                request(b"POST", b"/tidings.v1.Relay/Subscribe", Some(b"application/json"), &[]),
+                request(
+                    b"POST",
+                    b"/tidings.v1.Relay/Subscribe",
+                    Some(b"application/json"),
+                    &[],
+                ),
                 Refusal::MediaType,
                 415,
             ),
             (
-                request(b"POST", b"/tidings.v1.Relay/Subscribe", Some(b"application/grpc\n"), &[]),
+                request(
+                    b"POST",
+                    b"/tidings.v1.Relay/Subscribe",
+                    Some(b"application/grpc\n"),
+                    &[],
+                ),
                 Refusal::BadField,
                 400,
             ),
@@ -278,7 +310,9 @@ mod tests {
             .header("content-length", "7")
             .body(body)
             .unwrap();
-        let bytes = encode_response(res, &[("x-extra", "1".to_owned())]).await.unwrap();
+        let bytes = encode_response(res, &[("x-extra", "1".to_owned())])
+            .await
+            .unwrap();
         let m = Message::read_bhttp(&mut Cursor::new(&bytes[..])).unwrap();
         assert_eq!(m.control().status().map(u16::from), Some(200));
         assert_eq!(m.header().get(b"content-type"), Some(&b"application/grpc"[..]));

@@ -65,7 +65,9 @@ pub async fn serve(
     let builder = auto::Builder::new(TokioExecutor::new());
     match tls {
         None => loop {
-            let Some(permit) = acquire(&slots, &stop).await else { break };
+            let Some(permit) = acquire(&slots, &stop).await else {
+                break;
+            };
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
                 a = listener.accept() => a,
@@ -89,7 +91,9 @@ pub async fn serve(
         Some(config) => {
             let mut incoming = crate::tls::incoming(listener, config);
             loop {
-                let Some(permit) = acquire(&slots, &stop).await else { break };
+                let Some(permit) = acquire(&slots, &stop).await else {
+                    break;
+                };
                 let next = tokio::select! {
                     () = stop.cancelled() => break,
                     n = incoming.next() => n,
@@ -115,7 +119,10 @@ pub async fn serve(
     Ok(())
 }
 
-async fn acquire(slots: &Arc<Semaphore>, stop: &CancellationToken) -> Option<tokio::sync::OwnedSemaphorePermit> {
+async fn acquire(
+    slots: &Arc<Semaphore>,
+    stop: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
     tokio::select! {
         () = stop.cancelled() => None,
         p = Arc::clone(slots).acquire_owned() => p.ok(),
@@ -142,9 +149,7 @@ fn connection<IO>(
         let gateway = Arc::clone(&gateway);
         async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
     });
-    let conn = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
+    let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         // A connection the peer broke off is its business.

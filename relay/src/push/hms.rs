@@ -96,7 +96,8 @@ impl HmsSender {
         if settings.timeout.is_zero() {
             return Err(PushConfigError::BadSetting("HMS timeout must be positive".into()));
         }
-        let ok_app = !settings.app_id.is_empty() && settings.app_id.bytes().all(|b| b.is_ascii_alphanumeric());
+        let ok_app =
+            !settings.app_id.is_empty() && settings.app_id.bytes().all(|b| b.is_ascii_alphanumeric());
         if !ok_app {
             return Err(PushConfigError::BadSetting(format!(
                 "HMS app_id must be letters and digits (got {:?})",
@@ -122,7 +123,10 @@ impl HmsSender {
         match sender.oauth.token().await {
             Ok(_) => {}
             Err(Outcome::ConfigError { reason }) => return Err(PushConfigError::OAuthRejected(reason)),
-            Err(other) => tracing::warn!(?other, "HMS access token not fetched yet; will retry on first push"),
+            Err(other) => tracing::warn!(
+                ?other,
+                "HMS access token not fetched yet; will retry on first push"
+            ),
         }
         Ok(sender)
     }
@@ -194,7 +198,9 @@ fn classify(status: u16, answer: &Answer, after: Option<Duration>, token: &str) 
         // Flow control and Huawei's internal errors pass.
         (429 | 500..=599, _) | (_, "80100003" | "81000001") => Outcome::Retry { after, reason },
         // OAuth problems, a token still refused after a refresh, no permission.
-        (401 | 403, _) | (_, "80200001" | "80200003" | "80300002" | "80600003") => Outcome::ConfigError { reason },
+        (401 | 403, _) | (_, "80200001" | "80200003" | "80300002" | "80600003") => {
+            Outcome::ConfigError { reason }
+        }
         // Anything else about the request is about what the relay built.
         (400, _) => Outcome::ConfigError { reason },
         _ => Outcome::Failed { reason },
@@ -334,10 +340,13 @@ impl OAuth {
                 _ => Outcome::ConfigError { reason },
             });
         }
-        let granted = response.json::<TokenResponse>().await.map_err(|e| Outcome::Retry {
-            after: None,
-            reason: format!("HMS token response unreadable: {}", describe_transport_error(e)),
-        })?;
+        let granted = response
+            .json::<TokenResponse>()
+            .await
+            .map_err(|e| Outcome::Retry {
+                after: None,
+                reason: format!("HMS token response unreadable: {}", describe_transport_error(e)),
+            })?;
         let lifetime = Duration::from_secs(granted.expires_in);
         let token: Arc<str> = Arc::from(granted.access_token);
         *self
@@ -398,21 +407,50 @@ mod tests {
             Delivery::TooLarge { .. } => panic!("too large"),
         };
         assert_eq!(
-            done(classify(400, &answer("80300007", "All the tokens are invalid: IQAAAAy"), None, "IQAAAAy")),
+            done(classify(
+                400,
+                &answer("80300007", "All the tokens are invalid: IQAAAAy"),
+                None,
+                "IQAAAAy"
+            )),
             Outcome::TokenDead {
                 reason: "HMS 400 80300007: All the tokens are invalid: <token>".into()
             }
         );
-        assert!(matches!(classify(400, &answer("80300008", ""), None, "t"), Delivery::TooLarge { .. }));
-        assert!(matches!(classify(400, &answer("80300010", ""), None, "t"), Delivery::TooLarge { .. }));
+        assert!(matches!(
+            classify(400, &answer("80300008", ""), None, "t"),
+            Delivery::TooLarge { .. }
+        ));
+        assert!(matches!(
+            classify(400, &answer("80300010", ""), None, "t"),
+            Delivery::TooLarge { .. }
+        ));
         let after = Some(Duration::from_secs(3));
-        assert!(matches!(done(classify(503, &Answer::default(), after, "t")), Outcome::Retry { after: Some(_), .. }));
-        assert!(matches!(done(classify(200, &answer("80100003", ""), None, "t")), Outcome::Retry { .. }));
-        assert!(matches!(done(classify(500, &answer("81000001", ""), None, "t")), Outcome::Retry { .. }));
+        assert!(matches!(
+            done(classify(503, &Answer::default(), after, "t")),
+            Outcome::Retry { after: Some(_), .. }
+        ));
+        assert!(matches!(
+            done(classify(200, &answer("80100003", ""), None, "t")),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            done(classify(500, &answer("81000001", ""), None, "t")),
+            Outcome::Retry { .. }
+        ));
         for code in ["80200001", "80200003", "80300002"] {
-            assert!(matches!(done(classify(401, &answer(code, ""), None, "t")), Outcome::ConfigError { .. }));
+            assert!(matches!(
+                done(classify(401, &answer(code, ""), None, "t")),
+                Outcome::ConfigError { .. }
+            ));
         }
-        assert!(matches!(done(classify(400, &answer("80100001", ""), None, "t")), Outcome::ConfigError { .. }));
-        assert!(matches!(done(classify(418, &Answer::default(), None, "t")), Outcome::Failed { .. }));
+        assert!(matches!(
+            done(classify(400, &answer("80100001", ""), None, "t")),
+            Outcome::ConfigError { .. }
+        ));
+        assert!(matches!(
+            done(classify(418, &Answer::default(), None, "t")),
+            Outcome::Failed { .. }
+        ));
     }
 }

@@ -18,10 +18,12 @@ pub use apns::{
     ApnsSettings, apns_max_enc_len,
 };
 pub use fcm::{FCM_ENDPOINT, FCM_MAX_DATA, FCM_MAX_ENC_LEN, FcmPush, FcmSender, FcmSettings};
-pub use hms::{HMS_ENDPOINT, HMS_MAX_DATA, HMS_MAX_ENC_LEN, HMS_TOKEN_ENDPOINT, HmsPush, HmsSender, HmsSettings};
+pub use hms::{
+    HMS_ENDPOINT, HMS_MAX_DATA, HMS_MAX_ENC_LEN, HMS_TOKEN_ENDPOINT, HmsPush, HmsSender, HmsSettings,
+};
 pub use webpush::{
-    EndpointPolicy, Urgency, WEBPUSH_MAX_BODY, WEBPUSH_MAX_ENC_LEN, WebPushPush, WebPushSender, WebPushSettings,
-    WebPushTarget,
+    EndpointPolicy, Urgency, WEBPUSH_MAX_BODY, WEBPUSH_MAX_ENC_LEN, WebPushPush, WebPushSender,
+    WebPushSettings, WebPushTarget,
 };
 
 /// What became of one push, and so what the notifier does next.

@@ -20,8 +20,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use super::http::{describe_transport_error, retry_after, tls_config};
 use super::{Delivery, Outcome, PushConfigError, scrub};
 pub use endpoint::{EndpointError, EndpointPolicy, MAX_ENDPOINT_LEN};
-pub use resolve::{HostResolver, SystemResolver};
 use resolve::{ClientResolver, Guard, Refusal};
+pub use resolve::{HostResolver, SystemResolver};
 pub use vapid::{VapidKey, VapidKeyError, VapidTokens};
 
 /// The largest request body push services accept (RFC 8030 section 7.2 asks for at least
@@ -140,7 +140,9 @@ impl WebPushSender {
         resolver: Arc<dyn HostResolver>,
     ) -> Result<Self, PushConfigError> {
         if settings.timeout.is_zero() {
-            return Err(PushConfigError::BadSetting("Web Push timeout must be positive".into()));
+            return Err(PushConfigError::BadSetting(
+                "Web Push timeout must be positive".into(),
+            ));
         }
         let key = VapidKey::from_pem(&settings.vapid_key_pem)
             .map_err(|e| PushConfigError::BadKey(format!("VAPID key: {e}")))?;
@@ -203,7 +205,11 @@ impl WebPushSender {
                     reason: "web push subscription key p256dh is unusable".into(),
                 });
             }
-            Err(e @ ece::EceError::TooLong(_)) => return Delivery::TooLarge { reason: e.to_string() },
+            Err(e @ ece::EceError::TooLong(_)) => {
+                return Delivery::TooLarge {
+                    reason: e.to_string(),
+                };
+            }
             Err(e @ ece::EceError::Random) => {
                 return Delivery::Done(Outcome::Retry {
                     after: None,
@@ -213,7 +219,10 @@ impl WebPushSender {
         };
         if body.len() > WEBPUSH_MAX_BODY {
             return Delivery::TooLarge {
-                reason: format!("encrypted body of {} bytes exceeds {WEBPUSH_MAX_BODY}", body.len()),
+                reason: format!(
+                    "encrypted body of {} bytes exceeds {WEBPUSH_MAX_BODY}",
+                    body.len()
+                ),
             };
         }
         let origin = url.origin().ascii_serialization();
@@ -319,14 +328,26 @@ mod tests {
         assert_eq!(done(classify(201, None, "")), Outcome::Delivered);
         assert_eq!(done(classify(202, None, "")), Outcome::Delivered);
         assert!(matches!(done(classify(404, None, "")), Outcome::TokenDead { .. }));
-        assert!(matches!(done(classify(410, None, "gone")), Outcome::TokenDead { reason } if reason == "Web Push 410: gone"));
+        assert!(
+            matches!(done(classify(410, None, "gone")), Outcome::TokenDead { reason } if reason == "Web Push 410: gone")
+        );
         assert!(matches!(classify(413, None, ""), Delivery::TooLarge { .. }));
         let after = Some(Duration::from_secs(7));
-        assert!(matches!(done(classify(429, after, "")), Outcome::Retry { after: Some(a), .. } if a.as_secs() == 7));
-        assert!(matches!(done(classify(503, None, "")), Outcome::Retry { after: None, .. }));
-        assert!(matches!(done(classify(307, None, "")), Outcome::ConfigError { reason } if reason.contains("redirect")));
+        assert!(
+            matches!(done(classify(429, after, "")), Outcome::Retry { after: Some(a), .. } if a.as_secs() == 7)
+        );
+        assert!(matches!(
+            done(classify(503, None, "")),
+            Outcome::Retry { after: None, .. }
+        ));
+        assert!(
+            matches!(done(classify(307, None, "")), Outcome::ConfigError { reason } if reason.contains("redirect"))
+        );
         for status in [400, 401, 403, 415] {
-            assert!(matches!(done(classify(status, None, "")), Outcome::ConfigError { .. }));
+            assert!(matches!(
+                done(classify(status, None, "")),
+                Outcome::ConfigError { .. }
+            ));
         }
     }
 

@@ -51,7 +51,9 @@ fn done(d: Delivery) -> Outcome {
 }
 
 async fn tls_mock() -> MockWebPush {
-    MockWebPush::start(WebPushMockConfig::new(Transport::Tls)).await.unwrap()
+    MockWebPush::start(WebPushMockConfig::new(Transport::Tls))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -85,7 +87,9 @@ async fn a_web_push_arrives_encrypted_for_the_subscriber_and_signed_by_the_app()
 #[tokio::test]
 async fn http_endpoints_need_the_operators_leave_and_speak_http1() {
     let vapid = VapidKeyPair::generate();
-    let mock = MockWebPush::start(WebPushMockConfig::new(Transport::H2c)).await.unwrap();
+    let mock = MockWebPush::start(WebPushMockConfig::new(Transport::H2c))
+        .await
+        .unwrap();
     let sub = mock.subscribe(None);
     let allowed = WebPushSender::new(settings(&vapid, loopback_policy(true), None)).unwrap();
     assert_eq!(done(allowed.send(&push_to(&sub, b"x")).await), Outcome::Delivered);
@@ -110,14 +114,20 @@ async fn answers_become_outcomes() {
     let sender = WebPushSender::new(settings(&vapid, loopback_policy(false), mock.ca_pem())).unwrap();
     let sub = mock.subscribe(Some(vapid.public_key));
     mock.fail_next(1, WebPushFailure::unavailable());
-    assert!(matches!(done(sender.send(&push_to(&sub, b"x")).await), Outcome::Retry { after: None, .. }));
+    assert!(matches!(
+        done(sender.send(&push_to(&sub, b"x")).await),
+        Outcome::Retry { after: None, .. }
+    ));
     mock.fail_next(1, WebPushFailure::too_many(30));
     assert!(matches!(
         done(sender.send(&push_to(&sub, b"x")).await),
         Outcome::Retry { after: Some(a), .. } if a == Duration::from_secs(30)
     ));
     mock.fail_next(1, WebPushFailure::too_large());
-    assert!(matches!(sender.send(&push_to(&sub, b"x")).await, Delivery::TooLarge { .. }));
+    assert!(matches!(
+        sender.send(&push_to(&sub, b"x")).await,
+        Delivery::TooLarge { .. }
+    ));
     // A redirect is not followed: the place it points to hears nothing.
     let elsewhere = tls_mock().await;
     let target = elsewhere.subscribe(None);
@@ -129,14 +139,19 @@ async fn answers_become_outcomes() {
     assert_eq!(elsewhere.requests(), 0);
     // A key the subscription was not made with.
     let other = mock.subscribe(Some(VapidKeyPair::generate().public_key));
-    assert!(matches!(done(sender.send(&push_to(&other, b"x")).await), Outcome::ConfigError { reason } if reason.starts_with("Web Push 403")));
+    assert!(
+        matches!(done(sender.send(&push_to(&other, b"x")).await), Outcome::ConfigError { reason } if reason.starts_with("Web Push 403"))
+    );
     for status in [404, 410] {
         let gone = mock.subscribe(None);
         mock.mark_gone(&gone.id, status);
         match done(sender.send(&push_to(&gone, b"x")).await) {
             Outcome::TokenDead { reason } => {
                 assert!(reason.starts_with(&format!("Web Push {status}")), "{reason}");
-                assert!(!reason.contains(&gone.id), "the reason names the subscription: {reason}");
+                assert!(
+                    !reason.contains(&gone.id),
+                    "the reason names the subscription: {reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -144,11 +159,20 @@ async fn answers_become_outcomes() {
     // Too large to encrypt into one 4096-byte body: refused before any request.
     let before = mock.requests();
     assert!(matches!(
-        sender.send(&push_to(&sub, &vec![b'a'; WEBPUSH_MAX_ENC_LEN + 1])).await,
+        sender
+            .send(&push_to(&sub, &vec![b'a'; WEBPUSH_MAX_ENC_LEN + 1]))
+            .await,
         Delivery::TooLarge { .. }
     ));
     assert_eq!(mock.requests(), before);
-    assert_eq!(done(sender.send(&push_to(&sub, &vec![b'a'; WEBPUSH_MAX_ENC_LEN])).await), Outcome::Delivered);
+    assert_eq!(
+        done(
+            sender
+                .send(&push_to(&sub, &vec![b'a'; WEBPUSH_MAX_ENC_LEN]))
+                .await
+        ),
+        Outcome::Delivered
+    );
 }
 
 #[tokio::test]
@@ -182,7 +206,10 @@ async fn refused_endpoints_make_no_request() {
         ("127.0.0.1", "host is a loopback address (127.0.0.1)"),
         ("[::1]", "host is a loopback address (::1)"),
         ("10.0.0.1", "host is a private address (10.0.0.1)"),
-        ("169.254.169.254", "host is a link-local address (169.254.169.254)"),
+        (
+            "169.254.169.254",
+            "host is a link-local address (169.254.169.254)",
+        ),
         ("localhost", "host resolves to a loopback address (127.0.0.1)"),
         ("private.test", "host resolves to a private address (10.0.0.1)"),
     ] {
@@ -198,16 +225,22 @@ async fn refused_endpoints_make_no_request() {
     // Allowed by name, a host the system resolver has never heard of is reached at the
     // address the guard checked: the connection goes where the check looked.
     let allowing = EndpointPolicy::new(false, &["push.test".into()], Vec::new());
-    let allowed = WebPushSender::with_resolver(settings(&vapid, allowing, Some(identity.ca_pem())), names).unwrap();
+    let allowed =
+        WebPushSender::with_resolver(settings(&vapid, allowing, Some(identity.ca_pem())), names).unwrap();
     assert_eq!(done(allowed.send(&at("push.test")).await), Outcome::Delivered);
     assert_eq!(mock.requests(), 1);
 }
 
 async fn hms(transport: Transport) -> (MockHms, HmsSender) {
-    let mock = MockHms::start(HmsMockConfig::new("104123456", transport)).await.unwrap();
-    let sender = HmsSender::new(hms_settings(&mock, mock.client_secret()), TokenRefreshes::default())
+    let mock = MockHms::start(HmsMockConfig::new("104123456", transport))
         .await
         .unwrap();
+    let sender = HmsSender::new(
+        hms_settings(&mock, mock.client_secret()),
+        TokenRefreshes::default(),
+    )
+    .await
+    .unwrap();
     (mock, sender)
 }
 
@@ -236,14 +269,20 @@ fn hms_push(token: &str) -> HmsPush {
 async fn an_hms_data_message_arrives_and_an_expired_token_is_renewed_once() {
     for transport in [Transport::Tls, Transport::H2c] {
         let (mock, sender) = hms(transport).await;
-        assert_eq!(done(sender.send(&hms_push("IQAAAAtok")).await), Outcome::Delivered);
+        assert_eq!(
+            done(sender.send(&hms_push("IQAAAAtok")).await),
+            Outcome::Delivered
+        );
         let got = mock.delivered();
         assert_eq!(got[0].token, "IQAAAAtok");
         assert_eq!(got[0].data["enc"], "ZW5j");
         assert_eq!(got[0].body["message"]["android"]["urgency"], "HIGH");
         assert_eq!(mock.token_grants(), 1);
         mock.expire_access_tokens();
-        assert_eq!(done(sender.send(&hms_push("IQAAAAtok")).await), Outcome::Delivered);
+        assert_eq!(
+            done(sender.send(&hms_push("IQAAAAtok")).await),
+            Outcome::Delivered
+        );
         assert_eq!(mock.token_grants(), 2, "one refresh");
         assert_eq!(mock.delivered().len(), 2);
     }
@@ -253,16 +292,32 @@ async fn an_hms_data_message_arrives_and_an_expired_token_is_renewed_once() {
 async fn hms_result_codes_become_outcomes() {
     let (mock, sender) = hms(Transport::Tls).await;
     mock.mark_dead("IQAAAAdead");
-    assert!(matches!(done(sender.send(&hms_push("IQAAAAdead")).await), Outcome::TokenDead { reason } if reason.contains("80300007") && !reason.contains("IQAAAAdead")));
+    assert!(
+        matches!(done(sender.send(&hms_push("IQAAAAdead")).await), Outcome::TokenDead { reason } if reason.contains("80300007") && !reason.contains("IQAAAAdead"))
+    );
     mock.fail_next(1, HmsFailure::too_large());
-    assert!(matches!(sender.send(&hms_push("t")).await, Delivery::TooLarge { .. }));
+    assert!(matches!(
+        sender.send(&hms_push("t")).await,
+        Delivery::TooLarge { .. }
+    ));
     mock.fail_next(1, HmsFailure::flow_control());
-    assert!(matches!(done(sender.send(&hms_push("t")).await), Outcome::Retry { .. }));
+    assert!(matches!(
+        done(sender.send(&hms_push("t")).await),
+        Outcome::Retry { .. }
+    ));
     mock.fail_next(1, HmsFailure::new(200, "80100003", "retry"));
-    assert!(matches!(done(sender.send(&hms_push("t")).await), Outcome::Retry { .. }));
+    assert!(matches!(
+        done(sender.send(&hms_push("t")).await),
+        Outcome::Retry { .. }
+    ));
     // Expired twice in a row: the refresh did not help, so it is the configuration.
     mock.fail_next(2, HmsFailure::token_expired());
-    assert!(matches!(done(sender.send(&hms_push("t")).await), Outcome::ConfigError { .. }));
+    assert!(matches!(
+        done(sender.send(&hms_push("t")).await),
+        Outcome::ConfigError { .. }
+    ));
     let refused = HmsSender::new(hms_settings(&mock, "wrong"), TokenRefreshes::default()).await;
-    assert!(matches!(refused, Err(PushConfigError::OAuthRejected(r)) if r.contains("1101") && !r.contains("wrong")));
+    assert!(
+        matches!(refused, Err(PushConfigError::OAuthRejected(r)) if r.contains("1101") && !r.contains("wrong"))
+    );
 }

@@ -39,6 +39,7 @@ use tidings_relay::{
     relay_service,
 };
 
+pub mod ohttp;
 pub mod seeds;
 pub mod wire;
 
@@ -270,10 +271,18 @@ fn decode_directly(bytes: &[u8]) {
 /// Whatever the mode, the rest is first sent, as one gRPC frame, through the relay's own
 /// decode path ([`wire::answer`]): it must reach the handler exactly when prost decodes
 /// it, and be refused `INVALID_ARGUMENT` otherwise ([`decode_path`]).
+///
+/// Bit 0x20 takes the OHTTP gateway's way in instead ([`ohttp`]): with bit 0x10 the rest
+/// is a Binary HTTP request, encapsulated here; with 0x08 (and not 0x10) it is a gRPC
+/// message for the request `% 8` names, sent as a well-formed call through the gateway;
+/// with neither it is the encapsulated request itself, as an OHTTP relay forwards it.
 pub fn request(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
+    if selector & 0x20 != 0 {
+        return ohttp_request(selector, rest);
+    }
     match selector % 8 {
         1 => decode_path::<RetrieveRequest>("/tidings.v1.Mailbox/Retrieve", "RetrieveRequest", rest),
         2 => decode_path::<DeleteRequest>("/tidings.v1.Mailbox/Delete", "DeleteRequest", rest),
@@ -374,6 +383,23 @@ pub fn request(data: &[u8]) {
                 assert!((limits.min_ttl_ms..=limits.max_ttl_ms).contains(&v.ttl_ms));
             }
         }
+    }
+}
+
+fn ohttp_request(selector: u8, rest: &[u8]) {
+    if selector & 0x10 != 0 {
+        return ohttp::bhttp(rest);
+    }
+    if selector & 0x08 == 0 {
+        return ohttp::raw(rest);
+    }
+    match selector % 8 {
+        1 => ohttp::grpc::<RetrieveRequest>("/tidings.v1.Mailbox/Retrieve", rest),
+        2 => ohttp::grpc::<DeleteRequest>("/tidings.v1.Mailbox/Delete", rest),
+        3 => ohttp::grpc::<SubscribeRequest>("/tidings.v1.Relay/Subscribe", rest),
+        4 => ohttp::grpc::<UnsubscribeRequest>("/tidings.v1.Relay/Unsubscribe", rest),
+        5 => ohttp::grpc::<GetRelayInfoRequest>("/tidings.v1.Relay/GetRelayInfo", rest),
+        _ => ohttp::grpc::<StoreRequest>("/tidings.v1.Mailbox/Store", rest),
     }
 }
 

@@ -327,5 +327,40 @@ pub fn all() -> Vec<Seed> {
         with_mode(1, &[0xff, 0xff, 0xff, 0xff, 0x7f]),
     );
     add(t, "delete-end-group", with_mode(2, &[0x0c]));
+    // Through the OHTTP gateway (bit 0x20, see `crate::ohttp`).
+    let deposit_call = crate::ohttp::grpc_call(
+        "/tidings.v1.Mailbox/Store",
+        &grpc_framed(&deposit.encode_to_vec()),
+    );
+    add(
+        t,
+        "ohttp-raw",
+        with_mode(0x20, &crate::ohttp::encapsulate(&deposit_call).0),
+    );
+    add(t, "ohttp-raw-short", with_mode(0x20, &[1, 0, 0x20, 0, 1, 0, 3]));
+    add(t, "ohttp-bhttp-store", with_mode(0x30, &deposit_call));
+    add(
+        t,
+        "ohttp-bhttp-not-an-rpc",
+        with_mode(
+            0x30,
+            &crate::ohttp::grpc_call("/grpc.health.v1.Health/Check", &[]),
+        ),
+    );
+    add(t, "ohttp-grpc-store", with_mode(0x28, &deposit.encode_to_vec()));
+    add(
+        t,
+        "ohttp-grpc-retrieve",
+        with_mode(0x29, &retrieve(0, 0).encode_to_vec()),
+    );
+    add(t, "ohttp-grpc-wrong-wire-type", with_mode(0x28, &[0x12, 0x00]));
     out
+}
+
+/// `payload` as one uncompressed gRPC message frame.
+fn grpc_framed(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
 }

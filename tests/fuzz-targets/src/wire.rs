@@ -63,6 +63,61 @@ pub fn answer(path: &str, body: Bytes) -> Answer {
     Answer { status, handled }
 }
 
+/// The relay's two gRPC servers over handlers that only record, as one service routed by
+/// path, wrapped like `answer` wraps them: what the OHTTP gateway dispatches into in the
+/// fuzz targets. The second value is what the last handler got (re-encoded).
+pub fn recording_services() -> (Services, Arc<Mutex<Option<Vec<u8>>>>) {
+    let recorder = Recorder::default();
+    let got = Arc::clone(&recorder.got);
+    let services = Services {
+        mailbox: DecodeErrors::new(MailboxServer::new(Decoded::new(recorder.clone()))),
+        relay: DecodeErrors::new(RelayServer::new(Decoded::new(recorder))),
+    };
+    (services, got)
+}
+
+/// See [`recording_services`].
+#[derive(Clone)]
+pub struct Services {
+    mailbox: DecodeErrors<MailboxServer<Decoded<Recorder>>>,
+    relay: DecodeErrors<RelayServer<Decoded<Recorder>>>,
+}
+
+type Answering = Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
+
+impl Service<http::Request<tonic::body::Body>> for Services {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Answering;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Answering {
+        if req.uri().path().starts_with("/tidings.v1.Mailbox/") {
+            Box::pin(self.mailbox.call(req))
+        } else {
+            Box::pin(self.relay.call(req))
+        }
+    }
+}
+
+/// Polls `fut` to its end without a runtime (every step of these calls is ready at once).
+///
+/// # Panics
+/// When it does not finish within `polls` polls: a finding.
+pub fn finish_within<F: Future>(polls: usize, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..polls {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+    panic!("a call with a complete body did not finish in {polls} polls");
+}
+
 fn finish<F: Future<Output = Result<T, Infallible>>, T>(fut: F) -> T {
     let mut fut = pin!(fut);
     let mut cx = Context::from_waker(Waker::noop());

@@ -399,7 +399,9 @@ impl HmsState {
 /// The parts of Push Kit's validation a sender can get wrong.
 fn validate_body(body: &Value) -> Result<(), HmsFailure> {
     let bad = |msg: &str| HmsFailure::new(400, "80100001", msg);
-    let top = body.as_object().ok_or_else(|| bad("Some request parameters are incorrect"))?;
+    let top = body
+        .as_object()
+        .ok_or_else(|| bad("Some request parameters are incorrect"))?;
     if top.keys().any(|k| k != "message" && k != "validate_only") {
         return Err(bad("Unknown request parameter"));
     }
@@ -407,26 +409,40 @@ fn validate_body(body: &Value) -> Result<(), HmsFailure> {
         .get("message")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("message is required"))?;
-    const FIELDS: [&str; 7] = ["data", "notification", "android", "apns", "webpush", "token", "topic"];
+    const FIELDS: [&str; 7] = [
+        "data",
+        "notification",
+        "android",
+        "apns",
+        "webpush",
+        "token",
+        "topic",
+    ];
     if message.keys().any(|k| !FIELDS.contains(&k.as_str())) {
         return Err(bad("Unknown message parameter"));
     }
     let tokens = message.get("token").and_then(Value::as_array);
-    if !tokens.is_some_and(|t| (1..=1000).contains(&t.len()) && t.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty()))) {
+    if !tokens.is_some_and(|t| {
+        (1..=1000).contains(&t.len()) && t.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty()))
+    }) {
         return Err(HmsFailure::new(
             400,
             "80300010",
             "The number of tokens in the message body exceeds the default value",
         ));
     }
-    let data = message.get("data").map(|d| d.as_str().ok_or_else(|| bad("data must be a string")));
+    let data = message
+        .get("data")
+        .map(|d| d.as_str().ok_or_else(|| bad("data must be a string")));
     if let Some(data) = data.transpose()?
         && data.len() > HMS_MAX_DATA
     {
         return Err(HmsFailure::too_large());
     }
     if let Some(android) = message.get("android") {
-        let android = android.as_object().ok_or_else(|| bad("android must be an object"))?;
+        let android = android
+            .as_object()
+            .ok_or_else(|| bad("android must be an object"))?;
         if let Some(u) = android.get("urgency")
             && !matches!(u.as_str(), Some("HIGH" | "NORMAL"))
         {
@@ -463,9 +479,18 @@ mod tests {
         assert!(validate_body(&ok).is_ok());
         let code = |v: Value| validate_body(&v).unwrap_err().code;
         assert_eq!(code(json!({"message": {"data": "x", "token": []}})), "80300010");
-        assert_eq!(code(json!({"message": {"data": "x".repeat(4097), "token": ["t"]}})), "80300008");
-        assert_eq!(code(json!({"message": {"data": "x", "token": ["t"], "android": {"urgency": "LOW"}}})), "80100001");
-        assert_eq!(code(json!({"message": {"data": "x", "token": ["t"], "android": {"ttl": "1h"}}})), "80100001");
+        assert_eq!(
+            code(json!({"message": {"data": "x".repeat(4097), "token": ["t"]}})),
+            "80300008"
+        );
+        assert_eq!(
+            code(json!({"message": {"data": "x", "token": ["t"], "android": {"urgency": "LOW"}}})),
+            "80100001"
+        );
+        assert_eq!(
+            code(json!({"message": {"data": "x", "token": ["t"], "android": {"ttl": "1h"}}})),
+            "80100001"
+        );
         assert_eq!(code(json!({"msg": {}})), "80100001");
     }
 }

@@ -83,7 +83,10 @@ impl Subscriber {
 
     /// The subscriber with this private scalar and auth secret (test vectors).
     pub fn from_parts(private: &[u8; 32], auth: [u8; 16]) -> Option<Self> {
-        Some(Self::from_secret(p256::SecretKey::from_slice(private).ok()?, auth))
+        Some(Self::from_secret(
+            p256::SecretKey::from_slice(private).ok()?,
+            auth,
+        ))
     }
 
     fn from_secret(secret: p256::SecretKey, auth: [u8; 16]) -> Self {
@@ -126,7 +129,12 @@ pub enum EceError {
 }
 
 /// RFC 8291 decryption with the subscriber's private key, every record of RFC 8188.
-fn decrypt(secret: &p256::SecretKey, ua_public: &[u8; 65], auth: &[u8; 16], body: &[u8]) -> Result<Vec<u8>, EceError> {
+fn decrypt(
+    secret: &p256::SecretKey,
+    ua_public: &[u8; 65],
+    auth: &[u8; 16],
+    body: &[u8],
+) -> Result<Vec<u8>, EceError> {
     use hkdf::Hkdf;
     use sha2::Sha256;
     if body.len() < 21 {
@@ -138,8 +146,11 @@ fn decrypt(secret: &p256::SecretKey, ua_public: &[u8; 65], auth: &[u8; 16], body
     if rs < 18 {
         return Err(EceError::Header("record size below 18"));
     }
-    let keyid = body.get(21..21 + idlen).ok_or(EceError::Header("key id cut short"))?;
-    let as_public = p256::PublicKey::from_sec1_bytes(keyid).map_err(|_| EceError::Header("key id is not a P-256 point"))?;
+    let keyid = body
+        .get(21..21 + idlen)
+        .ok_or(EceError::Header("key id cut short"))?;
+    let as_public = p256::PublicKey::from_sec1_bytes(keyid)
+        .map_err(|_| EceError::Header("key id is not a P-256 point"))?;
     let shared = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), as_public.as_affine());
     let mut key_info = b"WebPush: info\0".to_vec();
     key_info.extend_from_slice(ua_public);
@@ -170,7 +181,10 @@ fn decrypt(secret: &p256::SecretKey, ua_public: &[u8; 65], auth: &[u8; 16], body
             .decrypt(&nonce.into(), *record)
             .map_err(|_| EceError::Decrypt(seq))?;
         let last = seq + 1 == records.len();
-        let end = plain.iter().rposition(|&b| b != 0).ok_or(EceError::Padding(seq))?;
+        let end = plain
+            .iter()
+            .rposition(|&b| b != 0)
+            .ok_or(EceError::Padding(seq))?;
         let want = if last { 2 } else { 1 };
         if plain[end] != want {
             return Err(EceError::Padding(seq));
@@ -286,6 +300,9 @@ impl WebPushFailure {
     }
 }
 
+/// A refusal: the answer and why, for the record.
+type Refused = Box<(Response<Full<Bytes>>, String)>;
+
 struct Sub {
     subscriber: Subscriber,
     vapid_key: Option<[u8; 65]>,
@@ -295,6 +312,9 @@ struct Sub {
 struct WebPushState {
     origin: String,
     base: String,
+    /// `Authorization` values already verified, with their `sub` and `exp`: senders reuse
+    /// one token per origin for hours, as RFC 8292 intends, so one check per token is enough.
+    verified: std::sync::Mutex<HashMap<(String, String), (String, u64)>>,
     subs: std::sync::Mutex<HashMap<String, Sub>>,
     requests: AtomicU64,
     recorder: Recorder<WebPushRequest>,
@@ -340,6 +360,7 @@ impl MockWebPush {
         let state = Arc::new(WebPushState {
             origin: base.clone(),
             base,
+            verified: Default::default(),
             subs: Default::default(),
             requests: AtomicU64::new(0),
             recorder: Recorder::new(),
@@ -459,7 +480,13 @@ impl WebPushState {
     }
 
     fn push(&self, id: String, req: &MockRequest) -> Response<Full<Bytes>> {
-        let header = |name: &str| req.parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| {
+            req.parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let mut record = WebPushRequest {
             subscription: id.clone(),
             headers: req.parts.headers.clone(),
@@ -483,7 +510,8 @@ impl WebPushState {
                 }
                 r
             }
-            Err((response, why)) => {
+            Err(refused) => {
+                let (response, why) = *refused;
                 record.status = response.status().as_u16();
                 record.error = Some(why);
                 response
@@ -493,13 +521,9 @@ impl WebPushState {
         response
     }
 
-    fn check(
-        &self,
-        id: &str,
-        req: &MockRequest,
-        record: &mut WebPushRequest,
-    ) -> Result<(), (Response<Full<Bytes>>, String)> {
-        let refuse = |status: StatusCode, why: &str| Err((error_response(status, why, &[]), why.to_owned()));
+    fn check(&self, id: &str, req: &MockRequest, record: &mut WebPushRequest) -> Result<(), Refused> {
+        let refuse =
+            |status: StatusCode, why: &str| Err(Box::new((error_response(status, why, &[]), why.to_owned())));
         let (subscriber, vapid_key, gone) = match lock(&self.subs).get(id) {
             Some(sub) => (sub.subscriber.clone(), sub.vapid_key, sub.gone),
             None => return refuse(StatusCode::NOT_FOUND, "no such subscription"),
@@ -509,7 +533,10 @@ impl WebPushState {
             Err((status, why)) => return refuse(status, why),
         }
         if let Some(failure) = self.faults.take() {
-            return Err((failure.response(), format!("injected {}", failure.status)));
+            return Err(Box::new((
+                failure.response(),
+                format!("injected {}", failure.status),
+            )));
         }
         if let Some(status) = gone {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::GONE);
@@ -524,7 +551,10 @@ impl WebPushState {
             return refuse(StatusCode::BAD_REQUEST, "invalid Urgency header");
         }
         if let Some(t) = &record.topic {
-            let ok = !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let ok = !t.is_empty()
+                && t.len() <= 32
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !ok {
                 return refuse(StatusCode::BAD_REQUEST, "invalid Topic header");
             }
@@ -535,9 +565,16 @@ impl WebPushState {
         if req.body.is_empty() {
             return Ok(());
         }
-        let encoding = req.parts.headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let encoding = req
+            .parts
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
         if encoding != Some("aes128gcm") {
-            return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Encoding must be aes128gcm");
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding must be aes128gcm",
+            );
         }
         if req.parts.headers.contains_key("encryption") || req.parts.headers.contains_key("crypto-key") {
             return refuse(
@@ -547,7 +584,12 @@ impl WebPushState {
         }
         match subscriber.decrypt(&req.body) {
             Ok(plain) => record.plaintext = Some(plain),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("the subscriber cannot decrypt: {e}")),
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the subscriber cannot decrypt: {e}"),
+                );
+            }
         }
         Ok(())
     }
@@ -581,11 +623,48 @@ impl WebPushState {
         origin: &str,
         restricted: Option<[u8; 65]>,
     ) -> Result<String, (StatusCode, &'static str)> {
-        const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
         let value = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or((UNAUTHORIZED, "missing Authorization header"))?;
+            .ok_or((StatusCode::UNAUTHORIZED, "missing Authorization header"))?;
+        let key = (value.to_owned(), origin.to_owned());
+        let known = lock(&self.verified).get(&key).cloned();
+        let (sub, exp) = match known {
+            Some(known) => known,
+            None => {
+                let checked = verify_token(value, origin)?;
+                let mut verified = lock(&self.verified);
+                if verified.len() >= 1024 {
+                    verified.clear();
+                }
+                verified.insert(key, checked.clone());
+                checked
+            }
+        };
+        if exp <= unix_s() {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "JWT exp must be within the next 24 hours",
+            ));
+        }
+        if let Some(want) = restricted {
+            let k = value.rsplit_once("k=").map(|(_, k)| k.trim()).unwrap_or_default();
+            if URL_SAFE_NO_PAD.decode(k).ok().as_deref() != Some(want.as_slice()) {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    "k is not the key this subscription was made with",
+                ));
+            }
+        }
+        Ok(sub)
+    }
+}
+
+/// Verifies `vapid t=<jwt>, k=<key>` for `origin`: an ES256 JWT signed by `k`, naming the
+/// origin, valid at most 24 hours, with a contact. Returns its `sub` and `exp`.
+fn verify_token(value: &str, origin: &str) -> Result<(String, u64), (StatusCode, &'static str)> {
+    {
+        const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
         let params = value
             .strip_prefix("vapid ")
             .ok_or((UNAUTHORIZED, "Authorization scheme must be vapid"))?;
@@ -599,28 +678,40 @@ impl WebPushState {
             }
         }
         let (t, k) = t.zip(k).ok_or((UNAUTHORIZED, "vapid needs t= and k="))?;
-        let key = URL_SAFE_NO_PAD.decode(k).map_err(|_| (UNAUTHORIZED, "k is not base64url"))?;
-        let verifier =
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(&key).map_err(|_| (UNAUTHORIZED, "k is not a P-256 key"))?;
+        let key = URL_SAFE_NO_PAD
+            .decode(k)
+            .map_err(|_| (UNAUTHORIZED, "k is not base64url"))?;
+        let verifier = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key)
+            .map_err(|_| (UNAUTHORIZED, "k is not a P-256 key"))?;
         let mut parts = t.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err((UNAUTHORIZED, "t is not a JWT"));
         };
-        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| (UNAUTHORIZED, "JWT part is not base64url"));
-        let header: Value = serde_json::from_slice(&decode(h)?).map_err(|_| (UNAUTHORIZED, "JWT header is not JSON"))?;
+        let decode = |p: &str| {
+            URL_SAFE_NO_PAD
+                .decode(p)
+                .map_err(|_| (UNAUTHORIZED, "JWT part is not base64url"))
+        };
+        let header: Value =
+            serde_json::from_slice(&decode(h)?).map_err(|_| (UNAUTHORIZED, "JWT header is not JSON"))?;
         if header.get("alg").and_then(Value::as_str) != Some("ES256") {
             return Err((UNAUTHORIZED, "JWT alg must be ES256"));
         }
-        let signature =
-            p256::ecdsa::Signature::from_slice(&decode(s)?).map_err(|_| (UNAUTHORIZED, "bad JWT signature"))?;
+        let signature = p256::ecdsa::Signature::from_slice(&decode(s)?)
+            .map_err(|_| (UNAUTHORIZED, "bad JWT signature"))?;
         verifier
             .verify(format!("{h}.{c}").as_bytes(), &signature)
             .map_err(|_| (UNAUTHORIZED, "JWT signature does not verify with k"))?;
-        let claims: Value = serde_json::from_slice(&decode(c)?).map_err(|_| (UNAUTHORIZED, "JWT claims are not JSON"))?;
+        let claims: Value =
+            serde_json::from_slice(&decode(c)?).map_err(|_| (UNAUTHORIZED, "JWT claims are not JSON"))?;
         if claims.get("aud").and_then(Value::as_str) != Some(origin) {
             return Err((UNAUTHORIZED, "JWT aud is not this push service's origin"));
         }
-        let exp = claims.get("exp").and_then(Value::as_u64).ok_or((UNAUTHORIZED, "JWT has no exp"))?;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or((UNAUTHORIZED, "JWT has no exp"))?;
         let now = unix_s();
         if exp <= now || exp > now + MAX_VAPID_LIFETIME {
             return Err((UNAUTHORIZED, "JWT exp must be within the next 24 hours"));
@@ -629,15 +720,16 @@ impl WebPushState {
         if !(sub.starts_with("mailto:") || sub.starts_with("https://")) {
             return Err((UNAUTHORIZED, "JWT sub must be a mailto: or https: contact"));
         }
-        if restricted.is_some_and(|want| want.as_slice() != key.as_slice()) {
-            return Err((StatusCode::FORBIDDEN, "k is not the key this subscription was made with"));
-        }
-        Ok(sub.to_owned())
+        Ok((sub.to_owned(), exp))
     }
 }
 
 /// Mozilla autopush's error shape.
-fn error_response(status: StatusCode, message: &str, headers: &[(&'static str, String)]) -> Response<Full<Bytes>> {
+fn error_response(
+    status: StatusCode,
+    message: &str,
+    headers: &[(&'static str, String)],
+) -> Response<Full<Bytes>> {
     let body = json!({
         "code": status.as_u16(),
         "errno": 999,
@@ -658,7 +750,9 @@ mod tests {
     /// RFC 8291 appendix A, decrypted with the subscriber's private key.
     #[test]
     fn decrypts_the_rfc_8291_example() {
-        let private: [u8; 32] = b64("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94").try_into().unwrap();
+        let private: [u8; 32] = b64("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")
+            .try_into()
+            .unwrap();
         let auth: [u8; 16] = b64("BTBZMqHH6r4Tts7J_aSIgg").try_into().unwrap();
         let sub = Subscriber::from_parts(&private, auth).unwrap();
         assert_eq!(
@@ -668,11 +762,17 @@ mod tests {
         let body = b64(
             "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN",
         );
-        assert_eq!(sub.decrypt(&body).unwrap(), b"When I grow up, I want to be a watermelon");
+        assert_eq!(
+            sub.decrypt(&body).unwrap(),
+            b"When I grow up, I want to be a watermelon"
+        );
         let mut tampered = body.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(sub.decrypt(&tampered), Err(EceError::Decrypt(0)));
         assert!(Subscriber::generate().decrypt(&body).is_err());
-        assert_eq!(sub.decrypt(&body[..10]), Err(EceError::Header("shorter than 21 bytes")));
+        assert_eq!(
+            sub.decrypt(&body[..10]),
+            Err(EceError::Header("shorter than 21 bytes"))
+        );
     }
 }

@@ -70,7 +70,15 @@ fn the_mock_decrypts_what_http_ece_encrypts() {
         ((0..200u8).collect::<Vec<u8>>(), 50),
     ] {
         let body = python_encrypt(&sub, &plaintext, rs);
-        assert_eq!(sub.decrypt(&body).unwrap(), plaintext, "rs {rs}, {} bytes", plaintext.len());
-        assert!(Subscriber::generate().decrypt(&body).is_err(), "another subscriber's key");
+        assert_eq!(
+            sub.decrypt(&body).unwrap(),
+            plaintext,
+            "rs {rs}, {} bytes",
+            plaintext.len()
+        );
+        assert!(
+            Subscriber::generate().decrypt(&body).is_err(),
+            "another subscriber's key"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod load;
 pub mod mailbox;
+pub mod ohttp;
 pub mod pool;
 pub mod push;
 pub mod relay;

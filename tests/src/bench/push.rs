@@ -1,6 +1,8 @@
-//! `tidings-bench push`: Fast Mode figures of issue 3 — end-to-end pushes/s (Store → mock
-//! provider receipt) with many subscribed devices over APNs and FCM, and the Store-ack →
-//! receipt latency at a fixed message rate.
+//! `tidings-bench push`: Fast Mode figures of issues 3 and 14 — end-to-end pushes/s (Store
+//! → mock provider receipt) with many subscribed devices spread over APNs and FCM (and, with
+//! `--services`, Web Push and Huawei Push Kit), and the Store-ack → receipt latency at a
+//! fixed message rate. With Web Push in the mix it also states what its RFC 8291
+//! encryption (an ECDH and an HKDF per push) costs the relay.
 //!
 //! The mock providers run in this process; the relay runs as its own process. Each
 //! receipt is decrypted with its device's push key, so every push is matched to the very
@@ -20,9 +22,10 @@ use anyhow::Context;
 use ed25519_dalek::SigningKey;
 use tidings_device_link::client::{ClientOptions, RelayClient, RetryPolicy};
 use tidings_mock_push::{
-    ApnsKey, ApnsMockConfig, FcmMockConfig, MockApns, MockFcm, ServiceAccount, Transport,
+    ApnsKey, ApnsMockConfig, FcmMockConfig, HmsMockConfig, MockApns, MockFcm, MockHms, MockWebPush,
+    ServiceAccount, Transport, VapidKeyPair, WebPushMockConfig, WebPushSubscription,
 };
-use tidings_proto::v1::{DeviceRegistration, PushService, StoreRequest};
+use tidings_proto::v1::{DeviceRegistration, PushService, StoreRequest, WebPushSubscription as WireWebPush};
 
 use super::{
     MB, data_for, describe_failures, environment_notes,
@@ -38,6 +41,25 @@ const KEY_ID: &str = "BENCHKEY01";
 const TEAM_ID: &str = "BENCHTEAM1";
 const PROJECT: &str = "tidings-bench";
 const BENCH_TTL_MS: i64 = 10 * 60 * 1000;
+const HMS_APP_ID: &str = "104000001";
+
+/// A push service the devices of the bench may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum BenchService {
+    /// APNs (mock).
+    Apns,
+    /// FCM (mock).
+    Fcm,
+    /// Web Push (mock push service that decrypts every message as the subscriber).
+    Webpush,
+    /// Huawei Push Kit (mock).
+    Hms,
+}
+
+/// The services of the issue 3 figures.
+pub fn default_services() -> Vec<BenchService> {
+    vec![BenchService::Apns, BenchService::Fcm]
+}
 
 /// Options of the `push` scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,9 +67,13 @@ pub struct PushArgs {
     /// Where the relay comes from.
     #[command(flatten)]
     pub relay: RelayArgs,
-    /// Subscribed devices, one account each, half APNs and half FCM.
+    /// Subscribed devices, one account each, spread evenly over `--services`.
     #[arg(long, default_value_t = 10_000)]
     pub devices: usize,
+    /// The push services the devices are spread over, round robin
+    /// (`apns,fcm,webpush,hms` for all four).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = default_services())]
+    pub services: Vec<BenchService>,
     /// Messages of the throughput phase, spread over the devices (default: one per device).
     #[arg(long)]
     pub count: Option<u64>,
@@ -85,16 +111,46 @@ pub(super) struct Device {
     key: SigningKey,
     account: [u8; 32],
     push_key: [u8; 32],
+    /// The provider token; for Web Push, the subscription id at the mock.
     token: String,
-    apns: bool,
+    service: BenchService,
+    web_push: Option<WebPushSubscription>,
 }
 
 /// The mock providers and the credentials the relay uses with them.
 pub(super) struct Providers {
     pub(super) apns: MockApns,
     pub(super) fcm: MockFcm,
+    pub(super) webpush: Option<MockWebPush>,
+    pub(super) hms: Option<MockHms>,
+    vapid: VapidKeyPair,
     _files: tempfile::TempDir,
     pub(super) config: String,
+}
+
+impl Providers {
+    /// Stops every mock.
+    pub(super) async fn shutdown(self) {
+        self.apns.shutdown().await;
+        self.fcm.shutdown().await;
+        if let Some(w) = self.webpush {
+            w.shutdown().await;
+        }
+        if let Some(h) = self.hms {
+            h.shutdown().await;
+        }
+    }
+
+    fn clear(&self) {
+        self.apns.clear();
+        self.fcm.clear();
+        if let Some(w) = &self.webpush {
+            w.clear();
+        }
+        if let Some(h) = &self.hms {
+            h.clear();
+        }
+    }
 }
 
 /// Send and acknowledgement times of each message of a phase, in µs after `base` + 1
@@ -183,8 +239,10 @@ pub async fn run(args: PushArgs) -> anyhow::Result<Report> {
     let relay = Relay::start(&args.relay, &providers.config).await?;
     report.note(relay.describe());
     report.note(format!(
-        "mock APNs and mock FCM ({}) run inside the bench process, so 'bench CPU' includes them",
-        if args.tls { "TLS" } else { "h2c" }
+        "the mock providers ({}; {}) run inside the bench process, so 'bench CPU' includes them \
+         (the mock Web Push service decrypts every message as its subscriber would)",
+        services_label(&args.services),
+        if args.tls { "TLS" } else { "h2c / HTTP/1.1" }
     ));
     let result = measure(&args, &relay, &providers, &mut report).await;
     if let Some(peak) = relay.rss_peak() {
@@ -200,15 +258,23 @@ pub async fn run(args: PushArgs) -> anyhow::Result<Report> {
         eprintln!("relay log tail:\n{}", relay.log_tail());
     }
     relay.stop().await;
-    providers.apns.shutdown().await;
-    providers.fcm.shutdown().await;
+    providers.shutdown().await;
     result?;
     environment_notes(&mut report, load_before);
     Ok(report)
 }
 
+fn services_label(services: &[BenchService]) -> String {
+    services
+        .iter()
+        .map(|s| format!("{s:?}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn settings(report: &mut Report, args: &PushArgs) {
     report.setting("devices", args.devices);
+    report.setting("services", services_label(&args.services));
     report.setting("count", throughput_count(args));
     report.setting("clients", args.clients);
     report.setting("connections", args.connections);
@@ -257,7 +323,7 @@ pub(super) async fn start_providers(args: &PushArgs) -> anyhow::Result<Providers
     let push = args
         .push_concurrency
         .map_or(String::new(), |c| format!("[push]\nconcurrency = {c}\n\n"));
-    let config = format!(
+    let mut config = format!(
         "{push}[[apps]]\nid = \"{APP_ID}\"\n\
          [apps.apns]\nkey_file = {}\nkey_id = \"{KEY_ID}\"\nteam_id = \"{TEAM_ID}\"\ntopic = \"{APP_ID}\"\n\
          endpoint = \"{apns_url}\"\nsandbox_endpoint = \"{apns_url}\"\n{apns_ca}\
@@ -267,9 +333,50 @@ pub(super) async fn start_providers(args: &PushArgs) -> anyhow::Result<Providers
         apns_url = apns.endpoint(),
         fcm_url = fcm.endpoint(),
     );
+    let vapid = VapidKeyPair::generate();
+    let webpush = if args.services.contains(&BenchService::Webpush) {
+        let mock = MockWebPush::start(WebPushMockConfig::new(transport))
+            .await
+            .context("mock Web Push")?;
+        let vapid_file = vapid.write_pem(files.path())?;
+        config.push_str(&format!(
+            "[apps.webpush]\nvapid_key_file = {}\nsubject = \"mailto:bench@example.com\"\n",
+            toml_path(&vapid_file)
+        ));
+        // A top-level table: before the first [[apps]] (and `[push]`, which is one too).
+        let webpush_ca = ca("webpush-ca.pem", mock.ca_pem())?;
+        config = format!(
+            "[webpush]\nallow_http = {}\nallow_networks = [\"127.0.0.1/32\"]\n{webpush_ca}\n{config}",
+            !args.tls
+        );
+        Some(mock)
+    } else {
+        None
+    };
+    let hms = if args.services.contains(&BenchService::Hms) {
+        let mock = MockHms::start(HmsMockConfig::new(HMS_APP_ID, transport))
+            .await
+            .context("mock HMS")?;
+        let secret = files.path().join("hms-secret");
+        std::fs::write(&secret, mock.client_secret())?;
+        let hms_ca = ca("hms-ca.pem", mock.ca_pem())?;
+        config.push_str(&format!(
+            "[apps.hms]\napp_id = \"{HMS_APP_ID}\"\nclient_secret_file = {}\nendpoint = \"{}\"\n\
+             token_endpoint = \"{}\"\n{hms_ca}",
+            toml_path(&secret),
+            mock.endpoint(),
+            mock.token_endpoint(),
+        ));
+        Some(mock)
+    } else {
+        None
+    };
     Ok(Providers {
         apns,
         fcm,
+        webpush,
+        hms,
+        vapid,
         _files: files,
         config,
     })
@@ -288,38 +395,69 @@ async fn measure(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let pool = Pool::connect(relay.addr, args.connections).await?;
-    let devices = Arc::new(make_devices(args.devices.max(1)));
+    let devices = Arc::new(make_devices_over(args.devices.max(1), &args.services, providers));
     subscribe_all(args, &pool, &devices, relay, report).await?;
 
     let count = throughput_count(args);
     eprintln!("[push] throughput: {count} Stores to {} devices…", devices.len());
     throughput_phase(args, &pool, &devices, relay, providers, report).await?;
 
-    providers.apns.clear();
-    providers.fcm.clear();
+    providers.clear();
     eprintln!("[push] latency: {} messages/s for {} s…", args.rate, args.seconds);
     latency_phase(args, &pool, &devices, relay, providers, report).await
 }
 
+/// `n` devices, half APNs and half FCM.
 pub(super) fn make_devices(n: usize) -> Vec<Device> {
     (0..n)
         .map(|i| {
-            let key = SigningKey::from_bytes(&tidings_proto::random_bytes());
-            let apns = i % 2 == 0;
-            let token = if apns {
-                hex::encode(tidings_proto::random_bytes::<32>())
+            let service = if i % 2 == 0 {
+                BenchService::Apns
             } else {
-                format!("bench:{}", hex::encode(tidings_proto::random_bytes::<64>()))
+                BenchService::Fcm
             };
-            Device {
-                account: key.verifying_key().to_bytes(),
-                key,
-                push_key: tidings_proto::random_bytes(),
-                token,
-                apns,
-            }
+            new_device(service, None)
         })
         .collect()
+}
+
+/// `n` devices spread round robin over `services` (Web Push ones subscribed at the mock
+/// with the app's VAPID key).
+fn make_devices_over(n: usize, services: &[BenchService], providers: &Providers) -> Vec<Device> {
+    let services = if services.is_empty() {
+        default_services()
+    } else {
+        services.to_vec()
+    };
+    (0..n)
+        .map(|i| {
+            let service = services[i % services.len()];
+            let sub = match (service, &providers.webpush) {
+                (BenchService::Webpush, Some(mock)) => Some(mock.subscribe(Some(providers.vapid.public_key))),
+                _ => None,
+            };
+            new_device(service, sub)
+        })
+        .collect()
+}
+
+fn new_device(service: BenchService, web_push: Option<WebPushSubscription>) -> Device {
+    let key = SigningKey::from_bytes(&tidings_proto::random_bytes());
+    let token = match (service, &web_push) {
+        (BenchService::Apns, _) => hex::encode(tidings_proto::random_bytes::<32>()),
+        (BenchService::Fcm, _) => format!("bench:{}", hex::encode(tidings_proto::random_bytes::<64>())),
+        (BenchService::Hms, _) => format!("IQAAAAbench{}", hex::encode(tidings_proto::random_bytes::<48>())),
+        (BenchService::Webpush, Some(sub)) => sub.id.clone(),
+        (BenchService::Webpush, None) => String::new(),
+    };
+    Device {
+        account: key.verifying_key().to_bytes(),
+        key,
+        push_key: tidings_proto::random_bytes(),
+        token,
+        service,
+        web_push,
+    }
 }
 
 pub(super) async fn subscribe_all(
@@ -355,16 +493,25 @@ pub(super) async fn subscribe_all(
         async move {
             let d = &devices[n as usize];
             let registration = DeviceRegistration {
-                service: if d.apns {
-                    PushService::Apns
-                } else {
-                    PushService::Fcm
+                service: match d.service {
+                    BenchService::Apns => PushService::Apns,
+                    BenchService::Fcm => PushService::Fcm,
+                    BenchService::Webpush => PushService::Webpush,
+                    BenchService::Hms => PushService::Hms,
                 } as i32,
-                token: d.token.clone(),
+                token: if d.web_push.is_some() {
+                    String::new()
+                } else {
+                    d.token.clone()
+                },
+                web_push: d.web_push.as_ref().map(|w| WireWebPush {
+                    endpoint: w.endpoint.clone(),
+                    p256dh: w.subscriber.p256dh.to_vec(),
+                    auth: w.subscriber.auth.to_vec(),
+                }),
                 app_id: APP_ID.to_owned(),
                 push_key: d.push_key.to_vec(),
                 device_id: tidings_proto::random_bytes::<16>().to_vec(),
-                ..Default::default()
             };
             let client = &clients[c % clients.len()];
             client
@@ -464,6 +611,9 @@ pub(super) async fn throughput_phase(
         matched.after_ack.summary(),
         None,
     );
+    if let (Some(cores), true) = (cpu.relay_cores, providers.webpush.is_some()) {
+        webpush_share(report, devices, &matched, span_s, cores);
+    }
     report.cpu("push_throughput", "throughput phase", cpu);
     check_matched(report, "throughput phase", &matched, ledger.acked_count());
     Ok(())
@@ -555,21 +705,30 @@ async fn await_receipts(
     ledger: &Ledger,
     providers: &Providers,
 ) -> Vec<Receipt> {
-    let (mut apns_n, mut fcm_n) = (0, 0);
+    let mut wanted: HashMap<BenchService, usize> = HashMap::new();
     for (n, a) in ledger.acked.iter().enumerate() {
         if Ledger::micros(a).is_some() {
-            if devices[n % devices.len()].apns {
-                apns_n += 1;
-            } else {
-                fcm_n += 1;
-            }
+            *wanted.entry(devices[n % devices.len()].service).or_default() += 1;
         }
     }
+    let n = |s: BenchService| wanted.get(&s).copied().unwrap_or(0);
     let limit = Duration::from_secs_f64(args.drain_timeout);
     // A timeout is reported as missing pushes by the caller.
+    let webpush = async {
+        if let Some(w) = &providers.webpush {
+            let _ = w.wait_for(n(BenchService::Webpush), limit).await;
+        }
+    };
+    let hms = async {
+        if let Some(h) = &providers.hms {
+            let _ = h.wait_for(n(BenchService::Hms), limit).await;
+        }
+    };
     let _ = tokio::join!(
-        providers.apns.wait_for(apns_n, limit),
-        providers.fcm.wait_for(fcm_n, limit)
+        providers.apns.wait_for(n(BenchService::Apns), limit),
+        providers.fcm.wait_for(n(BenchService::Fcm), limit),
+        webpush,
+        hms,
     );
     // Let stragglers (duplicates, if the relay sends any) arrive before counting.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -592,7 +751,63 @@ fn collect_all(providers: &Providers) -> Vec<Receipt> {
         token: r.token,
         at: r.at,
     }));
+    if let Some(w) = &providers.webpush {
+        receipts.extend(w.delivered().into_iter().map(|r| Receipt {
+            enc: r.plaintext.and_then(|p| String::from_utf8(p).ok()),
+            token: r.subscription,
+            at: r.at,
+        }));
+    }
+    if let Some(h) = &providers.hms {
+        receipts.extend(h.delivered().into_iter().map(|r| Receipt {
+            enc: r.data.get("enc").cloned(),
+            token: r.token,
+            at: r.at,
+        }));
+    }
     receipts
+}
+
+/// What Web Push's own encryption costs: RFC 8291 (an ECDH with a fresh P-256 key, two
+/// HKDFs, AES-128-GCM) and the VAPID header, timed here with the relay's own code, times
+/// the Web Push pushes of the phase, over the relay's CPU time in the phase.
+fn webpush_share(report: &mut Report, devices: &[Device], matched: &Matched, span_s: f64, relay_cores: f64) {
+    let Some(sub) = devices.iter().find_map(|d| d.web_push.as_ref()) else {
+        return;
+    };
+    const ROUNDS: u32 = 2_000;
+    let payload = vec![b'A'; 512];
+    let started = std::time::Instant::now();
+    for _ in 0..ROUNDS {
+        let body = tidings_tests::tidings_relay::push::webpush::ece::encrypt(
+            &sub.subscriber.p256dh,
+            &sub.subscriber.auth,
+            &payload,
+        );
+        std::hint::black_box(body.ok());
+    }
+    let per_push_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    report.metric(
+        "webpush_encrypt_us",
+        "Web Push RFC 8291 encryption per push (relay code, this process)",
+        per_push_us,
+        "µs",
+        None,
+    );
+    let share = devices
+        .iter()
+        .filter(|d| d.service == BenchService::Webpush)
+        .count() as f64
+        / devices.len() as f64;
+    let webpush_per_s = matched.delivered as f64 * share / span_s.max(1e-9);
+    let relay_cpu_per_s = relay_cores.max(1e-9);
+    report.metric(
+        "webpush_crypto_share_of_relay_cpu",
+        "throughput phase: RFC 8291 encryption's share of the relay's CPU",
+        100.0 * webpush_per_s * per_push_us / 1e6 / relay_cpu_per_s,
+        "%",
+        None,
+    );
 }
 
 /// Decrypts every receipt with its device's push key and matches it to its message.

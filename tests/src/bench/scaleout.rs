@@ -163,6 +163,7 @@ fn push_args(args: &ScaleoutArgs) -> PushArgs {
     PushArgs {
         relay: args.relay.clone(),
         devices: args.devices.max(1),
+        services: push::default_services(),
         count: Some(args.pushes.max(1)),
         clients: args.clients,
         connections: args.connections,
@@ -215,8 +216,7 @@ async fn run_setup(args: &ScaleoutArgs, setup: Setup, report: &mut Report) -> an
     for node in nodes {
         node.stop().await;
     }
-    providers.apns.shutdown().await;
-    providers.fcm.shutdown().await;
+    providers.shutdown().await;
     // Dropped last: the relays have let go of the schema.
     drop(schema);
     result

@@ -11,6 +11,9 @@
 //!   latency across nodes (issue 6).
 //! - `soak`: Store, Retrieve long-polls, Subscribe churn and pushes to the mocks at once
 //!   for `--duration` seconds; throughput, latency percentiles, RSS every second, errors.
+//! - `ohttp`: Oblivious HTTP against direct gRPC in one run: Stores/s and Retrieve
+//!   latency through the published OHTTP relay and the relay's gateway, as ratios, and
+//!   the gateway's CPU per request (issue 13).
 //! - `restore`: restores an account with 10 000 contacts (phrase → converged documents)
 //!   and reports time, bytes fetched, merge throughput and the stored config size before
 //!   and after compaction against the plain JSON size (issue 4).
@@ -51,6 +54,8 @@ enum Scenario {
     Scaleout(bench::scaleout::ScaleoutArgs),
     /// Config: restore of an account with 10 000 contacts, merge throughput, stored size.
     Restore(bench::restore::RestoreArgs),
+    /// Oblivious HTTP: Stores/s and Retrieve latency through an OHTTP relay vs direct, gateway CPU per request.
+    Ohttp(bench::ohttp::OhttpArgs),
     /// Soak: Store, long-polls, Subscribe churn and pushes at once for --duration seconds.
     Soak(bench::soak::SoakArgs),
 }
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
             Scenario::Restore(args) => bench::restore::run(args).await,
             Scenario::Scaleout(args) => bench::scaleout::run(args).await,
             Scenario::Soak(args) => bench::soak::run(args).await,
+            Scenario::Ohttp(args) => bench::ohttp::run(args).await,
         }
     });
     // Parked long-polls and connections may still be winding down: do not wait for them.

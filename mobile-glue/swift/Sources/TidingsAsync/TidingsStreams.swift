@@ -16,7 +16,7 @@ import TidingsMobile
 /// `setListener(listener: nil)`.
 ///
 ///     let tidings = try await TidingsStreams.open(stateDir: dir, stateKey: key, relayUrl: url)
-///     Task { for await message in tidings.inbox() { await store(message); _ = try? tidings.client.ack(hashes: [message.hash]) } }
+///     Task { for await message in tidings.inbox() { await store(message); _ = try? await tidings.client.ack(hashes: [message.hash]) } }
 ///     Task { for await status in tidings.modeStatusUpdates() { await MainActor.run { banner.update(status) } } }
 public final class TidingsStreams: EventListener, @unchecked Sendable {
     // Guards every var below (the SDK calls the listener on its own thread).

@@ -54,8 +54,8 @@ fn encrypt_with(
     if plaintext.len() + 1 + 16 > RECORD_SIZE as usize {
         return Err(EceError::TooLong(plaintext.len()));
     }
-    let ephemeral = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, rng)
-        .map_err(|_| EceError::Random)?;
+    let ephemeral =
+        agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, rng).map_err(|_| EceError::Random)?;
     let as_public = ephemeral.compute_public_key().map_err(|_| EceError::Random)?;
     let as_public: [u8; P256DH_LEN] = as_public.as_ref().try_into().map_err(|_| EceError::Random)?;
     let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, p256dh);
@@ -133,11 +133,10 @@ mod tests {
     fn matches_the_rfc_8291_example() {
         let plaintext = b"When I grow up, I want to be a watermelon";
         let as_private = b64("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw");
-        let ua_public: [u8; 65] = b64(
-            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
-        )
-        .try_into()
-        .unwrap();
+        let ua_public: [u8; 65] =
+            b64("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4")
+                .try_into()
+                .unwrap();
         let auth: [u8; 16] = b64("BTBZMqHH6r4Tts7J_aSIgg").try_into().unwrap();
         let salt: [u8; 16] = b64("DGv6ra1nlYgDCS1FRnbzlw").try_into().unwrap();
         let body = encrypt_with(
@@ -146,7 +145,8 @@ mod tests {
             plaintext,
             &salt,
             &ring::test::rand::FixedSliceRandom { bytes: &as_private },
-        ).unwrap();
+        )
+        .unwrap();
         let want = b64(
             "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN",
         );
@@ -170,7 +170,13 @@ mod tests {
             .unwrap();
         let ua: [u8; 65] = ua.as_ref().try_into().unwrap();
         let max = RECORD_SIZE as usize - 17;
-        assert_eq!(encrypt(&ua, &[1; 16], &vec![0; max]).unwrap().len(), max + OVERHEAD);
-        assert_eq!(encrypt(&ua, &[1; 16], &vec![0; max + 1]), Err(EceError::TooLong(max + 1)));
+        assert_eq!(
+            encrypt(&ua, &[1; 16], &vec![0; max]).unwrap().len(),
+            max + OVERHEAD
+        );
+        assert_eq!(
+            encrypt(&ua, &[1; 16], &vec![0; max + 1]),
+            Err(EceError::TooLong(max + 1))
+        );
     }
 }

@@ -228,7 +228,12 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         0x2001 if seg[1] < 0x0200 => "IETF protocol assignment",
         // 6to4: the relay router forwards to the embedded IPv4 address.
         0x2002 => {
-            let v4 = Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8);
+            let v4 = Ipv4Addr::new(
+                (seg[1] >> 8) as u8,
+                seg[1] as u8,
+                (seg[2] >> 8) as u8,
+                seg[2] as u8,
+            );
             return special_v4(v4);
         }
         _ => return None,
@@ -293,19 +298,33 @@ mod tests {
             err("http://push.example.com/x"),
             "must be an https:// URL (got http://); this relay does not allow http ([webpush] allow_http)"
         );
-        assert_eq!(err("ftp://push.example.com/x"), "must be an https:// URL (got ftp://)");
+        assert_eq!(
+            err("ftp://push.example.com/x"),
+            "must be an https:// URL (got ftp://)"
+        );
         assert!(err("https://127.0.0.1:8443/x").starts_with("host is a loopback address (127.0.0.1);"));
         assert!(err("https://10.0.0.1/x").starts_with("host is a private address (10.0.0.1);"));
         assert!(err("https://[::1]/x").starts_with("host is a loopback address (::1);"));
-        assert!(err("https://169.254.169.254/latest").starts_with("host is a link-local address (169.254.169.254);"));
-        assert!(err("https://[::ffff:7f00:1]/x").starts_with("host is a loopback address (::ffff:127.0.0.1);"));
+        assert!(
+            err("https://169.254.169.254/latest")
+                .starts_with("host is a link-local address (169.254.169.254);")
+        );
+        assert!(
+            err("https://[::ffff:7f00:1]/x").starts_with("host is a loopback address (::ffff:127.0.0.1);")
+        );
         assert!(err("https://2130706433/x").starts_with("host is a loopback address (127.0.0.1);"));
         assert!(err("https://0x7f.1/x").starts_with("host is a loopback address"));
-        assert_eq!(err("https://u:p@push.example.com/x"), "must not carry a user name or password");
+        assert_eq!(
+            err("https://u:p@push.example.com/x"),
+            "must not carry a user name or password"
+        );
         assert_eq!(err("https://push.example.com/x#f"), "must not have a #fragment");
         assert!(err("not a url").starts_with("is not an absolute URL"));
         let long = format!("https://push.example.com/{}", "a".repeat(MAX_ENDPOINT_LEN));
-        assert_eq!(err(&long), format!("must be at most 1000 bytes (got {})", long.len()));
+        assert_eq!(
+            err(&long),
+            format!("must be at most 1000 bytes (got {})", long.len())
+        );
         // Exactly at the limit is fine.
         let edge = format!("https://p.example/{}", "a".repeat(MAX_ENDPOINT_LEN - 18));
         assert_eq!(edge.len(), MAX_ENDPOINT_LEN);
@@ -322,8 +341,14 @@ mod tests {
         assert!(p.check_addr("localhost", ip("::1")).is_err());
         assert!(p.check_addr("push.internal", ip("10.1.1.1")).is_ok());
         assert!(p.check_addr("PUSH.internal.", ip("192.168.0.1")).is_ok());
-        let e = p.check_addr("other.example", ip("10.1.1.1")).unwrap_err().to_string();
-        assert!(e.starts_with("host resolves to a private address (10.1.1.1);"), "{e}");
+        let e = p
+            .check_addr("other.example", ip("10.1.1.1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("host resolves to a private address (10.1.1.1);"),
+            "{e}"
+        );
         assert!(STRICT.check_addr("localhost", ip("127.0.0.1")).is_err());
         assert!(ANY.check_url("http://127.0.0.1/x").is_ok());
     }

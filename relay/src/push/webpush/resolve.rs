@@ -101,7 +101,10 @@ impl Guard {
         for addr in &addrs {
             self.policy.check_addr(host, addr.ip())?;
         }
-        let mut pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if pinned.len() >= MAX_PINNED {
             pinned.clear();
         }
@@ -116,7 +119,10 @@ impl Guard {
     }
 
     fn pinned(&self, host: &str) -> Option<Vec<SocketAddr>> {
-        let pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pinned
             .get(host)
             .filter(|p| Instant::now() < p.until)
@@ -192,16 +198,26 @@ pub(crate) mod tests {
         let (g, table) = guard();
         assert!(g.check("https://push.example.com/x").await.is_ok());
         assert!(g.check("https://PUSH.example.com/y").await.is_ok());
-        assert_eq!(table.1.load(Ordering::Relaxed), 1, "the second check used the pin");
+        assert_eq!(
+            table.1.load(Ordering::Relaxed),
+            1,
+            "the second check used the pin"
+        );
         for (host, kind) in [
             ("rebind.example.com", "private"),
             ("internal.example.com", "private"),
             ("metadata.example.com", "link-local"),
             ("v6local.example.com", "unique-local"),
         ] {
-            let e = g.check(&format!("https://{host}/x")).await.unwrap_err().to_string();
+            let e = g
+                .check(&format!("https://{host}/x"))
+                .await
+                .unwrap_err()
+                .to_string();
             assert!(
-                e.starts_with(&format!("web push endpoint refused: host resolves to a {kind} address")),
+                e.starts_with(&format!(
+                    "web push endpoint refused: host resolves to a {kind} address"
+                )),
                 "{host}: {e}"
             );
         }
@@ -210,13 +226,11 @@ pub(crate) mod tests {
             Err(Refusal::Dns("entity not found".into()))
         );
         // What the HTTP client gets: the pinned addresses, not a fresh answer.
-        let addrs: Vec<_> = reqwest::dns::Resolve::resolve(
-            &ClientResolver(Arc::new(g)),
-            "push.example.com".parse().unwrap(),
-        )
-        .await
-        .unwrap()
-        .collect();
+        let addrs: Vec<_> =
+            reqwest::dns::Resolve::resolve(&ClientResolver(Arc::new(g)), "push.example.com".parse().unwrap())
+                .await
+                .unwrap()
+                .collect();
         assert_eq!(addrs, vec!["93.184.216.34:0".parse::<SocketAddr>().unwrap()]);
     }
 }

@@ -117,7 +117,10 @@ impl VapidTokens {
     /// (`https://host[:port]`).
     pub fn authorization(&self, origin: &str) -> Arc<str> {
         let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = cache.get(origin).filter(|c| now < c.renew_at) {
             return c.header.clone();
         }
@@ -168,12 +171,9 @@ mod tests {
         let verifier = VerifyingKey::from_sec1_bytes(key.public_key()).unwrap();
         let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(sig).unwrap()).unwrap();
         verifier.verify(input.as_bytes(), &sig).unwrap();
-        let claims: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(input.split_once('.').unwrap().1)
-                .unwrap(),
-        )
-        .unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(input.split_once('.').unwrap().1).unwrap())
+                .unwrap();
         assert_eq!(claims["aud"], "https://push.example.com");
         assert_eq!(claims["sub"], "mailto:ops@example.com");
         let exp = claims["exp"].as_u64().unwrap();
@@ -186,7 +186,10 @@ mod tests {
         let from_pkcs8 = VapidKey::from_pem(&pem).unwrap();
         let secret = p256::SecretKey::from_pkcs8_pem(&pem).unwrap();
         let sec1 = secret.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
-        assert_eq!(VapidKey::from_pem(&sec1).unwrap().public_key(), from_pkcs8.public_key());
+        assert_eq!(
+            VapidKey::from_pem(&sec1).unwrap().public_key(),
+            from_pkcs8.public_key()
+        );
         assert!(VapidKey::from_pem("garbage").is_err());
         let rsa = "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA\n-----END PRIVATE KEY-----\n";
         assert!(VapidKey::from_pem(rsa).is_err());

@@ -159,7 +159,8 @@ class TidingsFlows private constructor(private val forward: EventListener?) : Ev
     /** Reads the mode status again (e.g. after a registration was renewed). */
     fun refreshModeStatus() {
         val client = bound ?: return
-        mode.value = client.modeStatus()
+        // Read and published together, so concurrent refreshes publish in order.
+        synchronized(mode) { mode.value = client.modeStatus() }
     }
 
     /**
