@@ -12,12 +12,15 @@
 #            on PostgreSQL and 2 nodes on PostgreSQL, as ratios, and the long-poll wake
 #            latency across nodes (issue 6); needs PostgreSQL (TIDINGS_TEST_POSTGRES_URL,
 #            default the local server) and is skipped with a message without it.
+#   ohttp:   Stores/s and Retrieve latency p50/p99 through the published OHTTP relay and
+#            the relay's gateway vs direct gRPC, in one run, as ratios (target >= 0.5x
+#            direct Stores/s), and the gateway's CPU per request (issue 13).
 # Extra arguments go to both runs (e.g. --json). Run it on an otherwise idle machine:
 # the relay, the clients and the mock providers share its cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p tidings-relay -p tidings-tests --bin tidings-relay --bin tidings-bench --bin tidings-nse-bench
+cargo build --release -p tidings-relay -p tidings-tests --bin tidings-relay --bin tidings-bench --bin tidings-nse-bench --bin ohttp-relay
 
 bench=target/release/tidings-bench
 relay=target/release/tidings-relay
@@ -28,6 +31,7 @@ status=0
 "$bench" push --relay-bin "$relay" --devices 10000 --count 20000 --rate 1000 --seconds 5 "$@" || status=$?
 "$bench" restore --relay-bin "$relay" --contacts 10000 "$@" || status=$?
 target/release/tidings-nse-bench --contacts 10000 --runs 7 "$@" || status=$?
+"$bench" ohttp --relay-bin "$relay" --clients 32 --latency-clients 4 --duration 5 "$@" || status=$?
 if [ -n "${TIDINGS_TEST_POSTGRES_URL:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   "$bench" scaleout --relay-bin "$relay" --duration 10 --devices 2000 --pushes 4000 --waiters 500 "$@" || status=$?
 else

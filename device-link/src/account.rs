@@ -663,11 +663,19 @@ impl Account {
     /// Seals `plaintext` to the account `to_account` (DESIGN.md "Sealed messages between
     /// accounts": only the recipient can open it, and it names and authenticates this
     /// account as the sender to the recipient alone) and deposits it in its mailbox.
-    pub async fn send_sealed(&self, to_account: &str, plaintext: &[u8]) -> Result<StoreResponse, AccountError> {
+    pub async fn send_sealed(
+        &self,
+        to_account: &str,
+        plaintext: &[u8],
+    ) -> Result<StoreResponse, AccountError> {
         let to = parse_account_id(to_account)?;
         let sealed = crate::sealed::seal_message(&self.inner.identity, &to, plaintext)?;
         let ttl = self.inner.settings.message_ttl_ms;
-        Ok(self.inner.client.store(&to, MESSAGE_NAMESPACE, &sealed, ttl).await?)
+        Ok(self
+            .inner
+            .client
+            .store(&to, MESSAGE_NAMESPACE, &sealed, ttl)
+            .await?)
     }
 
     /// Opens a received message's data as a sealed message to this account: the
@@ -675,7 +683,10 @@ impl Account {
     /// app's own opaque bytes (found without any cryptography).
     ///
     /// [`SealedMessageError::NotSealed`]: crate::sealed::SealedMessageError::NotSealed
-    pub fn open_sealed(&self, data: &[u8]) -> Result<crate::sealed::OpenedMessage, crate::sealed::SealedMessageError> {
+    pub fn open_sealed(
+        &self,
+        data: &[u8],
+    ) -> Result<crate::sealed::OpenedMessage, crate::sealed::SealedMessageError> {
         crate::sealed::open_message(&self.inner.identity, data)
     }
 

@@ -70,11 +70,9 @@ print(base64.urlsafe_b64encode(out).decode().rstrip("="))
         eprintln!("SKIPPED (independent check): Python's http_ece is not installed (pip install http-ece)");
         return None;
     }
-    Some(
-        URL_SAFE_NO_PAD
-            .decode(String::from_utf8(out.stdout).ok()?.trim())
-            .ok()?,
-    )
+    URL_SAFE_NO_PAD
+        .decode(String::from_utf8(out.stdout).ok()?.trim())
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3174,6 +3174,16 @@ public struct ClientOptions: Equatable, Hashable {
      * Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
      */
     public var requestTimeoutMs: UInt64
+    /**
+     * Reach the relay through this OHTTP relay (Oblivious HTTP: the relay never sees the
+     * device's address); the relay URL is then its OHTTP gateway. None: directly.
+     */
+    public var ohttpRelayUrl: String?
+    /**
+     * The gateway's key configuration (`application/ohttp-keys`), pinned; None: fetched
+     * from the gateway once (that request shows the device's address to the relay).
+     */
+    public var ohttpKeyConfig: Data?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3211,7 +3221,15 @@ public struct ClientOptions: Equatable, Hashable {
          */extraCaRootsPem: [String], 
         /**
          * Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
-         */requestTimeoutMs: UInt64) {
+         */requestTimeoutMs: UInt64, 
+        /**
+         * Reach the relay through this OHTTP relay (Oblivious HTTP: the relay never sees the
+         * device's address); the relay URL is then its OHTTP gateway. None: directly.
+         */ohttpRelayUrl: String? = nil, 
+        /**
+         * The gateway's key configuration (`application/ohttp-keys`), pinned; None: fetched
+         * from the gateway once (that request shows the device's address to the relay).
+         */ohttpKeyConfig: Data? = nil) {
         self.pollWaitMs = pollWaitMs
         self.fastCheckIntervalMs = fastCheckIntervalMs
         self.pushGraceMs = pushGraceMs
@@ -3222,6 +3240,8 @@ public struct ClientOptions: Equatable, Hashable {
         self.trust = trust
         self.extraCaRootsPem = extraCaRootsPem
         self.requestTimeoutMs = requestTimeoutMs
+        self.ohttpRelayUrl = ohttpRelayUrl
+        self.ohttpKeyConfig = ohttpKeyConfig
     }
 
     
@@ -3249,7 +3269,9 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
                 messageTtlMs: FfiConverterInt64.read(from: &buf), 
                 trust: FfiConverterTypeTrustStore.read(from: &buf), 
                 extraCaRootsPem: FfiConverterSequenceString.read(from: &buf), 
-                requestTimeoutMs: FfiConverterUInt64.read(from: &buf)
+                requestTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                ohttpRelayUrl: FfiConverterOptionString.read(from: &buf), 
+                ohttpKeyConfig: FfiConverterOptionData.read(from: &buf)
         )
     }
 
@@ -3264,6 +3286,8 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
         FfiConverterTypeTrustStore.write(value.trust, into: &buf)
         FfiConverterSequenceString.write(value.extraCaRootsPem, into: &buf)
         FfiConverterUInt64.write(value.requestTimeoutMs, into: &buf)
+        FfiConverterOptionString.write(value.ohttpRelayUrl, into: &buf)
+        FfiConverterOptionData.write(value.ohttpKeyConfig, into: &buf)
     }
 }
 

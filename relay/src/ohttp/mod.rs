@@ -25,7 +25,7 @@ use std::{convert::Infallible, io, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{
@@ -40,6 +40,10 @@ pub use gateway::{Gateway, Peer};
 
 /// How long a stopping gateway waits for its connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a peer may take to send a request head.
+const HEADER_READ: Duration = Duration::from_secs(30);
+/// HTTP/2 pings keep idle connections from OHTTP relays alive through NATs.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 /// The pause after a failed accept (out of file descriptors): retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -62,7 +66,17 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A peer gets HEADER_READ to send a request head (hyper enforces it only with a
+    // timer), so idle or slow connections cannot hold the connection slots for ever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE);
     match tls {
         None => loop {
             let Some(permit) = acquire(&slots, &stop).await else {

@@ -663,65 +663,62 @@ impl WebPushState {
 /// Verifies `vapid t=<jwt>, k=<key>` for `origin`: an ES256 JWT signed by `k`, naming the
 /// origin, valid at most 24 hours, with a contact. Returns its `sub` and `exp`.
 fn verify_token(value: &str, origin: &str) -> Result<(String, u64), (StatusCode, &'static str)> {
-    {
-        const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
-        let params = value
-            .strip_prefix("vapid ")
-            .ok_or((UNAUTHORIZED, "Authorization scheme must be vapid"))?;
-        let mut t = None;
-        let mut k = None;
-        for part in params.split(',') {
-            match part.trim().split_once('=') {
-                Some(("t", v)) => t = Some(v.trim()),
-                Some(("k", v)) => k = Some(v.trim()),
-                _ => return Err((UNAUTHORIZED, "malformed vapid parameters")),
-            }
+    const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
+    let params = value
+        .strip_prefix("vapid ")
+        .ok_or((UNAUTHORIZED, "Authorization scheme must be vapid"))?;
+    let mut t = None;
+    let mut k = None;
+    for part in params.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = Some(v.trim()),
+            Some(("k", v)) => k = Some(v.trim()),
+            _ => return Err((UNAUTHORIZED, "malformed vapid parameters")),
         }
-        let (t, k) = t.zip(k).ok_or((UNAUTHORIZED, "vapid needs t= and k="))?;
-        let key = URL_SAFE_NO_PAD
-            .decode(k)
-            .map_err(|_| (UNAUTHORIZED, "k is not base64url"))?;
-        let verifier = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key)
-            .map_err(|_| (UNAUTHORIZED, "k is not a P-256 key"))?;
-        let mut parts = t.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err((UNAUTHORIZED, "t is not a JWT"));
-        };
-        let decode = |p: &str| {
-            URL_SAFE_NO_PAD
-                .decode(p)
-                .map_err(|_| (UNAUTHORIZED, "JWT part is not base64url"))
-        };
-        let header: Value =
-            serde_json::from_slice(&decode(h)?).map_err(|_| (UNAUTHORIZED, "JWT header is not JSON"))?;
-        if header.get("alg").and_then(Value::as_str) != Some("ES256") {
-            return Err((UNAUTHORIZED, "JWT alg must be ES256"));
-        }
-        let signature = p256::ecdsa::Signature::from_slice(&decode(s)?)
-            .map_err(|_| (UNAUTHORIZED, "bad JWT signature"))?;
-        verifier
-            .verify(format!("{h}.{c}").as_bytes(), &signature)
-            .map_err(|_| (UNAUTHORIZED, "JWT signature does not verify with k"))?;
-        let claims: Value =
-            serde_json::from_slice(&decode(c)?).map_err(|_| (UNAUTHORIZED, "JWT claims are not JSON"))?;
-        if claims.get("aud").and_then(Value::as_str) != Some(origin) {
-            return Err((UNAUTHORIZED, "JWT aud is not this push service's origin"));
-        }
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or((UNAUTHORIZED, "JWT has no exp"))?;
-        let now = unix_s();
-        if exp <= now || exp > now + MAX_VAPID_LIFETIME {
-            return Err((UNAUTHORIZED, "JWT exp must be within the next 24 hours"));
-        }
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
-        if !(sub.starts_with("mailto:") || sub.starts_with("https://")) {
-            return Err((UNAUTHORIZED, "JWT sub must be a mailto: or https: contact"));
-        }
-        Ok((sub.to_owned(), exp))
     }
+    let (t, k) = t.zip(k).ok_or((UNAUTHORIZED, "vapid needs t= and k="))?;
+    let key = URL_SAFE_NO_PAD
+        .decode(k)
+        .map_err(|_| (UNAUTHORIZED, "k is not base64url"))?;
+    let verifier = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key)
+        .map_err(|_| (UNAUTHORIZED, "k is not a P-256 key"))?;
+    let mut parts = t.split('.');
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err((UNAUTHORIZED, "t is not a JWT"));
+    };
+    let decode = |p: &str| {
+        URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| (UNAUTHORIZED, "JWT part is not base64url"))
+    };
+    let header: Value =
+        serde_json::from_slice(&decode(h)?).map_err(|_| (UNAUTHORIZED, "JWT header is not JSON"))?;
+    if header.get("alg").and_then(Value::as_str) != Some("ES256") {
+        return Err((UNAUTHORIZED, "JWT alg must be ES256"));
+    }
+    let signature =
+        p256::ecdsa::Signature::from_slice(&decode(s)?).map_err(|_| (UNAUTHORIZED, "bad JWT signature"))?;
+    verifier
+        .verify(format!("{h}.{c}").as_bytes(), &signature)
+        .map_err(|_| (UNAUTHORIZED, "JWT signature does not verify with k"))?;
+    let claims: Value =
+        serde_json::from_slice(&decode(c)?).map_err(|_| (UNAUTHORIZED, "JWT claims are not JSON"))?;
+    if claims.get("aud").and_then(Value::as_str) != Some(origin) {
+        return Err((UNAUTHORIZED, "JWT aud is not this push service's origin"));
+    }
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or((UNAUTHORIZED, "JWT has no exp"))?;
+    let now = unix_s();
+    if exp <= now || exp > now + MAX_VAPID_LIFETIME {
+        return Err((UNAUTHORIZED, "JWT exp must be within the next 24 hours"));
+    }
+    let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+    if !(sub.starts_with("mailto:") || sub.starts_with("https://")) {
+        return Err((UNAUTHORIZED, "JWT sub must be a mailto: or https: contact"));
+    }
+    Ok((sub.to_owned(), exp))
 }
 
 /// Mozilla autopush's error shape.

@@ -179,7 +179,7 @@ async fn measure(
     for way in &ways {
         eprintln!("[ohttp] Store phase, {}: {} clients…", way.name, args.clients);
         let phase = store_phase(way, &accounts, args.size, args.clients, limit, relay, ohttp_relay).await;
-        record(report, way.name, "store", "Stores", &phase);
+        record(report, way.name, "store", "Store", &phase);
         stores.push(phase);
     }
     let mut retrieves = Vec::new();
@@ -189,7 +189,7 @@ async fn measure(
             way.name, args.latency_clients
         );
         let phase = retrieve_phase(way, &accounts, args.latency_clients, limit, relay, ohttp_relay).await;
-        record(report, way.name, "retrieve", "Retrieves", &phase);
+        record(report, way.name, "retrieve", "Retrieve", &phase);
         retrieves.push(phase);
     }
 
@@ -247,7 +247,7 @@ fn record(report: &mut Report, way: &str, key: &str, what: &str, phase: &Phase) 
     let o = &phase.outcome;
     report.metric(
         &format!("{way}_{key}s_per_s"),
-        &format!("{what}/s, {way}"),
+        &format!("{what}s/s, {way}"),
         o.rate(),
         "/s",
         None,

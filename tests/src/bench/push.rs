@@ -239,10 +239,14 @@ pub async fn run(args: PushArgs) -> anyhow::Result<Report> {
     let relay = Relay::start(&args.relay, &providers.config).await?;
     report.note(relay.describe());
     report.note(format!(
-        "the mock providers ({}; {}) run inside the bench process, so 'bench CPU' includes them \
-         (the mock Web Push service decrypts every message as its subscriber would)",
+        "the mock providers ({}; {}) run inside the bench process, so 'bench CPU' includes them{}",
         services_label(&args.services),
-        if args.tls { "TLS" } else { "h2c / HTTP/1.1" }
+        if args.tls { "TLS" } else { "h2c / HTTP/1.1" },
+        if args.services.contains(&BenchService::Webpush) {
+            " (the mock Web Push service decrypts every message as its subscriber would)"
+        } else {
+            ""
+        }
     ));
     let result = measure(&args, &relay, &providers, &mut report).await;
     if let Some(peak) = relay.rss_peak() {

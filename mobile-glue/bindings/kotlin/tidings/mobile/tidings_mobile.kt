@@ -5348,6 +5348,18 @@ data class ClientOptions (
      * Deadline of one relay request, ms (a long-poll gets its wait on top); 0: 30 000.
      */
     var `requestTimeoutMs`: kotlin.ULong
+    , 
+    /**
+     * Reach the relay through this OHTTP relay (Oblivious HTTP: the relay never sees the
+     * device's address); the relay URL is then its OHTTP gateway. None: directly.
+     */
+    var `ohttpRelayUrl`: kotlin.String? = null 
+    , 
+    /**
+     * The gateway's key configuration (`application/ohttp-keys`), pinned; None: fetched
+     * from the gateway once (that request shows the device's address to the relay).
+     */
+    var `ohttpKeyConfig`: kotlin.ByteArray? = null 
     
 ){
     
@@ -5374,6 +5386,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterTypeTrustStore.read(buf),
             FfiConverterSequenceString.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
         )
     }
 
@@ -5387,7 +5401,9 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterLong.allocationSize(value.`messageTtlMs`) +
             FfiConverterTypeTrustStore.allocationSize(value.`trust`) +
             FfiConverterSequenceString.allocationSize(value.`extraCaRootsPem`) +
-            FfiConverterULong.allocationSize(value.`requestTimeoutMs`)
+            FfiConverterULong.allocationSize(value.`requestTimeoutMs`) +
+            FfiConverterOptionalString.allocationSize(value.`ohttpRelayUrl`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`ohttpKeyConfig`)
     )
 
     override fun write(value: ClientOptions, buf: ByteBuffer) {
@@ -5401,6 +5417,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterTypeTrustStore.write(value.`trust`, buf)
             FfiConverterSequenceString.write(value.`extraCaRootsPem`, buf)
             FfiConverterULong.write(value.`requestTimeoutMs`, buf)
+            FfiConverterOptionalString.write(value.`ohttpRelayUrl`, buf)
+            FfiConverterOptionalByteArray.write(value.`ohttpKeyConfig`, buf)
     }
 }
 
