@@ -913,3 +913,44 @@ fn a_stale_copy_merged_after_pruning_revives_nothing() {
         assert!(d.conversations().is_empty(), "nothing revived");
     }
 }
+
+/// Found by `pruning_loses_no_update_and_resurrects_no_deletion` in CI: a conversation
+/// read, deleted, its tombstone pruned on one device only, then read again on the other,
+/// which still held the old, greater read marker. The new record must carry that marker
+/// at its own stamp; with the old stamp, the next raise of the floor dropped the marker
+/// and left the record incomplete, hidden on every device.
+#[test]
+fn a_conversation_read_again_over_a_tombstone_stays_shown_after_pruning() {
+    let n = 2;
+    let mut sim = Sim::new(n);
+    for d in 0..n {
+        sim.time(d);
+        sim.devices[d].compact(&EAGER);
+    }
+    sim.exchange_snapshots();
+    sim.skews[1] = 1;
+    let edit = |sim: &mut Sim, d: usize, op: Op| {
+        sim.time(d);
+        let delta = apply(&mut sim.devices[d], &op);
+        sim.send(&delta);
+    };
+    edit(&mut sim, 1, Op::MarkRead(2, 381));
+    edit(&mut sim, 1, Op::RemoveConv(2));
+    sim.now += 188;
+    sim.run(&[Step::Round, Step::Round]);
+    sim.now += 939;
+    edit(&mut sim, 0, Op::MarkRead(2, 380));
+    sim.run(&[Step::Round, Step::Round, Step::Round]);
+    for d in 0..n {
+        for m in 0..sim.wire.len() {
+            sim.deliver(d, m);
+        }
+    }
+    sim.run(&[Step::Round]);
+    for d in &sim.devices {
+        let shown = d.conversations();
+        assert_eq!(shown.len(), 1, "the conversation read again is shown");
+        assert_eq!(shown[0].id, "conv2");
+        assert_eq!(shown[0].last_read_ms, 381, "the marker never goes back");
+    }
+}

@@ -102,15 +102,22 @@ pub fn whole(stamp: Stamp, c: &Conversation) -> Entry<ConversationFields> {
 
 /// The registers `update` writes to the conversation shown as `current`: the changed
 /// fields and existence, or a whole record when there is none. `None` when nothing changes.
+///
+/// `kept_read_ms` is the read marker a deleted conversation still holds. A re-created
+/// record starts from it, so its marker register carries the new stamp: were the old,
+/// greater marker to win the join with its old stamp, raising the floor past that stamp
+/// would drop the register and leave the record incomplete, hidden everywhere.
 pub fn update(
     id: &str,
     current: Option<Conversation>,
+    kept_read_ms: Option<u64>,
     stamp: Stamp,
     update: &ConversationUpdate,
 ) -> Option<Entry<ConversationFields>> {
     let Some(cur) = current else {
         let mut c = Conversation {
             id: id.to_owned(),
+            last_read_ms: kept_read_ms.unwrap_or(0),
             ..Conversation::default()
         };
         update.apply_to(&mut c);
@@ -217,12 +224,12 @@ mod tests {
             last_read_ms: Some(100),
             ..Default::default()
         };
-        assert!(update("c", Some(cur.clone()), st(1), &u).is_none());
+        assert!(update("c", Some(cur.clone()), None, st(1), &u).is_none());
         let u = ConversationUpdate {
             last_read_ms: Some(900),
             ..Default::default()
         };
-        let e = update("c", Some(cur), st(1), &u).expect("raised");
+        let e = update("c", Some(cur), None, st(1), &u).expect("raised");
         assert_eq!(e.fields.last_read.map(|r| r.value), Some(900));
     }
 

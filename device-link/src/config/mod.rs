@@ -581,8 +581,14 @@ impl ConfigState {
     fn upsert_conversation(&mut self, id: &str, u: &ConversationUpdate) -> Result<Delta, ConfigError> {
         check_key("conversation id", id)?;
         let current = self.conversation(id);
+        let kept_read = self
+            .replica
+            .conversations
+            .get(id)
+            .and_then(|e| e.fields.last_read.as_ref())
+            .map(|r| r.value);
         let stamp = self.stamp();
-        let entry = conversations::update(id, current, stamp, u);
+        let entry = conversations::update(id, current, kept_read, stamp, u);
         Ok(self.apply_conversation(id, entry))
     }
 
