@@ -445,6 +445,14 @@ impl Account {
         &self.inner.settings
     }
 
+    /// Through OHTTP: the gateway's key configuration this account's relay client
+    /// encapsulates to now (as given, fetched, or moved to at a key rotation), to keep and
+    /// pass as `OhttpSettings::key_config` next time (see
+    /// [`RelayClient::ohttp_key_config`]). `None` over a direct connection.
+    pub fn ohttp_key_config(&self) -> Option<Vec<u8>> {
+        self.inner.client.ohttp_key_config()
+    }
+
     /// Local changes queued for upload and not yet acknowledged by the relay.
     pub fn pending_uploads(&self) -> Result<usize, AccountError> {
         let disk = self.inner.lock_disk();
@@ -828,6 +836,7 @@ impl Account {
         forget_previous_account(&mut disk)?;
         disk.delete_blob(CONFIG_BLOB)?;
         disk.delete_blob(crate::notification::PREVIEW_INDEX_BLOB)?;
+        disk.delete_blob(crate::webpush::WEB_PUSH_KEYS_BLOB)?;
         disk.rotate_device()?;
         Ok(())
     }

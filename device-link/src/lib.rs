@@ -16,3 +16,4 @@ pub mod ohttp;
 pub mod sealed;
 pub mod state;
 pub mod tls;
+pub mod webpush;

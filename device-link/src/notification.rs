@@ -34,6 +34,7 @@ use crate::{
     journal::{self, JournalEntry},
     sealed::open_message,
     state::{StateError, StateReader},
+    webpush::{WEB_PUSH_KEYS_BLOB, WebPushError, WebPushKeys},
 };
 
 pub use preview_index::{PREVIEW_INDEX_BLOB, PreviewContact, PreviewIndex, save_preview_index};
@@ -67,6 +68,9 @@ pub enum NotificationError {
     /// The push is addressed to another account than the one signed in.
     #[error("the push is for another account")]
     OtherAccount,
+    /// A Web Push body does not open with this install's Web Push keys.
+    #[error(transparent)]
+    WebPush(#[from] WebPushError),
 }
 
 /// What a push is about.
@@ -241,6 +245,18 @@ impl NotificationProcessor {
     /// The account id of the signed-in account.
     pub fn account_id(&self) -> String {
         self.identity.account_id()
+    }
+
+    /// The `enc` string inside a Web Push body (what a UnifiedPush distributor delivered),
+    /// opened with the install's Web Push keys; hand it to [`NotificationProcessor::process`].
+    /// An install that never registered for Web Push has no keys: the body is not for it.
+    pub fn open_web_push(&self, body: &[u8]) -> Result<String, NotificationError> {
+        let saved = self
+            .reader
+            .get_blob(WEB_PUSH_KEYS_BLOB)?
+            .ok_or(WebPushError::Rejected)?;
+        let keys = WebPushKeys::from_saved(&saved)?;
+        Ok(keys.decrypt_enc(body)?)
     }
 
     /// Processes one push's `enc` within `budget` (see the module documentation). Fails

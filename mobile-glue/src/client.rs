@@ -53,7 +53,8 @@ pub(crate) struct Inner {
     pub events: Events,
     /// This client's handle on the state directory: device id, push key, and its own
     /// blobs. The account engine has its own for everything account-related; the two never
-    /// write the same file (see `DeviceState`: one file per blob).
+    /// write the same file (see `DeviceState`: one file per blob), except that the engine's
+    /// sign-out deletes this handle's Web Push keys while the loops are stopped.
     pub(crate) store: Mutex<DeviceState>,
     account: RwLock<Option<Account>>,
     pub driver: Mutex<DriverState>,
@@ -543,7 +544,7 @@ impl Inner {
         })
     }
 
-    async fn handle_push(&self, enc: &str, budget: Duration) -> Result<PushOutcome> {
+    pub(crate) async fn handle_push(&self, enc: &str, budget: Duration) -> Result<PushOutcome> {
         let account = self.require_account()?;
         let push_key = Zeroizing::new(*self.lock_store().push_key());
         let note = tidings_device_link::client::decrypt_push(enc, &push_key)?;

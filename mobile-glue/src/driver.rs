@@ -97,7 +97,9 @@ fn planner_config(o: &ClientOptions) -> FastModeConfig {
 impl TidingsClient {
     /// Fast Mode: registers this install's push token (sealed to the relay) for the
     /// account's message and config namespaces. Call it at every launch with the token the
-    /// OS gave, and again whenever the OS reports a new one. Returns the mode now in
+    /// OS gave, and again whenever the OS reports a new one. For `WebPush` (UnifiedPush)
+    /// the token is the distributor's endpoint URL, and the SDK makes and keeps the
+    /// subscription keys; for `Hms` it is the HMS push token. Returns the mode now in
     /// effect: `Slow` with `RelayUnreachable` (retried in the background) or
     /// `SubscribeRejected` (with the relay's message) when registration failed.
     pub async fn enable_fast_mode(
@@ -209,6 +211,11 @@ impl Inner {
             return Err(TidingsError::InvalidArgument {
                 reason: "token and app_id must not be empty".into(),
             });
+        }
+        if service == PushService::WebPush {
+            check_endpoint(&token)?;
+            // Made now, so that a damaged state shows here rather than in a retry later.
+            self.web_push_keys()?;
         }
         let registration = Registration {
             service: service_name(service).to_owned(),
@@ -369,9 +376,21 @@ impl Inner {
         let service = service_named(&registration.service).ok_or_else(|| TidingsError::InvalidArgument {
             reason: "the saved push service is unknown; enable Fast Mode again".into(),
         })?;
-        let resp = account
-            .subscribe(service.to_wire(), &registration.token, &registration.app_id)
-            .await?;
+        let resp = if service == PushService::WebPush {
+            let keys = self.web_push_keys()?;
+            account
+                .subscribe_web_push(
+                    &registration.token,
+                    &keys.p256dh(),
+                    &keys.auth(),
+                    &registration.app_id,
+                )
+                .await?
+        } else {
+            account
+                .subscribe(service.to_wire(), &registration.token, &registration.app_id)
+                .await?
+        };
         Ok((resp.added, resp.expires_ms))
     }
 
@@ -456,19 +475,49 @@ fn is_unreachable(e: &TidingsError) -> bool {
     )
 }
 
+/// Every push service, for reading a saved name back.
+const SERVICES: [PushService; 5] = [
+    PushService::Apns,
+    PushService::ApnsSandbox,
+    PushService::Fcm,
+    PushService::Hms,
+    PushService::WebPush,
+];
+
 /// The name a push service is saved under (the first version's names).
 fn service_name(service: PushService) -> &'static str {
     match service {
         PushService::Apns => "Apns",
         PushService::ApnsSandbox => "ApnsSandbox",
         PushService::Fcm => "Fcm",
+        PushService::Hms => "Hms",
+        PushService::WebPush => "WebPush",
     }
 }
 
 fn service_named(name: &str) -> Option<PushService> {
-    [PushService::Apns, PushService::ApnsSandbox, PushService::Fcm]
-        .into_iter()
-        .find(|s| service_name(*s) == name)
+    SERVICES.into_iter().find(|s| service_name(*s) == name)
+}
+
+/// The relay's rule for Web Push endpoints (DESIGN.md), checked here too so that a wrong
+/// value is named at once instead of after a round trip: an absolute `https://` or
+/// `http://` URL of at most 1 000 bytes. Whether `http://` and the address are acceptable
+/// is the relay operator's policy; the relay answers for that.
+fn check_endpoint(endpoint: &str) -> Result<()> {
+    const MAX_ENDPOINT_BYTES: usize = 1_000;
+    let reason = if endpoint.len() > MAX_ENDPOINT_BYTES {
+        format!(
+            "the Web Push endpoint is {} bytes; at most {MAX_ENDPOINT_BYTES}",
+            endpoint.len()
+        )
+    } else if !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        || endpoint.contains(char::is_whitespace)
+    {
+        "the Web Push endpoint must be the distributor's https:// URL".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(TidingsError::InvalidArgument { reason })
 }
 
 fn mode_of(mode: plan::Mode) -> Mode {
@@ -594,7 +643,7 @@ mod tests {
 
     #[test]
     fn push_services_keep_their_saved_names() {
-        for s in [PushService::Apns, PushService::ApnsSandbox, PushService::Fcm] {
+        for s in SERVICES {
             assert_eq!(service_named(service_name(s)), Some(s));
         }
         assert_eq!(service_named("Carrier pigeon"), None);

@@ -14,6 +14,7 @@ use tidings_device_link::{
     journal::JournalError,
     link::{LinkError, PayloadError},
     state::StateError,
+    webpush::WebPushError,
 };
 
 /// Why a call failed. `Display` and `Debug` never show a phrase word (not even a
@@ -343,6 +344,19 @@ impl From<ClientError> for TidingsError {
             ClientError::InvalidResponse(_) => TidingsError::Relay {
                 code: RelayCode::Internal,
                 reason: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<WebPushError> for TidingsError {
+    fn from(e: WebPushError) -> Self {
+        match e {
+            WebPushError::Rejected => TidingsError::PushNotForThisDevice,
+            WebPushError::Malformed(_) | WebPushError::NotAPush => TidingsError::PushMalformed,
+            WebPushError::CorruptKeys => TidingsError::State {
+                kind: StateFailure::Corrupt,
+                reason: format!("{e}; enable Fast Mode again to register new ones"),
             },
         }
     }

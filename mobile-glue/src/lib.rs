@@ -30,6 +30,7 @@ mod push;
 mod runtime;
 mod sign_out;
 mod types;
+mod webpush;
 
 pub use cancel::Cancellation;
 pub use client::TidingsClient;

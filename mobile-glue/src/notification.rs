@@ -187,6 +187,18 @@ impl NotificationProcessor {
     }
 }
 
+#[uniffi::export]
+impl NotificationProcessor {
+    /// [`NotificationProcessor::process`] for what a UnifiedPush distributor delivered (the
+    /// raw bytes of the connector's `onMessage`), when the process was started for the push
+    /// and the app's client is not open: removes the Web Push encryption with the keys the
+    /// app's client registered, then processes the push. Same errors as `process`.
+    pub fn process_web_push(&self, body: Vec<u8>, budget_ms: Option<u32>) -> Result<ProcessedNotification> {
+        let enc = self.inner.open_web_push(&body)?;
+        self.process(enc, budget_ms)
+    }
+}
+
 impl ProcessedNotification {
     fn from_core(n: nse::ProcessedNotification) -> ProcessedNotification {
         ProcessedNotification {
@@ -242,6 +254,7 @@ impl From<NotificationError> for TidingsError {
             NotificationError::Push(e) => e.into(),
             // Pushes for another account are another install's as far as the app goes.
             NotificationError::OtherAccount => TidingsError::PushNotForThisDevice,
+            NotificationError::WebPush(e) => e.into(),
         }
     }
 }

@@ -17,6 +17,12 @@ pub enum PushService {
     ApnsSandbox,
     /// Firebase Cloud Messaging.
     Fcm,
+    /// Huawei Push Kit (phones without Google services): the token is the HMS push token.
+    Hms,
+    /// Web Push through a UnifiedPush distributor (ntfy, NextPush, Sunup, …): the token is
+    /// the endpoint URL the distributor gave. The SDK generates and keeps the subscription
+    /// keys; hand what the distributor delivers to `handle_web_push`.
+    WebPush,
 }
 
 impl PushService {
@@ -27,6 +33,8 @@ impl PushService {
             PushService::Apns => W::Apns,
             PushService::ApnsSandbox => W::ApnsSandbox,
             PushService::Fcm => W::Fcm,
+            PushService::Hms => W::Hms,
+            PushService::WebPush => W::Webpush,
         }
     }
 }

@@ -175,13 +175,13 @@ impl Metrics {
         let subscription_changes = Family::<Labels<2>, Counter>::default();
         registry.register(
             "subscription_changes",
-            "Fast Mode subscriptions added, renewed and removed on this node, by push service and change",
+            "Fast Mode subscriptions added, renewed and removed on this node, by push service (apns, apns_sandbox, fcm, webpush, hms, unknown) and change",
             subscription_changes.clone(),
         );
         let push_outcomes = Family::<Labels<2>, Counter>::default();
         registry.register(
             "push_outcomes",
-            "Push attempts by provider (apns, apns_sandbox, fcm, none) and result",
+            "Push attempts by provider (apns, apns_sandbox, fcm, webpush, hms, none) and result",
             push_outcomes.clone(),
         );
         let outbox_depth = Gauge::default();
@@ -206,7 +206,7 @@ impl Metrics {
         let token_refreshes = Family::<Labels<2>, Counter>::default();
         registry.register(
             "push_token_refreshes",
-            "Provider credentials minted: APNs provider JWTs signed and FCM OAuth tokens fetched, by result",
+            "Provider credentials minted: APNs provider JWTs signed, FCM and HMS OAuth tokens fetched, by provider (apns, fcm, hms) and result",
             token_refreshes.clone(),
         );
         let ohttp_requests = Family::<Labels<1>, Counter>::default();
@@ -368,6 +368,59 @@ mod tests {
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn help_texts_name_every_service_label() {
+        use crate::registration::Service;
+        let all = [
+            Service::Apns,
+            Service::ApnsSandbox,
+            Service::Fcm,
+            Service::WebPush,
+            Service::Hms,
+        ];
+        // Exhaustive: a new service does not compile until it is listed above.
+        for service in all {
+            match service {
+                Service::Apns | Service::ApnsSandbox | Service::Fcm | Service::WebPush | Service::Hms => {}
+            }
+        }
+        // A family is encoded (help included) once it has a sample.
+        let m = Arc::new(Metrics::new());
+        m.push_outcome("apns", PushResult::Delivered);
+        m.subscription_changed("apns", SubscriptionChange::Added);
+        m.token_refreshes("apns").record(true);
+        let text = m.encode();
+        let help = |metric: &str| {
+            let prefix = format!("# HELP tidings_{metric} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no help for {metric} in\n{text}"))
+                .to_owned()
+        };
+        let (outcomes, changes) = (help("push_outcomes"), help("subscription_changes"));
+        for label in all.map(Service::label).into_iter().chain(["none"]) {
+            assert!(
+                outcomes.contains(label),
+                "push_outcomes help lacks {label}: {outcomes}"
+            );
+        }
+        for label in all.map(Service::label).into_iter().chain(["unknown"]) {
+            assert!(
+                changes.contains(label),
+                "subscription_changes help lacks {label}: {changes}"
+            );
+        }
+        // The senders that fetch credentials (notifier/providers.rs); Web Push signs a
+        // VAPID JWT per origin and counts nothing.
+        let refreshes = help("push_token_refreshes");
+        for label in ["apns", "fcm", "hms"] {
+            assert!(
+                refreshes.contains(label),
+                "push_token_refreshes help lacks {label}: {refreshes}"
+            );
         }
     }
 }

@@ -1412,6 +1412,14 @@ public protocol NotificationProcessorProtocol: AnyObject, Sendable {
      */
     func process(enc: String, budgetMs: UInt32?) throws  -> ProcessedNotification
     
+    /**
+     * [`NotificationProcessor::process`] for what a UnifiedPush distributor delivered (the
+     * raw bytes of the connector's `onMessage`), when the process was started for the push
+     * and the app's client is not open: removes the Web Push encryption with the keys the
+     * app's client registered, then processes the push. Same errors as `process`.
+     */
+    func processWebPush(body: Data, budgetMs: UInt32?) throws  -> ProcessedNotification
+    
 }
 /**
  * One account's state opened read-only for processing pushes. Open one per extension
@@ -1517,6 +1525,23 @@ open func process(enc: String, budgetMs: UInt32?)throws  -> ProcessedNotificatio
     uniffi_tidings_mobile_fn_method_notificationprocessor_process(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(enc),
+        FfiConverterOptionUInt32.lower(budgetMs),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * [`NotificationProcessor::process`] for what a UnifiedPush distributor delivered (the
+     * raw bytes of the connector's `onMessage`), when the process was started for the push
+     * and the app's client is not open: removes the Web Push encryption with the keys the
+     * app's client registered, then processes the push. Same errors as `process`.
+     */
+open func processWebPush(body: Data, budgetMs: UInt32?)throws  -> ProcessedNotification  {
+    return try  FfiConverterTypeProcessedNotification_lift(try rustCallWithError(FfiConverterTypeTidingsError_lift) {
+        uniffiCallStatus in
+    uniffi_tidings_mobile_fn_method_notificationprocessor_process_web_push(
+            self.uniffiCloneHandle(),
+        FfiConverterData.lower(body),
         FfiConverterOptionUInt32.lower(budgetMs),uniffiCallStatus
     )
 })
@@ -1812,7 +1837,9 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
     /**
      * Fast Mode: registers this install's push token (sealed to the relay) for the
      * account's message and config namespaces. Call it at every launch with the token the
-     * OS gave, and again whenever the OS reports a new one. Returns the mode now in
+     * OS gave, and again whenever the OS reports a new one. For `WebPush` (UnifiedPush)
+     * the token is the distributor's endpoint URL, and the SDK makes and keeps the
+     * subscription keys; for `Hms` it is the HMS push token. Returns the mode now in
      * effect: `Slow` with `RelayUnreachable` (retried in the background) or
      * `SubscribeRejected` (with the relay's message) when registration failed.
      */
@@ -1926,6 +1953,15 @@ public protocol TidingsClientProtocol: AnyObject, Sendable {
      * is stopped; open a new one on the (then empty) directory to start again.
      */
     func wipe() async throws 
+    
+    /**
+     * Handles what a UnifiedPush distributor delivered (the raw message bytes of the
+     * connector's `onMessage`): removes the Web Push encryption with the keys this SDK
+     * registered, then does everything `handle_push` does. Fails with `PushNotForThisDevice`
+     * when the bytes were encrypted for other keys (an old registration, another app) and
+     * `PushMalformed` when they are not a Web Push message at all.
+     */
+    func handleWebPush(body: Data, budgetMs: UInt32?) async throws  -> PushOutcome
     
 }
 /**
@@ -2699,7 +2735,9 @@ open func disableFastMode()async throws   {
     /**
      * Fast Mode: registers this install's push token (sealed to the relay) for the
      * account's message and config namespaces. Call it at every launch with the token the
-     * OS gave, and again whenever the OS reports a new one. Returns the mode now in
+     * OS gave, and again whenever the OS reports a new one. For `WebPush` (UnifiedPush)
+     * the token is the distributor's endpoint URL, and the SDK makes and keeps the
+     * subscription keys; for `Hms` it is the HMS push token. Returns the mode now in
      * effect: `Slow` with `RelayUnreachable` (retried in the background) or
      * `SubscribeRejected` (with the relay's message) when registration failed.
      */
@@ -3005,6 +3043,29 @@ open func wipe()async throws   {
             completeFunc: ffi_tidings_mobile_rust_future_complete_void,
             freeFunc: ffi_tidings_mobile_rust_future_free_void,
             liftFunc: { $0 },
+            errorHandler: FfiConverterTypeTidingsError_lift
+        )
+}
+    
+    /**
+     * Handles what a UnifiedPush distributor delivered (the raw message bytes of the
+     * connector's `onMessage`): removes the Web Push encryption with the keys this SDK
+     * registered, then does everything `handle_push` does. Fails with `PushNotForThisDevice`
+     * when the bytes were encrypted for other keys (an old registration, another app) and
+     * `PushMalformed` when they are not a Web Push message at all.
+     */
+open func handleWebPush(body: Data, budgetMs: UInt32? = nil)async throws  -> PushOutcome  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tidings_mobile_fn_method_tidingsclient_handle_web_push(
+                        self.uniffiCloneHandle(),FfiConverterData.lower(body),FfiConverterOptionUInt32.lower(budgetMs)
+                )
+            },
+            pollFunc: ffi_tidings_mobile_rust_future_poll_rust_buffer,
+            completeFunc: ffi_tidings_mobile_rust_future_complete_rust_buffer,
+            freeFunc: ffi_tidings_mobile_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypePushOutcome_lift,
             errorHandler: FfiConverterTypeTidingsError_lift
         )
 }
@@ -6611,6 +6672,16 @@ public enum PushService: Equatable, Hashable {
      * Firebase Cloud Messaging.
      */
     case fcm
+    /**
+     * Huawei Push Kit (phones without Google services): the token is the HMS push token.
+     */
+    case hms
+    /**
+     * Web Push through a UnifiedPush distributor (ntfy, NextPush, Sunup, …): the token is
+     * the endpoint URL the distributor gave. The SDK generates and keeps the subscription
+     * keys; hand what the distributor delivers to `handle_web_push`.
+     */
+    case webPush
 
 
 
@@ -6638,6 +6709,10 @@ public struct FfiConverterTypePushService: FfiConverterRustBuffer {
         
         case 3: return .fcm
         
+        case 4: return .hms
+        
+        case 5: return .webPush
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -6656,6 +6731,14 @@ public struct FfiConverterTypePushService: FfiConverterRustBuffer {
         
         case .fcm:
             writeInt(&buf, Int32(3))
+        
+        
+        case .hms:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .webPush:
+            writeInt(&buf, Int32(5))
         
         }
     }
@@ -8234,7 +8317,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_disable_fast_mode() != 49776) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tidings_mobile_checksum_method_tidingsclient_enable_fast_mode() != 30070) {
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_enable_fast_mode() != 33469) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_mode_status() != 41928) {
@@ -8282,6 +8365,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tidings_mobile_checksum_method_tidingsclient_wipe() != 32485) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tidings_mobile_checksum_method_tidingsclient_handle_web_push() != 32267) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tidings_mobile_checksum_method_eventlistener_on_message() != 997) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -8304,6 +8390,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_method_notificationprocessor_process() != 60591) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tidings_mobile_checksum_method_notificationprocessor_process_web_push() != 42153) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tidings_mobile_checksum_constructor_cancellation_new() != 21046) {

@@ -100,6 +100,11 @@ class Testbed:
         all_pushes = json.loads(self._call("GET", "/pushes"))
         return [p for p in all_pushes if token is None or p["token"] == token]
 
+    def web_push_subscription(self):
+        """A new push resource at the mock Web Push service, as a UnifiedPush distributor
+        hands one to an app: `{"id", "endpoint"}`. The keys are the SDK's."""
+        return json.loads(self._call("POST", "/webpush/subscription"))
+
     def mark_dead(self, provider, token):
         self._call("POST", f"/dead/{provider}/{token}")
 

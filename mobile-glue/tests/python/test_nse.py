@@ -17,7 +17,7 @@ from harness import WAIT, BindingCase, apns_token, eventually, testbed, tm
 
 # What the extension runs: open the app's state read-only, process each push, report.
 NSE_SCRIPT = r"""
-import json, os, sys
+import base64, json, os, sys
 sys.path.insert(0, sys.argv[1])
 import tidings_mobile as tm
 
@@ -35,7 +35,10 @@ except tm.TidingsError as e:
 results = []
 for enc in job["pushes"]:
     try:
-        n = processor.process(enc, job.get("budget_ms"))
+        if isinstance(enc, dict):  # what a UnifiedPush distributor delivered, in base64
+            n = processor.process_web_push(base64.b64decode(enc["web_push"]), job.get("budget_ms"))
+        else:
+            n = processor.process(enc, job.get("budget_ms"))
     except tm.TidingsError as e:
         results.append({"error": type(e).__name__})
         continue
@@ -59,7 +62,8 @@ print(json.dumps({"results": results, "threads": threads}))
 
 
 def run_nse(device, pushes, relay=None, budget_ms=None):
-    """Runs the extension in a child process on `pushes`; returns its report."""
+    """Runs the extension in a child process on `pushes` (`enc` strings, or
+    `{"web_push": base64 body}`); returns its report."""
     job = {
         "dir": device.dir.name,
         "key": device.key.hex(),

@@ -206,6 +206,11 @@ impl MockHms {
         self.server.base_url()
     }
 
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
     /// The token URL to configure as `token_endpoint`.
     pub fn token_endpoint(&self) -> String {
         format!("{}{HMS_TOKEN_PATH}", self.server.base_url())

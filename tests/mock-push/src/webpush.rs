@@ -40,6 +40,14 @@ pub struct WebPushMockConfig {
     pub bind: SocketAddr,
     /// The certificate to serve over TLS; `None` generates one.
     pub tls: Option<Arc<TlsIdentity>>,
+    /// The host name senders reach the mock by (e.g. a compose service name): it goes into
+    /// every subscription's endpoint. `None`: the bound IP address.
+    pub public_host: Option<String>,
+    /// Also answer `POST /subscribe` with a new subscription (see
+    /// [`MockWebPush::subscribe`]), for demos whose subscriber is another process. Off by
+    /// default: a real push service has no such resource, its user agent subscribes over
+    /// a protocol of its own.
+    pub serve_subscribe: bool,
 }
 
 impl WebPushMockConfig {
@@ -49,6 +57,8 @@ impl WebPushMockConfig {
             transport,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
+            public_host: None,
+            serve_subscribe: false,
         }
     }
 }
@@ -304,7 +314,9 @@ impl WebPushFailure {
 type Refused = Box<(Response<Full<Bytes>>, String)>;
 
 struct Sub {
-    subscriber: Subscriber,
+    /// The keys, when this mock is also the subscriber's user agent; `None` when they are
+    /// elsewhere ([`MockWebPush::subscribe_elsewhere`]), as for a real push service.
+    subscriber: Option<Subscriber>,
     vapid_key: Option<[u8; 65]>,
     gone: Option<u16>,
 }
@@ -312,6 +324,7 @@ struct Sub {
 struct WebPushState {
     origin: String,
     base: String,
+    serve_subscribe: bool,
     /// `Authorization` values already verified, with their `sub` and `exp`: senders reuse
     /// one token per origin for hours, as RFC 8292 intends, so one check per token is enough.
     verified: std::sync::Mutex<HashMap<(String, String), (String, u64)>>,
@@ -356,10 +369,14 @@ impl MockWebPush {
             }
         };
         let server = Server::start(config.bind, config.transport, tls.as_deref(), false, handler).await?;
-        let base = server.base_url();
+        let base = match &config.public_host {
+            Some(host) => format!("{}://{host}:{}", server.scheme(), server.addr().port()),
+            None => server.base_url(),
+        };
         let state = Arc::new(WebPushState {
             origin: base.clone(),
             base,
+            serve_subscribe: config.serve_subscribe,
             verified: Default::default(),
             subs: Default::default(),
             requests: AtomicU64::new(0),
@@ -387,24 +404,22 @@ impl MockWebPush {
 
     /// A new subscription with fresh subscriber keys. With `vapid_key`, only pushes signed
     /// by that key are accepted (the `applicationServerKey` the subscriber gave).
+    ///
+    /// With [`WebPushMockConfig::serve_subscribe`], another process gets the same with
+    /// `POST /subscribe`: an optional JSON body `{"applicationServerKey": "<base64url>"}`
+    /// restricts the subscription to that VAPID key, and the answer (201) is the W3C
+    /// `PushSubscription` JSON, `{"endpoint", "expirationTime", "keys": {"p256dh",
+    /// "auth"}}`. The private key stays in the mock, which decrypts every push for it.
     pub fn subscribe(&self, vapid_key: Option<[u8; 65]>) -> WebPushSubscription {
-        let mut raw = [0u8; 24];
-        fill_random(&mut raw);
-        let id = URL_SAFE_NO_PAD.encode(raw);
-        let subscriber = Subscriber::generate();
-        lock(&self.state.subs).insert(
-            id.clone(),
-            Sub {
-                subscriber: subscriber.clone(),
-                vapid_key,
-                gone: None,
-            },
-        );
-        WebPushSubscription {
-            endpoint: format!("{}/push/{id}", self.state.base),
-            id,
-            subscriber,
-        }
+        self.state.subscribe(vapid_key)
+    }
+
+    /// A new push resource for a subscriber whose keys the mock does not know (a
+    /// UnifiedPush app that made its own): `(id, endpoint)`. Pushes to it are checked like
+    /// any other (VAPID, headers, size) but not decrypted: [`WebPushRequest::body`] holds
+    /// the ciphertext for the subscriber to open.
+    pub fn subscribe_elsewhere(&self, vapid_key: Option<[u8; 65]>) -> (String, String) {
+        self.state.subscribe_elsewhere(vapid_key)
     }
 
     /// From now on the subscription answers `status` (404 or 410): unsubscribed.
@@ -461,10 +476,86 @@ impl MockWebPush {
 }
 
 impl WebPushState {
+    fn subscribe(&self, vapid_key: Option<[u8; 65]>) -> WebPushSubscription {
+        let mut raw = [0u8; 24];
+        fill_random(&mut raw);
+        let id = URL_SAFE_NO_PAD.encode(raw);
+        let subscriber = Subscriber::generate();
+        lock(&self.subs).insert(
+            id.clone(),
+            Sub {
+                subscriber: Some(subscriber.clone()),
+                vapid_key,
+                gone: None,
+            },
+        );
+        WebPushSubscription {
+            endpoint: format!("{}/push/{id}", self.base),
+            id,
+            subscriber,
+        }
+    }
+
+    fn subscribe_elsewhere(&self, vapid_key: Option<[u8; 65]>) -> (String, String) {
+        let mut raw = [0u8; 24];
+        fill_random(&mut raw);
+        let id = URL_SAFE_NO_PAD.encode(raw);
+        lock(&self.subs).insert(
+            id.clone(),
+            Sub {
+                subscriber: None,
+                vapid_key,
+                gone: None,
+            },
+        );
+        let endpoint = format!("{}/push/{id}", self.base);
+        (id, endpoint)
+    }
+
+    /// `POST /subscribe`: a subscription for a subscriber outside the process.
+    fn subscribe_request(&self, body: &[u8]) -> Response<Full<Bytes>> {
+        let vapid_key = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            let key = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("applicationServerKey")?.as_str().map(str::to_owned))
+                .and_then(|k| URL_SAFE_NO_PAD.decode(k.trim_end_matches('=')).ok())
+                .and_then(|k| <[u8; 65]>::try_from(k).ok())
+                .filter(|k| p256::PublicKey::from_sec1_bytes(k).is_ok());
+            match key {
+                Some(key) => Some(key),
+                None => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "body must be empty or {\"applicationServerKey\": \"<base64url P-256 public key, uncompressed>\"}",
+                        &[],
+                    );
+                }
+            }
+        };
+        let sub = self.subscribe(vapid_key);
+        json_response(
+            StatusCode::CREATED,
+            &json!({
+                "endpoint": sub.endpoint,
+                "expirationTime": null,
+                "keys": {
+                    "p256dh": URL_SAFE_NO_PAD.encode(sub.subscriber.p256dh),
+                    "auth": URL_SAFE_NO_PAD.encode(sub.subscriber.auth),
+                },
+            }),
+            &[],
+        )
+    }
+
     async fn handle(&self, req: MockRequest) -> Response<Full<Bytes>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(delay) = self.faults.delay() {
             tokio::time::sleep(delay).await;
+        }
+        if self.serve_subscribe && req.parts.uri.path() == "/subscribe" && req.parts.method == Method::POST {
+            return self.subscribe_request(&req.body);
         }
         let id = req
             .parts
@@ -582,6 +673,10 @@ impl WebPushState {
                 "Encryption and Crypto-Key headers belong to the old aesgcm scheme, not aes128gcm",
             );
         }
+        // Without the keys the mock is what a real push service is: it forwards ciphertext.
+        let Some(subscriber) = subscriber else {
+            return Ok(());
+        };
         match subscriber.decrypt(&req.body) {
             Ok(plain) => record.plaintext = Some(plain),
             Err(e) => {

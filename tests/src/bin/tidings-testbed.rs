@@ -1,4 +1,4 @@
-//! `tidings-testbed`: a relay with Fast Mode wired to the mock APNs and FCM, for tests
+//! `tidings-testbed`: a relay with Fast Mode wired to the mock APNs, FCM, HMS and Web Push, for tests
 //! written in other languages (the Python binding tests of `mobile-glue`).
 //!
 //! On start it prints one JSON line on stdout:
@@ -12,10 +12,16 @@
 //! move thousands of messages through one mailbox). The control endpoint (HTTP/1.1) serves:
 //!
 //! - `GET /pushes`: every request the mock providers received, oldest first, as a JSON
-//!   list of `{"provider": "apns"|"apns_sandbox"|"fcm", "token", "status", "enc", "kind"}`
-//!   (`kind` is the APNs push type, or `"data"` for FCM).
+//!   list of `{"provider": "apns"|"apns_sandbox"|"fcm"|"hms"|"webpush", "token", "status",
+//!   "enc", "kind"}` (`kind` is the APNs push type, `"data"` for FCM, the urgency for HMS
+//!   (`"HIGH"` for messages) and Web Push (`"high"` for messages)). For Web Push, `token` is the subscription id and `body` the request
+//!   body in base64: the mock is the push service, not the subscriber, so only the SDK
+//!   that made the keys can decrypt it (`enc` is null).
+//! - `POST /webpush/subscription`: a new push resource at the mock Web Push service for a
+//!   subscriber whose keys are elsewhere (a UnifiedPush app): `{"id", "endpoint"}`.
 //! - `POST /dead/{provider}/{token}`: the provider answers that token as dead from now on
-//!   (APNs 410 `Unregistered`, FCM 404 `UNREGISTERED`), so the relay prunes it.
+//!   (APNs 410 `Unregistered`, FCM 404 `UNREGISTERED`, HMS `80300007`, Web Push 410 for the
+//!   subscription id), so the relay prunes it.
 //! - `POST /settle`: answers once the relay's push outbox is empty.
 
 use std::{net::SocketAddr, sync::Arc};
@@ -27,6 +33,7 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde_json::{Value, json};
 use tidings_tests::push::{APNS_ONLY_APP_ID, APP_ID, PushRig};
 use tokio::io::AsyncReadExt;
@@ -53,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/pushes", get(pushes))
         .route("/dead/{provider}/{token}", post(dead))
+        .route("/webpush/subscription", post(web_push_subscription))
         .route("/settle", post(settle))
         .with_state(rig.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -98,6 +106,27 @@ async fn pushes(State(rig): State<Arc<PushRig>>) -> String {
         });
         out.push((r.at, v));
     }
+    for r in rig.hms.attempts() {
+        let v = json!({
+            "provider": "hms",
+            "token": r.token,
+            "status": r.status,
+            "enc": r.data.get("enc"),
+            "kind": r.body["message"]["android"]["urgency"],
+        });
+        out.push((r.at, v));
+    }
+    for r in rig.webpush.attempts() {
+        let v = json!({
+            "provider": "webpush",
+            "token": r.subscription,
+            "status": r.status,
+            "enc": Value::Null,
+            "body": STANDARD.encode(&r.body),
+            "kind": r.urgency,
+        });
+        out.push((r.at, v));
+    }
     out.sort_by_key(|(at, _)| *at);
     Value::Array(out.into_iter().map(|(_, v)| v).collect()).to_string()
 }
@@ -110,9 +139,16 @@ async fn dead(
         "apns" => rig.apns.mark_dead(&token),
         "apns_sandbox" => rig.sandbox.mark_dead(&token),
         "fcm" => rig.fcm.mark_dead(&token),
+        "hms" => rig.hms.mark_dead(&token),
+        "webpush" => rig.webpush.mark_gone(&token, 410),
         _ => return StatusCode::NOT_FOUND,
     }
     StatusCode::NO_CONTENT
+}
+
+async fn web_push_subscription(State(rig): State<Arc<PushRig>>) -> String {
+    let (id, endpoint) = rig.webpush.subscribe_elsewhere(Some(rig.vapid.public_key));
+    json!({ "id": id, "endpoint": endpoint }).to_string()
 }
 
 async fn settle(State(rig): State<Arc<PushRig>>) -> StatusCode {

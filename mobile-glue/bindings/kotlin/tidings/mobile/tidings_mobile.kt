@@ -878,6 +878,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_tidingsclient_wipe(
     ): Int
+    external fun uniffi_tidings_mobile_checksum_method_tidingsclient_handle_web_push(
+    ): Int
     external fun uniffi_tidings_mobile_checksum_method_eventlistener_on_message(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_eventlistener_on_config_changed(
@@ -893,6 +895,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_tidings_mobile_checksum_method_notificationprocessor_account_id(
     ): Int
     external fun uniffi_tidings_mobile_checksum_method_notificationprocessor_process(
+    ): Int
+    external fun uniffi_tidings_mobile_checksum_method_notificationprocessor_process_web_push(
     ): Int
     external fun uniffi_tidings_mobile_checksum_constructor_cancellation_new(
     ): Int
@@ -1048,6 +1052,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tidings_mobile_fn_method_tidingsclient_wipe(`ptr`: Long,
     ): Long
+    external fun uniffi_tidings_mobile_fn_method_tidingsclient_handle_web_push(`ptr`: Long,`body`: RustBuffer.ByValue,`budgetMs`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_tidings_mobile_fn_clone_eventlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tidings_mobile_fn_free_eventlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1081,6 +1087,8 @@ internal object UniffiLib {
     external fun uniffi_tidings_mobile_fn_method_notificationprocessor_account_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tidings_mobile_fn_method_notificationprocessor_process(`ptr`: Long,`enc`: RustBuffer.ByValue,`budgetMs`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tidings_mobile_fn_method_notificationprocessor_process_web_push(`ptr`: Long,`body`: RustBuffer.ByValue,`budgetMs`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tidings_mobile_fn_func_check_phrase(`phrase`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1359,7 +1367,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_disable_fast_mode() and 0xFFFF) != 49776) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_enable_fast_mode() and 0xFFFF) != 30070) {
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_enable_fast_mode() and 0xFFFF) != 33469) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_mode_status() and 0xFFFF) != 41928) {
@@ -1407,6 +1415,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_wipe() and 0xFFFF) != 32485) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tidings_mobile_checksum_method_tidingsclient_handle_web_push() and 0xFFFF) != 32267) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tidings_mobile_checksum_method_eventlistener_on_message() and 0xFFFF) != 997) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1429,6 +1440,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_method_notificationprocessor_process() and 0xFFFF) != 60591) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tidings_mobile_checksum_method_notificationprocessor_process_web_push() and 0xFFFF) != 42153) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tidings_mobile_checksum_constructor_cancellation_new() and 0xFFFF) != 21046) {
@@ -3093,6 +3107,14 @@ public interface NotificationProcessorInterface {
      */
     fun `process`(`enc`: kotlin.String, `budgetMs`: kotlin.UInt?): ProcessedNotification
     
+    /**
+     * [`NotificationProcessor::process`] for what a UnifiedPush distributor delivered (the
+     * raw bytes of the connector's `onMessage`), when the process was started for the push
+     * and the app's client is not open: removes the Web Push encryption with the keys the
+     * app's client registered, then processes the push. Same errors as `process`.
+     */
+    fun `processWebPush`(`body`: kotlin.ByteArray, `budgetMs`: kotlin.UInt?): ProcessedNotification
+    
     companion object
 }
 
@@ -3234,6 +3256,28 @@ open class NotificationProcessor: Disposable, AutoCloseable, NotificationProcess
         it,
         
         FfiConverterString.lower(`enc`),
+        FfiConverterOptionalUInt.lower(`budgetMs`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * [`NotificationProcessor::process`] for what a UnifiedPush distributor delivered (the
+     * raw bytes of the connector's `onMessage`), when the process was started for the push
+     * and the app's client is not open: removes the Web Push encryption with the keys the
+     * app's client registered, then processes the push. Same errors as `process`.
+     */
+    @Throws(TidingsException::class)override fun `processWebPush`(`body`: kotlin.ByteArray, `budgetMs`: kotlin.UInt?): ProcessedNotification {
+            return FfiConverterTypeProcessedNotification.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TidingsException) { _status ->
+    UniffiLib.uniffi_tidings_mobile_fn_method_notificationprocessor_process_web_push(
+        it,
+        
+        FfiConverterByteArray.lower(`body`),
         FfiConverterOptionalUInt.lower(`budgetMs`),_status)
 }
     }
@@ -3638,7 +3682,9 @@ public interface TidingsClientInterface {
     /**
      * Fast Mode: registers this install's push token (sealed to the relay) for the
      * account's message and config namespaces. Call it at every launch with the token the
-     * OS gave, and again whenever the OS reports a new one. Returns the mode now in
+     * OS gave, and again whenever the OS reports a new one. For `WebPush` (UnifiedPush)
+     * the token is the distributor's endpoint URL, and the SDK makes and keeps the
+     * subscription keys; for `Hms` it is the HMS push token. Returns the mode now in
      * effect: `Slow` with `RelayUnreachable` (retried in the background) or
      * `SubscribeRejected` (with the relay's message) when registration failed.
      */
@@ -3752,6 +3798,15 @@ public interface TidingsClientInterface {
      * is stopped; open a new one on the (then empty) directory to start again.
      */
     suspend fun `wipe`()
+    
+    /**
+     * Handles what a UnifiedPush distributor delivered (the raw message bytes of the
+     * connector's `onMessage`): removes the Web Push encryption with the keys this SDK
+     * registered, then does everything `handle_push` does. Fails with `PushNotForThisDevice`
+     * when the bytes were encrypted for other keys (an old registration, another app) and
+     * `PushMalformed` when they are not a Web Push message at all.
+     */
+    suspend fun `handleWebPush`(`body`: kotlin.ByteArray, `budgetMs`: kotlin.UInt? = null): PushOutcome
     
     companion object
 }
@@ -4777,7 +4832,9 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
     /**
      * Fast Mode: registers this install's push token (sealed to the relay) for the
      * account's message and config namespaces. Call it at every launch with the token the
-     * OS gave, and again whenever the OS reports a new one. Returns the mode now in
+     * OS gave, and again whenever the OS reports a new one. For `WebPush` (UnifiedPush)
+     * the token is the distributor's endpoint URL, and the SDK makes and keeps the
+     * subscription keys; for `Hms` it is the HMS push token. Returns the mode now in
      * effect: `Slow` with `RelayUnreachable` (retried in the background) or
      * `SubscribeRejected` (with the relay's message) when registration failed.
      */
@@ -5172,6 +5229,36 @@ open class TidingsClient: Disposable, AutoCloseable, TidingsClientInterface
         // lift function
         { },
         
+        // Error FFI converter
+        TidingsException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Handles what a UnifiedPush distributor delivered (the raw message bytes of the
+     * connector's `onMessage`): removes the Web Push encryption with the keys this SDK
+     * registered, then does everything `handle_push` does. Fails with `PushNotForThisDevice`
+     * when the bytes were encrypted for other keys (an old registration, another app) and
+     * `PushMalformed` when they are not a Web Push message at all.
+     */
+    @Throws(TidingsException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `handleWebPush`(`body`: kotlin.ByteArray, `budgetMs`: kotlin.UInt?) : PushOutcome {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tidings_mobile_fn_method_tidingsclient_handle_web_push(
+                uniffiHandle,
+                
+        FfiConverterByteArray.lower(`body`),
+        FfiConverterOptionalUInt.lower(`budgetMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tidings_mobile_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_tidings_mobile_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypePushOutcome.lift(it) },
         // Error FFI converter
         TidingsException.ErrorHandler,
     )
@@ -7580,7 +7667,17 @@ enum class PushService {
     /**
      * Firebase Cloud Messaging.
      */
-    FCM;
+    FCM,
+    /**
+     * Huawei Push Kit (phones without Google services): the token is the HMS push token.
+     */
+    HMS,
+    /**
+     * Web Push through a UnifiedPush distributor (ntfy, NextPush, Sunup, …): the token is
+     * the endpoint URL the distributor gave. The SDK generates and keeps the subscription
+     * keys; hand what the distributor delivers to `handle_web_push`.
+     */
+    WEB_PUSH;
 
     
 
