@@ -9,6 +9,8 @@ use crate::until::Until;
 
 /// The relay `tidings-relay serve` listens on by default.
 pub const DEFAULT_RELAY: &str = "http://127.0.0.1:7400";
+/// Its OHTTP gateway's default address (`[ohttp] listen`), `--relay` with `--ohttp-relay`.
+pub const DEFAULT_OHTTP_GATEWAY: &str = "http://127.0.0.1:7402";
 
 const ABOUT: &str = "A terminal client for a tidings relay: accounts, sealed messages, linking a second \
 device by QR code, and the config (contacts, profile, settings) every device of an account shares.";
@@ -33,7 +35,24 @@ Exit codes:
   6    state error: a corrupted state dir, a missing or damaged key file, a state dir in use by
        another tidings command
   7    linking did not complete: declined, the codes differ, or it timed out
-  130  interrupted (Ctrl-C) while linking";
+  130  interrupted (Ctrl-C) while linking
+  With --ohttp-relay: 4 also when the OHTTP relay or the gateway cannot be reached (a relay without
+  OHTTP has no gateway listening, and its gRPC address does not answer HTTP/1.1); 5 also when what
+  answers at --relay serves no OHTTP key configuration (not the gateway), the OHTTP relay does not
+  forward the request, or the gateway no longer accepts the pinned key (it is forgotten: run the
+  command again, which fetches the current one).";
+
+const OHTTP_HELP: &str = "\
+Oblivious HTTP (--ohttp-relay):
+  Every call goes, encrypted to the relay's OHTTP gateway key (RFC 9458), through an independent OHTTP
+  relay: the tidings relay never sees this machine's IP address (only the OHTTP relay's), and the OHTTP
+  relay sees the address but only ciphertext. --relay is then the relay's OHTTP gateway ([ohttp] listen
+  in its config, http://127.0.0.1:7402 by default), and the privacy holds only if the two are run by
+  different people. The gateway's key configuration is fetched from --relay once, directly (that one
+  request shows the address to the relay, with nothing in it), and kept in the state dir
+  (ohttp-keys.json); later commands reuse it and follow the gateway's key rotations. With
+  --ohttp-keys FILE (saved with `curl -s GATEWAY/.well-known/ohttp-gateway > FILE`, e.g. on another
+  network) nothing is ever fetched directly.";
 
 /// `tidings`: the whole command line.
 #[derive(Debug, Parser)]
@@ -41,7 +60,7 @@ Exit codes:
     name = "tidings",
     version,
     about = ABOUT,
-    after_help = format!("{STATE_KEY_HELP}\n\n{EXIT_CODES_HELP}"),
+    after_help = format!("{STATE_KEY_HELP}\n\n{OHTTP_HELP}\n\n{EXIT_CODES_HELP}"),
     propagate_version = true
 )]
 pub struct Cli {
@@ -56,9 +75,19 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The relay's address (http://HOST:PORT or https://HOST:PORT).
-    #[arg(long, global = true, env = "TIDINGS_RELAY", default_value = DEFAULT_RELAY, value_name = "URL")]
-    pub relay: String,
+    /// The relay's address (http://HOST:PORT or https://HOST:PORT), or with --ohttp-relay its OHTTP
+    /// gateway's [default: http://127.0.0.1:7400; with --ohttp-relay, http://127.0.0.1:7402].
+    #[arg(long, global = true, env = "TIDINGS_RELAY", value_name = "URL")]
+    pub relay: Option<String>,
+    /// Reach the relay only through this OHTTP relay (Oblivious HTTP): the relay never sees this
+    /// machine's IP address, the OHTTP relay sees only ciphertext. --relay is then the relay's OHTTP
+    /// gateway. More under "Oblivious HTTP" in `tidings --help`.
+    #[arg(long, global = true, env = "TIDINGS_OHTTP_RELAY", value_name = "URL")]
+    pub ohttp_relay: Option<String>,
+    /// With --ohttp-relay: the gateway's key configuration (as GATEWAY/.well-known/ohttp-gateway
+    /// serves it), used instead of fetching it, until the state dir has pinned one of its own.
+    #[arg(long, global = true, env = "TIDINGS_OHTTP_KEYS", value_name = "FILE")]
+    pub ohttp_keys: Option<PathBuf>,
     /// Where this device's state lives [default: the platform's data dir, e.g. ~/.local/share/tidings].
     #[arg(long, global = true, env = "TIDINGS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -112,6 +141,12 @@ pub enum Command {
         /// What to do with the settings.
         #[command(subcommand)]
         action: Option<SettingsAction>,
+    },
+    /// Push notifications for this device, for demos: subscribe a Web Push endpoint, unsubscribe.
+    Push {
+        /// What to do.
+        #[command(subcommand)]
+        action: PushAction,
     },
     /// Print a shell completion script (e.g. `tidings completions bash > ~/.local/share/bash-completion/completions/tidings`).
     Completions {
@@ -183,6 +218,42 @@ pub enum LinkAction {
         #[arg(long, conflicts_with = "yes")]
         decline: bool,
     },
+}
+
+const WEB_PUSH_HELP: &str = "\
+This is for demos: a terminal gets no pushes itself. The subscription comes from whatever will
+receive the pushes: a browser (PushManager.subscribe) or a UnifiedPush distributor and its connector.
+The private key that decrypts them stays there; the relay encrypts each push to p256dh and auth
+(RFC 8291). What that receiver decrypts is the `enc` string of a tidings push, which only this
+device's push key opens (device-link's decrypt_push). The relay pushes on new messages and config
+changes for this account, until the registration expires (renew before expires_ms) or
+`tidings push unsubscribe`; a sign-out removes it too.";
+
+/// `tidings push …`.
+#[derive(Debug, Subcommand)]
+pub enum PushAction {
+    /// Register a Web Push subscription for this device (Fast Mode, for demos).
+    #[command(after_help = WEB_PUSH_HELP)]
+    SubscribeWebPush(WebPushArgs),
+    /// Remove this device's push registration from the relay (back to polling).
+    Unsubscribe,
+}
+
+/// `tidings push subscribe-web-push`.
+#[derive(Debug, Args)]
+pub struct WebPushArgs {
+    /// The push resource URL the subscription gave (PushSubscription.endpoint).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// The subscription's P-256 public key, base64url (padded or not): 65 bytes starting 0x04.
+    #[arg(long, value_name = "BASE64URL")]
+    pub p256dh: String,
+    /// The subscription's authentication secret, base64url (padded or not): 16 bytes.
+    #[arg(long, value_name = "BASE64URL")]
+    pub auth: String,
+    /// The app the relay pushes for (one of its [[apps]] with [apps.webpush]).
+    #[arg(long, value_name = "ID")]
+    pub app_id: String,
 }
 
 /// `tidings contacts`.
@@ -340,5 +411,52 @@ mod tests {
         let help = Cli::command().render_help().to_string();
         assert!(help.contains("Exit codes:"), "{help}");
         assert!(help.contains("Keychain"), "{help}");
+    }
+
+    #[test]
+    fn the_help_says_what_ohttp_hides() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--ohttp-relay"), "{help}");
+        assert!(help.contains("never sees this machine's IP address"), "{help}");
+        assert!(help.contains("only ciphertext"), "{help}");
+        assert!(help.contains("ohttp-keys.json"), "{help}");
+    }
+
+    #[test]
+    fn web_push_takes_its_four_values() {
+        let cli = Cli::try_parse_from([
+            "tidings",
+            "push",
+            "subscribe-web-push",
+            "--endpoint",
+            "https://push.example/x",
+            "--p256dh",
+            "BA",
+            "--auth",
+            "AA",
+            "--app-id",
+            "com.example.messenger",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Push {
+                action: PushAction::SubscribeWebPush(_)
+            }
+        ));
+        assert!(Cli::try_parse_from(["tidings", "push", "subscribe-web-push", "--endpoint", "x"]).is_err());
+        let mut push = Cli::command();
+        let help = push
+            .find_subcommand_mut("push")
+            .and_then(|p| p.find_subcommand_mut("subscribe-web-push"))
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("for demos"), "{help}");
+        assert!(
+            help.contains("The private key that decrypts them stays there"),
+            "{help}"
+        );
+        assert!(help.contains("`enc` string"), "{help}");
     }
 }

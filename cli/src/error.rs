@@ -49,13 +49,15 @@ impl ExitClass {
     }
 }
 
-/// Where a command ran, for messages: the relay and the state dir.
+/// Where a command ran, for messages: the relay, the state dir, the OHTTP relay.
 #[derive(Debug, Clone)]
 pub struct Where {
-    /// The relay's address as given.
+    /// The relay's address as given (its OHTTP gateway with `--ohttp-relay`).
     pub relay: String,
     /// The state dir.
     pub dir: PathBuf,
+    /// `--ohttp-relay`, when calls go through one.
+    pub ohttp_relay: Option<String>,
 }
 
 /// A failed command.
@@ -89,6 +91,46 @@ pub enum CliError {
         relay: String,
         /// Why, as the client says.
         detail: String,
+    },
+    /// Through OHTTP: the OHTTP relay or the gateway behind it cannot be reached.
+    #[error(
+        "cannot reach the relay's OHTTP gateway at {gateway} through the OHTTP relay {ohttp_relay} \
+         ({detail}): check that both are up, that the OHTTP relay forwards to this gateway, and that \
+         --relay is the gateway's address (the relay's [ohttp] listen, port 7402 by default)"
+    )]
+    OhttpUnreachable {
+        /// `--relay`.
+        gateway: String,
+        /// `--ohttp-relay`.
+        ohttp_relay: String,
+        /// Why, as the client says.
+        detail: String,
+    },
+    /// Through OHTTP: the gateway's key configuration cannot be fetched (`unreachable`:
+    /// no answer; else an answer that is no key configuration, as from a relay without
+    /// OHTTP).
+    #[error("{}", ohttp_keys_message(gateway, detail, *unreachable))]
+    OhttpKeys {
+        /// `--relay`.
+        gateway: String,
+        /// Why, as the client says.
+        detail: String,
+        /// Nothing answered (rather than something that is no gateway).
+        unreachable: bool,
+    },
+    /// Through OHTTP: the OHTTP relay or the gateway refused to carry the call (the relay
+    /// itself never saw it). `key_rejected`: the gateway no longer accepts the key
+    /// configuration this device used, which is then forgotten.
+    #[error("{}", ohttp_refused_message(gateway, ohttp_relay, detail, *key_rejected))]
+    OhttpRefused {
+        /// `--relay`.
+        gateway: String,
+        /// `--ohttp-relay`.
+        ohttp_relay: String,
+        /// The client's message.
+        detail: String,
+        /// The key was refused.
+        key_rejected: bool,
     },
     /// The relay answered with an error.
     #[error("the relay at {relay} refused the request ({detail})")]
@@ -200,8 +242,14 @@ impl CliError {
             | CliError::NoSuchAccount
             | CliError::UnknownContact
             | CliError::Input(_) => ExitClass::BadInput,
-            CliError::Unreachable { .. } => ExitClass::Unreachable,
-            CliError::Refused { .. } => ExitClass::Refused,
+            CliError::Unreachable { .. }
+            | CliError::OhttpUnreachable { .. }
+            | CliError::OhttpKeys {
+                unreachable: true, ..
+            } => ExitClass::Unreachable,
+            CliError::Refused { .. } | CliError::OhttpKeys { .. } | CliError::OhttpRefused { .. } => {
+                ExitClass::Refused
+            }
             CliError::State { .. } | CliError::KeyFile { .. } | CliError::Busy { .. } => ExitClass::State,
             CliError::NoAccount { .. } | CliError::HasAccount { .. } | CliError::ForeignDir { .. } => {
                 ExitClass::Usage
@@ -218,6 +266,41 @@ impl CliError {
     /// An I/O failure while doing `what`.
     pub fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> CliError {
         move |source| CliError::Io { what, source }
+    }
+}
+
+/// The message for a key configuration that could not be fetched.
+fn ohttp_keys_message(gateway: &str, detail: &str, unreachable: bool) -> String {
+    if unreachable {
+        format!(
+            "cannot fetch the OHTTP key configuration from the gateway at {gateway} ({detail}): is the \
+             relay running with [ohttp] enabled = true, and is --relay its OHTTP gateway (the [ohttp] \
+             listen address, port 7402 by default, not the gRPC address)?"
+        )
+    } else {
+        format!(
+            "{gateway} serves no OHTTP key configuration ({detail}): OHTTP is not enabled on that relay \
+             ([ohttp] enabled = true in its config), or --relay is not its OHTTP gateway (the [ohttp] \
+             listen address, port 7402 by default, not the gRPC address)"
+        )
+    }
+}
+
+/// The message for a call the OHTTP relay or the gateway did not carry.
+fn ohttp_refused_message(gateway: &str, ohttp_relay: &str, detail: &str, key_rejected: bool) -> String {
+    if key_rejected {
+        format!(
+            "the relay's OHTTP gateway at {gateway} no longer accepts the key configuration this device \
+             used (its key changed without an overlap this device saw), so it was forgotten: run the \
+             command again, which fetches the current one (with --ohttp-keys, save the current one to \
+             that file first)"
+        )
+    } else {
+        format!(
+            "the OHTTP relay {ohttp_relay} or the gateway at {gateway} did not carry the request ({detail}): \
+             check --ohttp-relay (the URL its operator publishes for this relay) and that it forwards to \
+             this gateway"
+        )
     }
 }
 
@@ -267,6 +350,11 @@ impl Where {
 
     /// A relay call's failure: unreachable, refused, or a bad address.
     pub fn relay(&self, e: ClientError) -> CliError {
+        if let Some(ohttp_relay) = &self.ohttp_relay
+            && let Some(through) = self.through_ohttp(ohttp_relay, &e)
+        {
+            return through;
+        }
         let relay = self.relay.clone();
         match &e {
             ClientError::Endpoint { reason, .. } => CliError::Input(format!(
@@ -296,6 +384,67 @@ impl Where {
                 relay,
                 detail: e.to_string(),
             },
+        }
+    }
+
+    /// Through OHTTP, the failures of the way there rather than of the relay: the OHTTP
+    /// relay or the gateway unreachable, or refusing to carry the call. `None` for the
+    /// relay's own answers, which come through unchanged.
+    fn through_ohttp(&self, ohttp_relay: &str, e: &ClientError) -> Option<CliError> {
+        let unreachable = |detail: String| CliError::OhttpUnreachable {
+            gateway: self.relay.clone(),
+            ohttp_relay: ohttp_relay.to_owned(),
+            detail,
+        };
+        match e {
+            ClientError::Endpoint { reason, .. } => Some(CliError::Input(format!(
+                "--relay {} is not a gateway address ({reason}): with --ohttp-relay, --relay is the \
+                 relay's OHTTP gateway, http://HOST:PORT or https://HOST:PORT",
+                self.relay
+            ))),
+            ClientError::Connect(detail) => Some(unreachable(detail.clone())),
+            ClientError::UntrustedCertificate(detail) => {
+                Some(unreachable(format!("a certificate is not trusted: {detail}")))
+            }
+            // device-link's own statuses for the way there all start with "OHTTP" (or
+            // name the OHTTP relay); the relay's come through as they are.
+            ClientError::Status { code, message } if is_ohttp_message(message) => match code {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                    Some(unreachable(message.clone()))
+                }
+                Code::FailedPrecondition => Some(CliError::OhttpRefused {
+                    gateway: self.relay.clone(),
+                    ohttp_relay: ohttp_relay.to_owned(),
+                    detail: message.clone(),
+                    key_rejected: message.contains("no longer accepts"),
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A failure to fetch the gateway's key configuration (a direct request to `--relay`).
+    pub fn ohttp_key_fetch(&self, e: ClientError) -> CliError {
+        let keys = |detail: &str, unreachable: bool| CliError::OhttpKeys {
+            gateway: self.relay.clone(),
+            // device-link names its one HTTP client after the OHTTP relay; this request
+            // went to the gateway.
+            detail: detail
+                .trim_start_matches("cannot reach the OHTTP relay: ")
+                .to_owned(),
+            unreachable,
+        };
+        match &e {
+            ClientError::Connect(detail) => keys(detail, true),
+            ClientError::UntrustedCertificate(detail) => {
+                keys(&format!("its certificate is not trusted: {detail}"), true)
+            }
+            ClientError::Status { code, message } => keys(
+                message,
+                matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled),
+            ),
+            _ => self.relay(e),
         }
     }
 
@@ -342,6 +491,11 @@ impl Where {
             LinkError::Client(c) => self.relay(c),
         }
     }
+}
+
+/// Whether a status message is device-link's about the OHTTP way there.
+fn is_ohttp_message(message: &str) -> bool {
+    message.starts_with("OHTTP") || message.starts_with("cannot reach the OHTTP relay")
 }
 
 /// A message that could not be sealed.
@@ -396,6 +550,7 @@ mod tests {
         let at = Where {
             relay: "http://127.0.0.1:1".into(),
             dir: PathBuf::from("/tmp/x"),
+            ohttp_relay: None,
         };
         let down = at.relay(ClientError::Connect("connection refused".into()));
         assert_eq!(down.class(), ExitClass::Unreachable);
@@ -417,10 +572,65 @@ mod tests {
     }
 
     #[test]
+    fn through_ohttp_the_way_there_is_told_apart_from_the_relay() {
+        let at = Where {
+            relay: "http://127.0.0.1:7402".into(),
+            dir: PathBuf::from("/tmp/x"),
+            ohttp_relay: Some("http://127.0.0.2:3000/".into()),
+        };
+        let status = |code, message: &str| ClientError::Status {
+            code,
+            message: message.into(),
+        };
+        let down = at.relay(status(Code::Unavailable, "cannot reach the OHTTP relay: refused"));
+        assert!(matches!(down, CliError::OhttpUnreachable { .. }), "{down:?}");
+        assert_eq!(down.class(), ExitClass::Unreachable);
+        let stale = at.relay(status(
+            Code::FailedPrecondition,
+            "OHTTP: the gateway no longer accepts this client's key configuration (key id 3)",
+        ));
+        assert!(
+            matches!(
+                stale,
+                CliError::OhttpRefused {
+                    key_rejected: true,
+                    ..
+                }
+            ),
+            "{stale:?}"
+        );
+        assert_eq!(stale.class(), ExitClass::Refused);
+        assert!(stale.to_string().contains("run the command again"), "{stale}");
+        let lost = at.relay(status(
+            Code::FailedPrecondition,
+            "OHTTP: the OHTTP relay or gateway answered HTTP 404 Not Found",
+        ));
+        assert!(lost.to_string().contains("check --ohttp-relay"), "{lost}");
+        // The relay's own refusal is the relay's.
+        let refused = at.relay(status(Code::InvalidArgument, "sealed.web_push.p256dh: bad"));
+        assert!(matches!(refused, CliError::Refused { .. }), "{refused:?}");
+
+        let off = at.ohttp_key_fetch(status(
+            Code::FailedPrecondition,
+            "OHTTP: the gateway's key configuration answered HTTP 404 Not Found",
+        ));
+        assert_eq!(off.class(), ExitClass::Refused);
+        assert!(off.to_string().contains("OHTTP is not enabled"), "{off}");
+        let closed = at.ohttp_key_fetch(ClientError::Connect(
+            "cannot reach the OHTTP relay: connection refused".into(),
+        ));
+        assert_eq!(closed.class(), ExitClass::Unreachable);
+        let text = closed.to_string();
+        assert!(text.contains("(connection refused)"), "{text}");
+        assert!(!text.contains("cannot reach the OHTTP relay"), "{text}");
+    }
+
+    #[test]
     fn messages_are_one_line() {
         let at = Where {
             relay: "http://127.0.0.1:7400".into(),
             dir: PathBuf::from("/tmp/state"),
+            ohttp_relay: None,
         };
         for e in [
             at.state(StateError::WrongKey),

@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod error;
+mod ohttp;
 mod output;
 mod phrase;
 mod prompt;

@@ -78,7 +78,8 @@ pub fn inspect(at: &Where, key_path: &Path) -> Result<Found, CliError> {
     }
 }
 
-/// Whether `dir` holds anything but the key file.
+/// Whether `dir` holds anything but the key file (and the pinned OHTTP key
+/// configuration, public data kept beside the state).
 fn has_files_besides(dir: &Path, key_path: &Path) -> io::Result<bool> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -86,7 +87,8 @@ fn has_files_besides(dir: &Path, key_path: &Path) -> io::Result<bool> {
         Err(e) => return Err(e),
     };
     for entry in entries {
-        if entry?.path() != key_path {
+        let entry = entry?;
+        if entry.path() != key_path && entry.file_name() != crate::ohttp::PIN_FILE {
             return Ok(true);
         }
     }
@@ -196,6 +198,7 @@ mod tests {
         Where {
             relay: "http://127.0.0.1:7400".into(),
             dir: dir.to_path_buf(),
+            ohttp_relay: None,
         }
     }
 

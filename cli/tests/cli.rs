@@ -1,8 +1,10 @@
 //! The `tidings` binary end to end against a real relay (tidings-tests' `TestRelay`, in
 //! this process): accounts, sealed messages, restore by phrase, linking by QR payload,
-//! config converging between two state dirs, and bad input (a distinct exit code, a
-//! clear message, nothing written). The phrase goes in on stdin, as a script's would.
-//! Every wait is bounded; nothing is timed.
+//! config converging between two state dirs, bad input (a distinct exit code, a clear
+//! message, nothing written), every call through an independent OHTTP relay process
+//! (`--ohttp-relay`), and a Web Push subscription pushed to by the mock Web Push service.
+//! The phrase goes in on stdin, as a script's would. Every wait is bounded; nothing is
+//! timed.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tidings_tests::{TestRelay, require_backend, within};
+use tidings_tests::{TestRelay, ohttp::OhttpRelay, require_backend, within};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
     process::{Child, ChildStdout, Command},
@@ -67,6 +69,8 @@ fn tidings(relay: &str, dir: &Path) -> Command {
         .env_remove("TIDINGS_RELAY")
         .env_remove("TIDINGS_STATE_DIR")
         .env_remove("TIDINGS_KEY_FILE")
+        .env_remove("TIDINGS_OHTTP_RELAY")
+        .env_remove("TIDINGS_OHTTP_KEYS")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -451,4 +455,477 @@ async fn bad_input_gets_its_own_exit_code_a_clear_message_and_writes_nothing() {
     // Usage errors are clap's 2.
     let usage = run(&url, &carol_dir, &["send"], "").await;
     assert_eq!(usage.code, 2, "{usage:?}");
+}
+
+// ---- Oblivious HTTP (--ohttp-relay) ---------------------------------------------------
+
+/// Set in the environment of this test binary when it runs as the OHTTP relay.
+const OHTTP_RELAY_CHILD: &str = "TIDINGS_CLI_TEST_OHTTP_RELAY";
+
+/// Not a test of its own: the OHTTP tests run this binary again, through a script
+/// ([`ohttp_relay_script`]), as their independent OHTTP relay: the published `ohttp-relay`
+/// crate, run as its own binary runs it (tests/src/bin/ohttp-relay.rs), in its own process.
+/// Configured by `PORT` and `GATEWAY_ORIGIN`, as tidings-tests' `OhttpRelay` sets them.
+#[test]
+#[ignore = "the OHTTP relay process of the OHTTP tests"]
+fn ohttp_relay_process() {
+    if std::env::var_os(OHTTP_RELAY_CHILD).is_none() {
+        return;
+    }
+    // The relay's HTTPS client needs a process-wide provider; ring is the one linked.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port: u16 = std::env::var("PORT").unwrap().parse().unwrap();
+    let gateway: ohttp_relay::GatewayUri = std::env::var("GATEWAY_ORIGIN").unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let served = ohttp_relay::listen_tcp(port, gateway).await.expect("it listens");
+        let _ = served.await;
+    });
+}
+
+/// A script that starts this test binary as [`ohttp_relay_process`], for tidings-tests'
+/// `OhttpRelay::start` (which runs a binary with no arguments).
+fn ohttp_relay_script(dir: &Path) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let script = dir.join("ohttp-relay.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{OHTTP_RELAY_CHILD}=1 exec '{}' ohttp_relay_process --exact --ignored --nocapture \
+             --test-threads=1\n",
+            exe.display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    script
+}
+
+/// The gateway on, on a free port, with the OHTTP relay's address (127.0.0.1) listed.
+fn with_gateway(c: &mut tidings_tests::tidings_relay::config::Config) {
+    c.ohttp.enabled = true;
+    c.ohttp.listen = "127.0.0.1:0".parse().unwrap();
+    c.ohttp.relays = vec!["127.0.0.1".into()];
+}
+
+/// The relay's count of gateway requests with `outcome` (`keys`: key configurations
+/// served, each a direct request; `answered`: calls carried through the OHTTP relay).
+async fn ohttp_requests(relay: &TestRelay, outcome: &str) -> u64 {
+    let (status, metrics) = within(
+        LIMIT,
+        "scrape",
+        tidings_tests::http_get(relay.admin_addr(), "/metrics"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let series = format!("tidings_ohttp_requests_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// The key configuration pinned in a state dir.
+fn pinned(dir: &Path) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = fs::read(dir.join("ohttp-keys.json")).ok()?;
+    let json: Value = serde_json::from_slice(&text).unwrap();
+    Some(
+        base64::engine::general_purpose::STANDARD
+            .decode(json["key_config"].as_str().unwrap())
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_message_each_other_through_an_ohttp_relay() {
+    require_backend!();
+    let relay = TestRelay::builder().configure(with_gateway).start().await;
+    let gateway_addr = relay.relay().ohttp_addr().expect("the gateway is on");
+    let tmp = tempfile::tempdir().unwrap();
+    let ohttp_relay = OhttpRelay::start(&ohttp_relay_script(tmp.path()), gateway_addr).await;
+    let gateway = format!("http://{gateway_addr}");
+    let via = ohttp_relay.url();
+    let through = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = ["--ohttp-relay", via.as_str()].map(str::to_owned).to_vec();
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
+    };
+    let run_through = async |dir: &Path, args: &[&str], stdin: &str| {
+        let args = through(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&gateway, dir, &args, stdin).await
+    };
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let alice = run_through(&alice_dir, &["account", "create"], "")
+        .await
+        .ok()
+        .json();
+    let alice = alice["account_id"].as_str().unwrap().to_owned();
+    let bob = run_through(&bob_dir, &["account", "create"], "")
+        .await
+        .ok()
+        .json();
+    let bob = bob["account_id"].as_str().unwrap().to_owned();
+    assert_eq!(pinned(&alice_dir), None, "creating an account touches no network");
+    assert_eq!(ohttp_requests(&relay, "keys").await, 0);
+
+    // Alice's first call fetches the gateway's keys (directly, once) and pins them.
+    run_through(&bob_dir, &["contacts", "add", &alice, "Alice"], "")
+        .await
+        .ok();
+    let sent = run_through(&alice_dir, &["send", &bob, "hello through ohttp"], "")
+        .await
+        .ok()
+        .json();
+    assert_eq!(sent["sealed"], true);
+    let keys = tidings_tests::ohttp::fetch_key_config(gateway_addr).await;
+    assert_eq!(pinned(&alice_dir), Some(keys.clone()));
+    assert_eq!(pinned(&bob_dir), Some(keys.clone()));
+    let fetched = ohttp_requests(&relay, "keys").await;
+    assert_eq!(fetched, 3, "one fetch for each state dir and one by this test");
+
+    // Bob reads it (a sync and a retrieve, signed), and answers; nothing is fetched again.
+    let heard = run_through(&bob_dir, &["listen", "--once"], "")
+        .await
+        .ok()
+        .lines();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(heard[0]["sender"], alice.as_str());
+    assert_eq!(heard[0]["contact"], "Alice");
+    assert_eq!(heard[0]["text"], "hello through ohttp");
+    run_through(&bob_dir, &["send", &alice, "hi alice"], "")
+        .await
+        .ok();
+    let heard = run_through(&alice_dir, &["listen", "--once"], "")
+        .await
+        .ok()
+        .lines();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(heard[0]["text"], "hi alice");
+    assert_eq!(
+        ohttp_requests(&relay, "keys").await,
+        fetched,
+        "the pinned keys were reused"
+    );
+    assert!(
+        ohttp_requests(&relay, "answered").await >= 6,
+        "every call went through the gateway"
+    );
+
+    // A key configuration given with --ohttp-keys: nothing is fetched at all.
+    let carol_dir = tmp.path().join("carol");
+    let keys_file = tmp.path().join("ohttp-keys.bin");
+    fs::write(&keys_file, &keys).unwrap();
+    let keys_arg = keys_file.to_str().unwrap();
+    run_through(&carol_dir, &["account", "create"], "").await.ok();
+    run_through(
+        &carol_dir,
+        &["--ohttp-keys", keys_arg, "send", &bob, "from carol"],
+        "",
+    )
+    .await
+    .ok();
+    assert_eq!(ohttp_requests(&relay, "keys").await, fetched);
+    assert_eq!(pinned(&carol_dir), Some(keys.clone()));
+
+    // A pinned key the gateway does not accept: a clear refusal (5), the pin is forgotten,
+    // and the next command fetches the current one.
+    let mut stale = keys.clone();
+    stale[2] = stale[2].wrapping_add(1); // the key id, after the list's length prefix
+    let pin = json_pin(&gateway, &stale);
+    fs::write(alice_dir.join("ohttp-keys.json"), pin).unwrap();
+    let refused = run_through(&alice_dir, &["send", &bob, "stale"], "").await;
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(
+        refused.stderr.contains("no longer accepts the key configuration"),
+        "{refused:?}"
+    );
+    assert!(refused.stderr.contains("run the command again"), "{refused:?}");
+    assert_eq!(pinned(&alice_dir), None, "the stale pin is forgotten");
+    run_through(&alice_dir, &["send", &bob, "fresh"], "").await.ok();
+    assert_eq!(pinned(&alice_dir), Some(keys.clone()));
+
+    // Wrong addresses, each with its own message. The gRPC address instead of the gateway,
+    // and a relay without OHTTP: no key configuration there.
+    let plain = TestRelay::start().await;
+    for not_a_gateway in [relay.endpoint(), plain.endpoint()] {
+        let args = through(&["send", &alice, "hi"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let wrong = run(&not_a_gateway, &bob_dir, &args, "").await;
+        // Nothing there speaks HTTP/1.1 (the gRPC listener is HTTP/2 only): unreachable.
+        assert_eq!(wrong.code, 4, "{wrong:?}");
+        assert!(
+            wrong.stderr.contains("cannot fetch the OHTTP key configuration"),
+            "{wrong:?}"
+        );
+        assert!(wrong.stderr.contains("[ohttp] enabled = true"), "{wrong:?}");
+        assert!(wrong.stderr.contains("not the gRPC address"), "{wrong:?}");
+        assert_eq!(wrong.stderr.lines().count(), 1, "{wrong:?}");
+    }
+    // Something that speaks HTTP but is no gateway (the relay's admin listener): refused.
+    let args = through(&["send", &alice, "hi"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let admin = format!("http://{}", relay.admin_addr());
+    let no_gateway = run(&admin, &bob_dir, &args, "").await;
+    assert_eq!(no_gateway.code, 5, "{no_gateway:?}");
+    assert!(
+        no_gateway.stderr.contains("serves no OHTTP key configuration"),
+        "{no_gateway:?}"
+    );
+    assert!(no_gateway.stderr.contains("404"), "{no_gateway:?}");
+    let down = closed_relay();
+    let args = through(&["send", &alice, "hi"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let closed = run(&down, &bob_dir, &args, "").await;
+    assert_eq!(closed.code, 4, "{closed:?}");
+    assert!(
+        closed.stderr.contains("cannot fetch the OHTTP key configuration"),
+        "{closed:?}"
+    );
+    // The OHTTP relay down: unreachable, naming it.
+    drop(ohttp_relay);
+    let gone = run_through(&bob_dir, &["send", &alice, "hi"], "").await;
+    assert_eq!(gone.code, 4, "{gone:?}");
+    assert!(gone.stderr.contains("through the OHTTP relay"), "{gone:?}");
+    let bad = run(
+        &gateway,
+        &bob_dir,
+        &["--ohttp-relay", "ohttp.example", "send", &alice, "x"],
+        "",
+    )
+    .await;
+    assert_eq!(bad.code, 3, "{bad:?}");
+    assert!(bad.stderr.contains("--ohttp-relay must be"), "{bad:?}");
+}
+
+/// A pin file as the CLI writes it.
+fn json_pin(gateway: &str, keys: &[u8]) -> String {
+    use base64::Engine;
+    serde_json::json!({
+        "gateway": gateway,
+        "key_config": base64::engine::general_purpose::STANDARD.encode(keys),
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_ohttp_key_is_followed_and_kept() {
+    use tidings_tests::tidings_relay::clock::ManualClock;
+    require_backend!();
+    const ROTATION_S: i64 = 3600;
+    const GRACE_S: i64 = 600;
+    // The start of an epoch plus a minute. Only unsigned calls (send) are made, so the
+    // relay's clock being ahead of this machine's does not matter.
+    let clock = ManualClock::new((1_900_000_000 / ROTATION_S * ROTATION_S + 60) * 1000);
+    let relay = TestRelay::builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .configure(|c| {
+            with_gateway(c);
+            c.ohttp.rotation_s = ROTATION_S as u64;
+            c.ohttp.grace_s = GRACE_S as u64;
+        })
+        .start()
+        .await;
+    let gateway_addr = relay.relay().ohttp_addr().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ohttp_relay = OhttpRelay::start(&ohttp_relay_script(tmp.path()), gateway_addr).await;
+    let gateway = format!("http://{gateway_addr}");
+    let via = ohttp_relay.url();
+    let dir = tmp.path().join("alice");
+    let (bob, _) = create(&gateway, &tmp.path().join("bob")).await;
+    let send = async |text: &str| run(&gateway, &dir, &["--ohttp-relay", &via, "send", &bob, text], "").await;
+    run(&gateway, &dir, &["--ohttp-relay", &via, "account", "create"], "")
+        .await
+        .ok();
+    send("before").await.ok();
+    let old_keys = pinned(&dir).expect("pinned");
+
+    clock.advance_ms(ROTATION_S * 1000);
+    let new_keys = tidings_tests::ohttp::fetch_key_config(gateway_addr).await;
+    assert_ne!(new_keys, old_keys, "rotated");
+    let fetched = ohttp_requests(&relay, "keys").await;
+    send("in grace").await.ok();
+    assert_eq!(
+        pinned(&dir),
+        Some(new_keys.clone()),
+        "moved to the new key and kept it"
+    );
+    clock.advance_ms(GRACE_S * 1000);
+    send("after grace").await.ok();
+    assert_eq!(
+        ohttp_requests(&relay, "keys").await,
+        fetched,
+        "no fetch was needed"
+    );
+    drop(ohttp_relay);
+}
+
+// ---- Web Push (tidings push) ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_push_subscription_gets_one_push_that_the_devices_key_opens() {
+    use base64::{
+        Engine,
+        engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD},
+    };
+    use tidings_tests::push::{APP_ID, PUSH_WAIT, PushRig};
+    require_backend!();
+    let rig = PushRig::start().await;
+    let url = rig.relay().endpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let (alice, _) = create(&url, &alice_dir).await;
+    create(&url, &bob_dir).await;
+
+    // What a browser or a UnifiedPush distributor would hand over: the endpoint and the
+    // public keys (p256dh unpadded, auth padded: both are accepted).
+    let sub = rig.webpush.subscribe(Some(rig.vapid.public_key));
+    let p256dh = URL_SAFE_NO_PAD.encode(sub.subscriber.p256dh);
+    let auth = URL_SAFE.encode(sub.subscriber.auth);
+    let web_push = |p256dh: &str, auth: &str, app_id: &str| -> Vec<String> {
+        [
+            "push",
+            "subscribe-web-push",
+            "--endpoint",
+            &sub.endpoint,
+            "--p256dh",
+            p256dh,
+            "--auth",
+            auth,
+            "--app-id",
+            app_id,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let run_args = async |dir: &Path, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&url, dir, &args, "").await
+    };
+    let subscribed = run_args(&alice_dir, web_push(&p256dh, &auth, APP_ID))
+        .await
+        .ok()
+        .json();
+    assert_eq!(subscribed["subscribed"], true, "{subscribed}");
+    assert_eq!(subscribed["added"], true, "{subscribed}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        subscribed["expires_ms"].as_i64().unwrap() > now_ms,
+        "{subscribed}"
+    );
+
+    // One message to Alice: one push, which the subscriber decrypts to a tidings push's
+    // `enc`, which only this install's push key opens.
+    let sent = run(&url, &bob_dir, &["send", &alice, "hello over web push"], "")
+        .await
+        .ok()
+        .json();
+    rig.webpush
+        .wait_for(1, PUSH_WAIT)
+        .await
+        .expect("the push arrives");
+    rig.settle().await;
+    let attempts = rig.webpush.attempts();
+    assert_eq!(attempts.len(), 1, "exactly one push: {attempts:?}");
+    assert_eq!(attempts[0].subscription, sub.id);
+    let enc = attempts[0]
+        .plaintext
+        .as_deref()
+        .expect("the subscriber decrypted it");
+    let enc = std::str::from_utf8(enc).expect("the Web Push payload is the enc string");
+    let key_hex = fs::read_to_string(alice_dir.join("key")).unwrap();
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(key_hex.trim(), &mut key).unwrap();
+    let state = tidings_device_link::state::StateReader::open(&alice_dir, &key).unwrap();
+    let note = tidings_device_link::client::decrypt_push(enc, state.push_key())
+        .expect("this device's push key opens it");
+    assert_eq!(note.account, hex::decode(&alice[2..]).unwrap());
+    assert_eq!(note.namespace, 0);
+    assert_eq!(Value::from(hex::encode(&note.hash)), sent["hash"]);
+
+    // Subscribing again updates the registration; for people, the text says until when.
+    let again = run_args(&alice_dir, web_push(&p256dh, &auth, APP_ID))
+        .await
+        .ok()
+        .json();
+    assert_eq!(again["added"], false, "{again}");
+    let text = within(
+        LIMIT,
+        "subscribe, as text",
+        Command::new(BIN)
+            .arg("--relay")
+            .arg(&url)
+            .arg("--state-dir")
+            .arg(&alice_dir)
+            .args(web_push(&p256dh, &auth, APP_ID))
+            .env_remove("TIDINGS_RELAY")
+            .env_remove("TIDINGS_OHTTP_RELAY")
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "{text:?}");
+    assert!(
+        stdout.contains("Updated the subscription of this device's Web Push endpoint"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("days from now (expires_ms "), "{stdout}");
+    assert!(
+        !stdout.contains(&sub.endpoint),
+        "the endpoint is not printed: {stdout}"
+    );
+
+    // Bad input, found before anything is sent: exit 3 and what is wrong.
+    let short = URL_SAFE_NO_PAD.encode(&sub.subscriber.p256dh[..64]);
+    let wrong = run_args(&alice_dir, web_push(&short, &auth, APP_ID)).await;
+    assert_eq!(wrong.code, 3, "{wrong:?}");
+    assert!(wrong.stderr.contains("65 bytes starting with 0x04"), "{wrong:?}");
+    let wrong = run_args(
+        &alice_dir,
+        web_push(&p256dh, &URL_SAFE_NO_PAD.encode([1u8; 8]), APP_ID),
+    )
+    .await;
+    assert_eq!(wrong.code, 3, "{wrong:?}");
+    assert!(wrong.stderr.contains("16 bytes"), "{wrong:?}");
+    let wrong = run_args(&alice_dir, web_push("not*base64", &auth, APP_ID)).await;
+    assert_eq!(wrong.code, 3, "{wrong:?}");
+    assert!(wrong.stderr.contains("base64url"), "{wrong:?}");
+    // What only the relay can tell: a point off the curve, an app without Web Push.
+    let mut off_curve = [0u8; 65];
+    off_curve[0] = 0x04;
+    let refused = run_args(
+        &alice_dir,
+        web_push(&URL_SAFE_NO_PAD.encode(off_curve), &auth, APP_ID),
+    )
+    .await;
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("web_push.p256dh"), "{refused:?}");
+    let refused = run_args(&alice_dir, web_push(&p256dh, &auth, "com.example.nothing")).await;
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("app_id"), "{refused:?}");
+
+    // Unsubscribed: no more pushes.
+    let gone = run(&url, &alice_dir, &["push", "unsubscribe"], "")
+        .await
+        .ok()
+        .json();
+    assert_eq!(gone["unsubscribed"], true);
+    let gone = run(&url, &alice_dir, &["push", "unsubscribe"], "")
+        .await
+        .ok()
+        .json();
+    assert_eq!(gone["unsubscribed"], false, "nothing left to remove");
+    run(&url, &bob_dir, &["send", &alice, "unheard"], "").await.ok();
+    rig.settle().await;
+    assert_eq!(rig.webpush.attempts().len(), 1, "no push after unsubscribing");
 }

@@ -1,5 +1,6 @@
 //! What can be checked of `deploy/` here: the example configs pass `check-config`, every
-//! YAML file parses, the compose file names its services, and the systemd unit passes
+//! YAML file parses, the compose file names its services, the OHTTP overlay wires both
+//! gateways and the OHTTP relay together, and the systemd unit passes
 //! `systemd-analyze verify` (skipped visibly without systemd-analyze).
 
 use std::io::Write;
@@ -32,7 +33,12 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn example_configs_pass_check_config() {
-    for name in ["relay.embedded.toml", "relay.postgres.toml", "relay.compose.toml"] {
+    for name in [
+        "relay.embedded.toml",
+        "relay.postgres.toml",
+        "relay.compose.toml",
+        "relay.ohttp.compose.toml",
+    ] {
         let path = deploy().join(name);
         let mut cmd = Command::new(BIN);
         for key in ["LISTEN", "ADMIN_LISTEN", "DATA_DIR", "TLS_CERT", "TLS_KEY"] {
@@ -40,8 +46,8 @@ fn example_configs_pass_check_config() {
         }
         let out = cmd.arg("check-config").arg(&path).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if name == "relay.compose.toml" {
-            // Its key files appear only inside the compose volumes; the rest must be fine.
+        if name.ends_with(".compose.toml") {
+            // Their key files appear only inside the compose volumes; the rest must be fine.
             assert!(
                 out.status.success() || stderr.contains("/mock-push/"),
                 "{name}: {stderr}"
@@ -108,6 +114,64 @@ fn compose_names_its_services() {
         assert!(shared["depends_on"]["postgres"].as_hash().is_some(), "{relay}");
         assert!(shared["depends_on"]["mock-push"].as_hash().is_some(), "{relay}");
     }
+}
+
+#[test]
+fn the_ohttp_overlay_wires_the_gateways_to_the_ohttp_relay() {
+    let compose = load_yaml(&deploy().join("compose.ohttp.yaml")).remove(0);
+    let services = &compose["services"];
+    for name in ["relay-1", "relay-2", "ohttp-relay", "ohttp-tls"] {
+        assert!(!services[name].is_badvalue(), "{name}");
+    }
+    // Both relays run the OHTTP config, its gateway published on the host.
+    let config = std::fs::read_to_string(deploy().join("relay.ohttp.compose.toml")).unwrap();
+    let config: toml::Table = config.parse().unwrap();
+    let ohttp = config["ohttp"].as_table().expect("[ohttp]");
+    assert_eq!(ohttp["enabled"].as_bool(), Some(true));
+    let listen = ohttp["listen"].as_str().expect("ohttp.listen");
+    let port = listen.rsplit(':').next().unwrap();
+    for (relay, host_port) in [("relay-1", "7402"), ("relay-2", "7412")] {
+        let service = &services[relay];
+        let volumes: Vec<&str> = service["volumes"]
+            .as_vec()
+            .expect("volumes")
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            volumes.contains(&"./relay.ohttp.compose.toml:/etc/tidings/relay.toml:ro"),
+            "{relay}: {volumes:?}"
+        );
+        let ports: Vec<&str> = service["ports"]
+            .as_vec()
+            .expect("ports")
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert_eq!(ports, [format!("127.0.0.1:{host_port}:{port}")], "{relay}");
+    }
+    // The OHTTP relay is the published crate's image, forwarding to relay-1's gateway.
+    let relay = &services["ohttp-relay"];
+    assert_eq!(
+        relay["build"]["dockerfile"].as_str(),
+        Some("ohttp-relay.Dockerfile")
+    );
+    assert!(deploy().join("ohttp-relay.Dockerfile").is_file());
+    assert_eq!(
+        relay["environment"]["GATEWAY_ORIGIN"].as_str(),
+        Some(format!("http://relay-1:{port}").as_str())
+    );
+    let relay_port = relay["environment"]["PORT"].as_str().expect("PORT");
+    let tls = services["ohttp-tls"]["command"]
+        .as_vec()
+        .expect("a command")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect::<Vec<_>>();
+    assert!(
+        tls.contains(&format!("ohttp-relay:{relay_port}").as_str()),
+        "Caddy proxies to the OHTTP relay: {tls:?}"
+    );
 }
 
 #[test]

@@ -76,6 +76,7 @@ async fn restore(s: &Session) -> Result<(), CliError> {
     .map_err(|e| s.at.account(e));
     bar.finish_and_clear();
     let (account, _lock) = creating.finish(restored)?;
+    s.track(&account);
     let id = account.account_id();
     let contacts = account.contacts().len();
     s.out.result(
@@ -196,7 +197,7 @@ fn unreachable_note(s: &Session, left: usize) -> String {
 async fn flush(s: &Session, key: &StateKey) -> Result<usize, CliError> {
     let disk = DeviceState::open(&s.at.dir, key.bytes()).map_err(|e| s.at.state(e))?;
     let disk = Mutex::new(disk);
-    let client = s.client()?;
+    let client = s.client().await?;
     match tokio::time::timeout(FLUSH_WAIT, sign_out::flush_unsubscribes(&client, &disk)).await {
         Ok(Ok(report)) => Ok(report.left),
         Ok(Err(sign_out::FlushError::State(e))) => Err(s.at.state(e)),

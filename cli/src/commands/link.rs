@@ -79,6 +79,7 @@ async fn show(s: &Session, name: Option<String>, timeout: Duration) -> Result<()
     .and_then(|r| r.map_err(|e| s.at.account(e)));
     bar.finish_and_clear();
     let (account, _lock) = creating.finish(linked)?;
+    s.track(&account);
     let id = account.account_id();
     s.out.result(
         &format!("Linked: this device is signed in to account {id}."),

@@ -41,7 +41,7 @@ pub async fn send(s: &Session, args: SendArgs) -> Result<(), CliError> {
     } else {
         seal_message(&identity, &to, &text).map_err(error::sealed)?
     };
-    let client = s.client()?;
+    let client = s.client().await?;
     let stored = client
         .store(&to, MESSAGE_NAMESPACE, &data, 0)
         .await

@@ -5,6 +5,7 @@ mod config;
 mod contacts;
 mod link;
 mod messages;
+mod push;
 mod wait;
 
 use clap::CommandFactory;
@@ -25,7 +26,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(CliError::io("cannot write the completion script"));
     }
     let session = Session::new(&cli.global)?;
-    match cli.command {
+    let result = match cli.command {
         Command::Account { action } => account::run(&session, action).await,
         Command::Send(args) => messages::send(&session, args).await,
         Command::Listen(args) => messages::listen(&session, args).await,
@@ -33,7 +34,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Contacts(args) => contacts::run(&session, args.action.unwrap_or_default()).await,
         Command::Profile { action } => config::profile(&session, action.unwrap_or_default()).await,
         Command::Settings { action } => config::settings(&session, action.unwrap_or_default()).await,
+        Command::Push { action } => push::run(&session, action).await,
         // Handled above, without a session.
         Command::Completions { .. } => Ok(()),
-    }
+    };
+    session.finish(&result);
+    result
 }
