@@ -3,7 +3,8 @@
 #   mailbox: acknowledged Stores/s from 64 clients, Retrieves/s, long-poll wake latency
 #            with 10 000 parked waiters, relay RSS;
 #   push:    end-to-end pushes/s with 10 000 devices over mock APNs + FCM, and push
-#            latency at 1 000 messages/s.
+#            latency at 1 000 messages/s; then the same with the devices spread over
+#            APNs, FCM, Web Push and HMS (issue 14).
 #   restore: phrase → converged documents for an account with 10 000 contacts.
 #   nse:     NotificationProcessor open + process of a 2 KB sealed message from a contact
 #            with 10 000 contacts in state, in fresh processes: peak RSS and time
@@ -29,6 +30,7 @@ echo "bench.sh: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 status=0
 "$bench" mailbox --relay-bin "$relay" --clients 64 --duration 10 --waiters 10000 --wakes 1000 "$@" || status=$?
 "$bench" push --relay-bin "$relay" --devices 10000 --count 20000 --rate 1000 --seconds 5 "$@" || status=$?
+"$bench" push --relay-bin "$relay" --devices 10000 --count 20000 --rate 1000 --seconds 5 --services apns,fcm,webpush,hms "$@" || status=$?
 "$bench" restore --relay-bin "$relay" --contacts 10000 "$@" || status=$?
 target/release/tidings-nse-bench --contacts 10000 --runs 7 "$@" || status=$?
 "$bench" ohttp --relay-bin "$relay" --clients 32 --latency-clients 4 --duration 5 "$@" || status=$?
