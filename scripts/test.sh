@@ -29,6 +29,9 @@ cargo test --workspace --doc --quiet
 # a message when PyNaCl is missing; CI installs it).
 if command -v python3 >/dev/null 2>&1; then
   python3 device-link/tests/python/check_sealed_vectors.py
+  # The OHTTP gateway's key derivation (issue 13), from first principles over hmac and
+  # OpenSSL's X25519.
+  python3 relay/tests/python/check_ohttp_vectors.py
 fi
 
 # Soak (issue 7, part 6): Store, Retrieve long-polls, Subscribe churn and pushes to the
