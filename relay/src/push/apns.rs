@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use super::jwt::{JwtSignError, JwtSigner};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
 
@@ -315,8 +315,7 @@ struct ErrorBody {
 /// The provider token: signed once, shared by every request, re-signed every
 /// [`TOKEN_REFRESH`] (never per request: Apple throttles token changes).
 struct ProviderTokens {
-    key: EncodingKey,
-    header: Header,
+    signer: JwtSigner,
     team_id: String,
     current: Mutex<SignedToken>,
     refreshes: TokenRefreshes,
@@ -336,18 +335,15 @@ struct ProviderClaims<'a> {
 
 impl ProviderTokens {
     fn new(key_pem: &str, key_id: &str, team_id: &str) -> Result<ProviderTokens, PushConfigError> {
-        let key = EncodingKey::from_ec_pem(key_pem.as_bytes())
-            .map_err(|e| PushConfigError::BadKey(format!("APNs .p8 key: {e}")))?;
         if key_id.is_empty() || team_id.is_empty() {
             return Err(PushConfigError::BadSetting(
                 "APNs key_id and team_id are required".into(),
             ));
         }
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(key_id.to_owned());
+        let signer = JwtSigner::es256_from_pem(key_pem, Some(key_id))
+            .map_err(|e| PushConfigError::BadKey(format!("APNs .p8 key: {e}")))?;
         let mut tokens = ProviderTokens {
-            key,
-            header,
+            signer,
             team_id: team_id.to_owned(),
             refreshes: TokenRefreshes::default(),
             current: Mutex::new(SignedToken {
@@ -367,12 +363,12 @@ impl ProviderTokens {
         Ok(tokens)
     }
 
-    fn sign(&self) -> Result<SignedToken, jsonwebtoken::errors::Error> {
+    fn sign(&self) -> Result<SignedToken, JwtSignError> {
         let claims = ProviderClaims {
             iss: &self.team_id,
             iat: unix_now(),
         };
-        let jwt = jsonwebtoken::encode(&self.header, &claims, &self.key)?;
+        let jwt = self.signer.sign(&claims)?;
         Ok(SignedToken {
             jwt: Arc::from(jwt),
             signed_at: Instant::now(),
@@ -381,7 +377,7 @@ impl ProviderTokens {
     }
 
     /// The token to use now; re-signed under the lock, so concurrent senders sign once.
-    fn current(&self) -> Result<Arc<str>, jsonwebtoken::errors::Error> {
+    fn current(&self) -> Result<Arc<str>, JwtSignError> {
         let mut current = self
             .current
             .lock()
@@ -501,7 +497,7 @@ mod tests {
         let header = jsonwebtoken::decode_header(&*tokens.current().unwrap()).unwrap();
         assert_eq!(
             (header.alg, header.kid.as_deref()),
-            (Algorithm::ES256, Some("KEYID12345"))
+            (jsonwebtoken::Algorithm::ES256, Some("KEYID12345"))
         );
     }
 

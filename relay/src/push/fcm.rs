@@ -1,6 +1,6 @@
 //! FCM sender: HTTP v1 API with a service-account OAuth2 access token.
 //!
-//! The OAuth JWT-bearer grant is ours (jsonwebtoken RS256 + our HTTP/2 client) rather than
+//! The OAuth JWT-bearer grant is ours (an RS256 JWT signed by `push::jwt` + our HTTP/2 client) rather than
 //! gcp_auth's: gcp_auth does honour `token_uri`, but its HTTP client trusts only the system's
 //! roots with no way to add a CA, so it cannot reach a TLS mock (or a private token endpoint)
 //! with `ca_file`, and it brings its own hyper-rustls client with its own retry loop.
@@ -8,7 +8,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use super::jwt::{JwtSignError, JwtSigner};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -345,8 +345,7 @@ struct OAuth {
     client: reqwest::Client,
     token_uri: String,
     client_email: String,
-    key: EncodingKey,
-    header: Header,
+    signer: JwtSigner,
     cached: RwLock<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
     refreshes: TokenRefreshes,
@@ -384,7 +383,7 @@ struct OAuthError {
 
 impl OAuth {
     fn new(client: reqwest::Client, account: &ServiceAccount) -> Result<OAuth, PushConfigError> {
-        let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())
+        let signer = JwtSigner::rs256_from_pem(&account.private_key, account.private_key_id.as_deref())
             .map_err(|e| PushConfigError::BadKey(format!("service account private_key: {e}")))?;
         let token_uri = account
             .token_uri
@@ -394,14 +393,11 @@ impl OAuth {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| PushConfigError::BadServiceAccount(format!("token_uri {token_uri:?}")))?;
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = account.private_key_id.clone();
         let oauth = OAuth {
             client,
             token_uri,
             client_email: account.client_email.clone(),
-            key,
-            header,
+            signer,
             cached: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
             refreshes: TokenRefreshes::default(),
@@ -452,7 +448,7 @@ impl OAuth {
         }
     }
 
-    fn assertion(&self) -> Result<String, jsonwebtoken::errors::Error> {
+    fn assertion(&self) -> Result<String, JwtSignError> {
         let iat = unix_now();
         let claims = AssertionClaims {
             iss: &self.client_email,
@@ -461,7 +457,7 @@ impl OAuth {
             iat,
             exp: iat + ASSERTION_LIFETIME,
         };
-        jsonwebtoken::encode(&self.header, &claims, &self.key)
+        self.signer.sign(&claims)
     }
 
     /// Fetches a new access token and reports the attempt to the watcher.

@@ -9,6 +9,7 @@ pub mod apns;
 pub mod fcm;
 pub mod hms;
 pub mod http;
+pub mod jwt;
 pub mod webpush;
 
 use std::time::Duration;
