@@ -135,6 +135,13 @@ fn header(alg: &'static str, kid: Option<&str>) -> String {
     URL_SAFE_NO_PAD.encode(json)
 }
 
+/// The header of a compact JWS, decoded but not verified (for tests of the senders).
+#[cfg(test)]
+pub(crate) fn header_json(jwt: &str) -> serde_json::Value {
+    let header = jwt.split('.').next().unwrap_or_default();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::jwt::VerifyingKey;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -134,7 +134,7 @@ impl ApnsFailure {
 
 struct ApnsState {
     config: ApnsMockConfig,
-    key: DecodingKey,
+    key: VerifyingKey,
     requests: AtomicU64,
     provider_tokens: std::sync::Mutex<HashSet<String>>,
     /// Signature-checked tokens and their `iat`: Apple verifies a provider token once per
@@ -165,7 +165,7 @@ impl std::fmt::Debug for MockApns {
 impl MockApns {
     /// Starts listening.
     pub async fn start(config: ApnsMockConfig) -> Result<MockApns, StartError> {
-        let key = DecodingKey::from_ec_pem(config.public_key_pem.as_bytes())?;
+        let key = VerifyingKey::es256_from_pem(&config.public_key_pem)?;
         let tls = match (config.transport, &config.tls) {
             (Transport::Tls, Some(identity)) => Some(identity.clone()),
             (Transport::Tls, None) => Some(Arc::new(TlsIdentity::generate(&[])?)),
@@ -393,17 +393,12 @@ impl ApnsState {
     /// Checks a provider token's header, signature and issuer; returns its `iat`.
     fn verify_provider_token(&self, jwt: &str) -> Result<u64, Refusal> {
         const INVALID: Refusal = (StatusCode::FORBIDDEN, "InvalidProviderToken");
-        let header = jsonwebtoken::decode_header(jwt).map_err(|_| INVALID)?;
-        if header.alg != Algorithm::ES256 || header.kid.as_deref() != Some(self.config.key_id.as_str()) {
+        let header = crate::jwt::decode_header(jwt).ok_or(INVALID)?;
+        if header.kid.as_deref() != Some(self.config.key_id.as_str()) {
             return Err(INVALID);
         }
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<ProviderClaims>(jwt, &self.key, &validation)
-            .map_err(|_| INVALID)?
-            .claims;
+        // Checks the header's alg (ES256) and the signature.
+        let claims: ProviderClaims = self.key.verify(jwt).ok_or(INVALID)?;
         if claims.iss != self.config.team_id {
             return Err(INVALID);
         }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::jwt::VerifyingKey;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -206,7 +206,7 @@ impl FcmFailure {
 
 struct FcmState {
     config: FcmMockConfig,
-    key: DecodingKey,
+    key: VerifyingKey,
     audience: String,
     token_lifetime: std::sync::Mutex<Duration>,
     requests: AtomicU64,
@@ -237,7 +237,7 @@ impl std::fmt::Debug for MockFcm {
 impl MockFcm {
     /// Starts listening.
     pub async fn start(config: FcmMockConfig) -> Result<MockFcm, StartError> {
-        let key = DecodingKey::from_rsa_pem(config.public_key_pem.as_bytes())?;
+        let key = VerifyingKey::rs256_from_pem(&config.public_key_pem)?;
         let tls = match (config.transport, &config.tls) {
             (Transport::Tls, Some(identity)) => Some(identity.clone()),
             (Transport::Tls, None) => Some(Arc::new(TlsIdentity::generate(&[])?)),
@@ -431,17 +431,8 @@ impl FcmState {
 
     fn check_assertion(&self, assertion: &str) -> Result<(), (&'static str, &'static str)> {
         const BAD_SIGNATURE: (&str, &str) = ("invalid_grant", "Invalid JWT Signature.");
-        let header = jsonwebtoken::decode_header(assertion).map_err(|_| BAD_SIGNATURE)?;
-        if header.alg != Algorithm::RS256 {
-            return Err(BAD_SIGNATURE);
-        }
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &self.key, &validation)
-            .map_err(|_| BAD_SIGNATURE)?
-            .claims;
+        // Checks the header's alg (RS256) and the signature.
+        let claims: AssertionClaims = self.key.verify(assertion).ok_or(BAD_SIGNATURE)?;
         if claims.iss != self.config.client_email {
             return Err(("invalid_grant", "Invalid email or User ID"));
         }

@@ -1,10 +1,10 @@
 //! Provider credentials for tests: an APNs `.p8` signing key and a Google service account,
-//! made fresh (the RSA key once per process: generating one is slow).
+//! made fresh, except the RSA key: a fixed throwaway key checked in under `fixtures/`, so
+//! that no crate of the workspace needs RSA key generation (the `rsa` crate carries
+//! RUSTSEC-2023-0071) and no test waits for one.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
 use crate::record::fill_random;
 
@@ -109,30 +109,15 @@ impl std::fmt::Debug for RsaKey {
 }
 
 impl RsaKey {
-    /// Generates a fresh 2048-bit key (about a second even optimised; prefer [`RsaKey::shared`]).
-    pub fn generate() -> RsaKey {
-        let mut rng = rsa::rand_core::OsRng;
-        // Fails only if the OS random generator does.
-        let key = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA key generation failed");
-        // Encoding a freshly generated key cannot fail.
-        let private_key_pem = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("PKCS#8 encoding")
-            .to_string();
-        let public_key_pem = key
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .expect("SPKI encoding");
-        RsaKey {
-            private_key_pem,
-            public_key_pem,
-        }
-    }
-
-    /// One key generated on first use and shared by the whole process.
+    /// The process-wide test key: 2048 bits, made once with `openssl genpkey` and checked
+    /// in (`fixtures/service-account-rsa-2048.*.pem`). It is public, so it protects nothing:
+    /// it only stands in for a service account's key against the mocks.
     pub fn shared() -> &'static RsaKey {
         static KEY: OnceLock<RsaKey> = OnceLock::new();
-        KEY.get_or_init(RsaKey::generate)
+        KEY.get_or_init(|| RsaKey {
+            private_key_pem: include_str!("../fixtures/service-account-rsa-2048.key.pem").to_owned(),
+            public_key_pem: include_str!("../fixtures/service-account-rsa-2048.pub.pem").to_owned(),
+        })
     }
 }
 

@@ -20,6 +20,7 @@ pub mod apns;
 pub mod fcm;
 pub mod fixtures;
 pub mod hms;
+pub mod jwt;
 mod record;
 mod server;
 pub mod tls;

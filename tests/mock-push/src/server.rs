@@ -44,7 +44,7 @@ pub enum StartError {
     Tls(#[from] TlsError),
     /// A key in the mock's configuration could not be parsed.
     #[error("bad key in mock configuration: {0}")]
-    Key(#[from] jsonwebtoken::errors::Error),
+    Key(#[from] crate::jwt::KeyError),
 }
 
 /// State kept per client connection; Apple tracks provider-token changes per connection.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use crate::jwt::{Alg, sign};
 use serde_json::json;
 
 use crate::apns::unix_s;
@@ -48,10 +48,12 @@ fn tls_config(ca_pem: Option<&str>, alpn: &[u8]) -> rustls::ClientConfig {
 
 /// An APNs provider token for `key`, with overridable claims.
 pub(crate) fn apns_jwt(key: &ApnsKey, kid: &str, iss: &str, iat: u64) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(kid.to_owned());
-    let encoding = EncodingKey::from_ec_pem(key.private_key_pem.as_bytes()).unwrap();
-    jsonwebtoken::encode(&header, &json!({"iss": iss, "iat": iat}), &encoding).unwrap()
+    sign(
+        Alg::Es256,
+        &key.private_key_pem,
+        Some(kid),
+        &json!({"iss": iss, "iat": iat}),
+    )
 }
 
 /// A valid APNs provider token for `key`, issued now.
@@ -61,9 +63,11 @@ pub(crate) fn valid_apns_jwt(key: &ApnsKey) -> String {
 
 /// A service-account assertion with the given claims.
 pub(crate) fn assertion(account: &ServiceAccount, aud: &str, scope: &str, iat: u64, exp: u64) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(account.private_key_id.clone());
-    let encoding = EncodingKey::from_rsa_pem(account.key.private_key_pem.as_bytes()).unwrap();
     let claims = json!({"iss": account.client_email, "aud": aud, "scope": scope, "iat": iat, "exp": exp});
-    jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+    sign(
+        Alg::Rs256,
+        &account.key.private_key_pem,
+        Some(&account.private_key_id),
+        &claims,
+    )
 }

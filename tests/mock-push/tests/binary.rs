@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use tidings_mock_push::jwt::{Alg, sign};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mock-push");
 
@@ -120,14 +120,12 @@ async fn every_service_answers_at_its_printed_address_with_the_written_credentia
 
     // APNs, production and sandbox: an ES256 provider token from the written .p8.
     let p8 = read("AuthKey_ABC123DEFG.p8");
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("ABC123DEFG".into());
-    let jwt = jsonwebtoken::encode(
-        &header,
+    let jwt = sign(
+        Alg::Es256,
+        &p8,
+        Some("ABC123DEFG"),
         &json!({"iss": "TEAM123456", "iat": now()}),
-        &EncodingKey::from_ec_pem(p8.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    );
     for label in ["mock APNs", "mock APNs sandbox"] {
         let response = client
             .post(format!("{}/3/device/{}", url(&printed, label), "ab".repeat(32)))
@@ -151,10 +149,10 @@ async fn every_service_answers_at_its_printed_address_with_the_written_credentia
     let token_uri = account["token_uri"].as_str().unwrap();
     let fcm = url(&printed, "mock FCM");
     assert_eq!(token_uri, format!("{fcm}/token"));
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = account["private_key_id"].as_str().map(str::to_owned);
-    let assertion = jsonwebtoken::encode(
-        &header,
+    let assertion = sign(
+        Alg::Rs256,
+        account["private_key"].as_str().unwrap(),
+        account["private_key_id"].as_str(),
         &json!({
             "iss": account["client_email"],
             "aud": token_uri,
@@ -162,9 +160,7 @@ async fn every_service_answers_at_its_printed_address_with_the_written_credentia
             "iat": now(),
             "exp": now() + 3600,
         }),
-        &EncodingKey::from_rsa_pem(account["private_key"].as_str().unwrap().as_bytes()).unwrap(),
-    )
-    .unwrap();
+    );
     let form = [
         ("grant_type", tidings_mock_push::JWT_BEARER_GRANT),
         ("assertion", assertion.as_str()),
@@ -263,12 +259,12 @@ async fn every_service_answers_at_its_printed_address_with_the_written_credentia
         let client = client.clone();
         let (endpoint, aud) = (endpoint.to_owned(), webpush.clone());
         async move {
-            let jwt = jsonwebtoken::encode(
-                &Header::new(Algorithm::ES256),
+            let jwt = sign(
+                Alg::Es256,
+                &pem,
+                None,
                 &json!({"aud": aud, "exp": now() + 3600, "sub": "mailto:ops@example.com"}),
-                &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
-            )
-            .unwrap();
+            );
             // No body: a push without data needs no encryption (RFC 8030 section 5).
             client
                 .post(endpoint)
