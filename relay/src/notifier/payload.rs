@@ -157,7 +157,7 @@ async fn send_apns(app: Option<&AppProviders>, note: &Note<'_>, texts: &PushText
     };
     let enc = note.enc(apns_max_enc_len(&kind));
     let push = ApnsPush {
-        token: note.reg.token.clone(),
+        token: note.reg.token.clone().into(),
         sandbox: note.reg.service == Service::ApnsSandbox,
         kind,
         enc,
@@ -172,7 +172,7 @@ async fn send_fcm(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
         return missing(note.reg);
     };
     let push = FcmPush {
-        token: note.reg.token.clone(),
+        token: note.reg.token.clone().into(),
         enc: note.enc(FCM_MAX_ENC_LEN),
         high_priority: note.message_ns,
         ttl_s: note.ttl_s.min(FCM_MAX_TTL_S),
@@ -218,7 +218,7 @@ async fn send_hms(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
         return missing(note.reg);
     };
     let mut push = HmsPush {
-        token: note.reg.token.clone(),
+        token: note.reg.token.clone().into(),
         enc: note.enc(HMS_MAX_ENC_LEN),
         high_priority: note.message_ns,
         ttl_s: note.ttl_s,

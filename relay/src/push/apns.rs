@@ -5,6 +5,7 @@
 //! its own hyper-rustls client; the two payload shapes and the error body we need are a few
 //! serde structs, so they are ours.
 
+use super::token::DeviceToken;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,7 +87,7 @@ pub enum ApnsKind {
 #[derive(Clone, Debug)]
 pub struct ApnsPush {
     /// The device token, hex.
-    pub token: String,
+    pub token: DeviceToken,
     /// Send to the sandbox endpoint (APNS_SANDBOX registrations).
     pub sandbox: bool,
     /// Alert or background.
@@ -190,7 +191,7 @@ impl ApnsSender {
         };
         let mut request = self
             .client
-            .post(format!("{base}/3/device/{}", push.token))
+            .post(format!("{base}/3/device/{}", push.token.as_str()))
             .header(AUTHORIZATION, format!("bearer {jwt}"))
             .header("apns-topic", self.topic.clone())
             .header("apns-push-type", push_type)

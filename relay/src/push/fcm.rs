@@ -5,6 +5,7 @@
 //! roots with no way to add a CA, so it cannot reach a TLS mock (or a private token endpoint)
 //! with `ca_file`, and it brings its own hyper-rustls client with its own retry loop.
 
+use super::token::DeviceToken;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ impl std::fmt::Debug for FcmSettings {
 #[derive(Clone, Debug)]
 pub struct FcmPush {
     /// The FCM registration token.
-    pub token: String,
+    pub token: DeviceToken,
     /// The encrypted notification (base64), sent as `data.enc`.
     pub enc: String,
     /// `android.priority` HIGH (message namespaces) or NORMAL (config).

@@ -5,6 +5,7 @@
 //! expiry by one caller while the others keep using it, and dropped when Huawei answers
 //! `80200003` (expired), after which the push is tried once more with a fresh one.
 
+use super::token::DeviceToken;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,7 @@ impl std::fmt::Debug for HmsSettings {
 #[derive(Clone, Debug)]
 pub struct HmsPush {
     /// The Push Kit token.
-    pub token: String,
+    pub token: DeviceToken,
     /// The encrypted notification (base64), sent as `data` = `{"enc":"…"}`.
     pub enc: String,
     /// `android.urgency` HIGH (message namespaces) or NORMAL (config).
@@ -178,7 +179,7 @@ fn message(push: &HmsPush) -> SendRequest {
         message: Message {
             // Serialising one string field cannot fail.
             data: serde_json::json!({ "enc": push.enc }).to_string(),
-            token: [push.token.clone()],
+            token: [push.token.as_str().to_owned()],
             android: Android {
                 urgency: if push.high_priority { "HIGH" } else { "NORMAL" },
                 ttl: format!("{}s", push.ttl_s.min(HMS_MAX_TTL_S)),
