@@ -125,6 +125,7 @@ pub async fn serve(config: &Path, log: &Path, rust_log: &str) -> (Child, Announc
 }
 
 /// Sends `signal` to the still running `child`.
+#[allow(unsafe_code)] // the one FFI call of the workspace outside mobile-glue
 pub fn signal(child: &Child, signal: libc::c_int) {
     let pid = child.id().expect("still running") as libc::pid_t;
     // SAFETY: kill(2) only sends a signal to our own child process; no memory is shared.
