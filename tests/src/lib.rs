@@ -489,7 +489,10 @@ pub async fn raw_grpc(
         .header("te", "trailers")
         .body(())?;
     let (response, mut send) = client.send_request(request, false)?;
-    send.send_data(body, true)?;
+    // The relay may answer and close the stream from the headers alone (an unknown method
+    // is UNIMPLEMENTED at once); sending the body then fails with "inactive stream", and
+    // the answer still stands. Any other failure shows in the response.
+    let _ = send.send_data(body, true);
     let response = response.await?;
     let http_status = response.status().as_u16();
     let (parts, mut recv) = response.into_parts();
