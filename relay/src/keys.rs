@@ -130,12 +130,12 @@ impl RelayKeys {
     }
 
     /// Keyed BLAKE2b-256 of `account`: the opaque index of its subscriptions.
-    pub fn account_index(&self, account: &[u8; 32]) -> [u8; 32] {
+    pub fn account_index(&self, account: &[u8; 32]) -> crate::store::AccountIndex {
         // A 32-byte key is within BLAKE2b's 64-byte key limit.
         let mut mac = Blake2bMac::<U32>::new_from_slice(&self.account_index_key)
             .expect("a 32-byte key fits BLAKE2b's 64-byte key limit");
         mac.update(account);
-        mac.finalize_fixed().into()
+        crate::store::AccountIndex(mac.finalize_fixed().into())
     }
 
     /// A short, keyed, non-reversible tag of `account` for debug logs (never the key itself).
@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(a.account_index(&account), a.account_index(&account));
         assert_ne!(a.account_index(&account), c.account_index(&account));
         assert_ne!(a.account_index(&account), a.account_index(&[8u8; 32]));
-        assert_ne!(a.account_index(&account), tidings_proto::hash::h(&[&account]));
+        assert_ne!(a.account_index(&account).0, tidings_proto::hash::h(&[&account]));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::{
     limits::{Guards, Op, Spender, exhausted},
     longpoll::Waiters,
     metrics::Metrics,
-    store::{NewMessage, Page, Store, StoreError, StoredMessage},
+    store::{self, NewMessage, Page, Store, StoreError, StoredMessage},
 };
 
 /// Bytes a message costs in a Retrieve answer beyond its data (hash, seq, times, tags).
@@ -129,7 +129,13 @@ impl MailboxService {
         let at_most = page_len.max(1).saturating_mul(REMAINING_PAGES).min(REMAINING_CAP);
         let n = self
             .store
-            .count_messages(account, namespace, last, self.clock.now_ms(), at_most)
+            .count_messages(
+                &store::Account(*account),
+                namespace,
+                last,
+                self.clock.now_ms(),
+                at_most,
+            )
             .await
             .map_err(storage_status)?;
         Ok(u64::from(n))
@@ -156,7 +162,7 @@ impl MailboxService {
         // Counting costs up to `max` entries; the span is two lookups and bounds the count.
         let span = self
             .store
-            .seq_span(account, namespace)
+            .seq_span(&store::Account(*account), namespace)
             .await
             .map_err(storage_status)?;
         if span < u64::from(max) {
@@ -164,7 +170,7 @@ impl MailboxService {
         }
         let held = self
             .store
-            .count_messages(account, namespace, 0, now_ms, max)
+            .count_messages(&store::Account(*account), namespace, 0, now_ms, max)
             .await
             .map_err(storage_status)?;
         if held < max {
@@ -172,7 +178,7 @@ impl MailboxService {
         }
         let stored = self
             .store
-            .get_message(account, namespace, hash)
+            .get_message(&store::Account(*account), namespace, hash)
             .await
             .map_err(storage_status)?;
         if stored.is_some_and(|m| m.expires_ms > now_ms) {
@@ -203,7 +209,13 @@ impl MailboxService {
             let want = page.room().min(READ_CHUNK);
             let chunk = self
                 .store
-                .get_messages(account, namespace, cursor, want, self.clock.now_ms())
+                .get_messages(
+                    &store::Account(*account),
+                    namespace,
+                    cursor,
+                    want,
+                    self.clock.now_ms(),
+                )
                 .await
                 .map_err(storage_status)?;
             cursor = chunk.messages.last().map_or(cursor, |m| m.seq);
@@ -308,7 +320,7 @@ impl Mailbox for MailboxService {
         }
         let size = v.data.len();
         let msg = NewMessage {
-            account: v.account,
+            account: store::Account(v.account),
             account_index: self.keys.account_index(&v.account),
             namespace: v.namespace,
             hash,
@@ -379,7 +391,7 @@ impl Mailbox for MailboxService {
         let v = validate::delete(request.get_ref(), &self.limits, self.clock.now_s())?;
         let deleted = self
             .store
-            .delete_messages(&v.account, v.namespace, &v.hashes)
+            .delete_messages(&store::Account(v.account), v.namespace, &v.hashes)
             .await
             .map_err(storage_status)?;
         Ok(Response::new(DeleteResponse { deleted }))

@@ -406,7 +406,7 @@ impl AppCatalog for AnyApp {
 }
 
 fn at_rest_aad(account_index: &AccountIndex, device_id: &DeviceId) -> Vec<u8> {
-    [AT_REST_AAD, account_index, device_id].concat()
+    [AT_REST_AAD, account_index.as_slice(), device_id].concat()
 }
 
 #[cfg(test)]
@@ -565,8 +565,11 @@ mod tests {
     fn a_web_push_registration_round_trips_at_rest_without_its_endpoint_in_clear() {
         let reg = validate(webpush_reg(), &Apps).unwrap();
         let key = [9u8; 32];
-        let blob = seal_at_rest(&key, &[1; 32], &reg);
-        assert_eq!(open_at_rest(&key, &[1; 32], &reg.device_id, &blob).unwrap(), reg);
+        let blob = seal_at_rest(&key, &AccountIndex([1; 32]), &reg);
+        assert_eq!(
+            open_at_rest(&key, &AccountIndex([1; 32]), &reg.device_id, &blob).unwrap(),
+            reg
+        );
         let endpoint = reg.web_push.as_ref().unwrap().endpoint.as_bytes();
         assert!(
             !blob.windows(endpoint.len()).any(|w| w == endpoint),
@@ -593,9 +596,9 @@ mod tests {
         let mut local = webpush_reg();
         local.web_push.as_mut().unwrap().endpoint = "http://127.0.0.1:9/push/x".into();
         let local = validate(local, &Allowing(EndpointPolicy::new(true, &[], nets))).unwrap();
-        let blob = seal_at_rest(&key, &[1; 32], &local);
+        let blob = seal_at_rest(&key, &AccountIndex([1; 32]), &local);
         assert_eq!(
-            open_at_rest(&key, &[1; 32], &local.device_id, &blob).unwrap(),
+            open_at_rest(&key, &AccountIndex([1; 32]), &local.device_id, &blob).unwrap(),
             local
         );
     }
@@ -650,14 +653,17 @@ mod tests {
     fn at_rest_blob_is_bound_to_its_row() {
         let reg = validate(apns_reg(), &Apps).unwrap();
         let key = [9u8; 32];
-        let blob = seal_at_rest(&key, &[1; 32], &reg);
-        assert_eq!(open_at_rest(&key, &[1; 32], &reg.device_id, &blob).unwrap(), reg);
+        let blob = seal_at_rest(&key, &AccountIndex([1; 32]), &reg);
         assert_eq!(
-            open_at_rest(&key, &[2; 32], &reg.device_id, &blob),
+            open_at_rest(&key, &AccountIndex([1; 32]), &reg.device_id, &blob).unwrap(),
+            reg
+        );
+        assert_eq!(
+            open_at_rest(&key, &AccountIndex([2; 32]), &reg.device_id, &blob),
             Err(AtRestError::Decrypt)
         );
         assert_eq!(
-            open_at_rest(&[8; 32], &[1; 32], &reg.device_id, &blob),
+            open_at_rest(&[8; 32], &AccountIndex([1; 32]), &reg.device_id, &blob),
             Err(AtRestError::Decrypt)
         );
         let token_hex = reg.token.as_bytes();
@@ -670,7 +676,7 @@ mod tests {
     proptest! {
         #[test]
         fn garbage_blobs_never_panic(blob in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = open_at_rest(&[0; 32], &[0; 32], &[0; 16], &blob);
+            let _ = open_at_rest(&[0; 32], &AccountIndex([0; 32]), &[0; 16], &blob);
         }
     }
 }

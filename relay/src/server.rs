@@ -413,7 +413,7 @@ async fn serve(
 /// Wakes this node's long-polls and push notifier for messages stored by any node of a
 /// shared store (its own included: a spurious wake only costs a re-read).
 async fn forward_arrivals(
-    mut arrivals: tokio::sync::broadcast::Receiver<([u8; 32], u32)>,
+    mut arrivals: tokio::sync::broadcast::Receiver<(crate::store::Account, u32)>,
     waiters: Arc<Waiters>,
     push_wake: Arc<Notify>,
     draining: CancellationToken,

@@ -127,8 +127,8 @@ mod tests {
 
     async fn put(store: &dyn Store, i: u8, expires_ms: i64) {
         let msg = NewMessage {
-            account: [1; 32],
-            account_index: [2; 32],
+            account: crate::store::Account([1; 32]),
+            account_index: crate::store::AccountIndex([2; 32]),
             namespace: 0,
             hash: [i; 32],
             data: vec![i],
@@ -163,7 +163,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(handle.swept_total(), 5, "one sweep drains all batches");
-        let left = store.get_messages(&[1; 32], 0, 0, 10, 0).await.unwrap();
+        let left = store
+            .get_messages(&crate::store::Account([1; 32]), 0, 0, 10, 0)
+            .await
+            .unwrap();
         assert_eq!(
             left.messages.iter().map(|m| m.data[0]).collect::<Vec<_>>(),
             vec![99]

@@ -218,7 +218,13 @@ impl TestRelay {
         let now_ms = self.relay.clock().now_ms();
         let page = self
             .store()
-            .get_messages(&account.id(), namespace as u32, 0, 100_000, now_ms)
+            .get_messages(
+                &tidings_relay::store::Account(account.id()),
+                namespace as u32,
+                0,
+                100_000,
+                now_ms,
+            )
             .await
             .expect("store answers");
         page.messages.len()

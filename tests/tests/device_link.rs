@@ -145,7 +145,7 @@ async fn stored_config(relay: &TestRelay, account: &Account) -> (usize, usize) {
         STEP,
         "store listing",
         relay.store().get_messages(
-            &account.account_key(),
+            &tidings_relay::store::Account(account.account_key()),
             CONFIG_NAMESPACE as u32,
             0,
             100_000,

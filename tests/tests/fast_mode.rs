@@ -1491,7 +1491,7 @@ async fn the_database_holds_no_token_push_key_or_subscriber_account() {
     rig.fcm.wait_for(1, PUSH_WAIT).await.unwrap();
     rig.settle().await;
     let keys = rig.relay().relay().keys();
-    let (alice_index, bob_index) = (keys.account_index(&alice.id()), keys.account_index(&bob.id()));
+    let (alice_index, bob_index) = (keys.account_index(&alice.id()).0, keys.account_index(&bob.id()).0);
     rig.shutdown_relay().await;
 
     let mut dump = Vec::new();
@@ -1641,7 +1641,7 @@ async fn a_dump_with_pushes_pending_links_no_account_to_a_device() {
     let pending = rig.relay().store().outbox_stats().await.unwrap().depth;
     assert_eq!(pending, 3, "the dump is taken with every push pending");
     let keys = rig.relay().relay().keys();
-    let (alice_index, bob_index) = (keys.account_index(&alice.id()), keys.account_index(&bob.id()));
+    let (alice_index, bob_index) = (keys.account_index(&alice.id()).0, keys.account_index(&bob.id()).0);
     let secrets = |d: &Device| {
         let mut s = vec![
             d.token.as_bytes().to_vec(),

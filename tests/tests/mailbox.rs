@@ -357,7 +357,13 @@ async fn store_account_that_is_not_a_key_is_invalid_argument() {
     assert!(e.message().starts_with("account:"), "{e:?}");
     let page = relay
         .store()
-        .get_messages(&bogus, 0, 0, 10, relay.relay().clock().now_ms())
+        .get_messages(
+            &tidings_relay::store::Account(bogus),
+            0,
+            0,
+            10,
+            relay.relay().clock().now_ms(),
+        )
         .await
         .unwrap();
     assert!(page.messages.is_empty());

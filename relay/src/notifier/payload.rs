@@ -309,8 +309,8 @@ mod tests {
         };
         let job = PushJob {
             id: 1,
-            account: [2; 32],
-            account_index: [3; 32],
+            account: crate::store::Account([2; 32]),
+            account_index: crate::store::AccountIndex([3; 32]),
             device_id: [1; 16],
             namespace: 0,
             hash: [4; 32],

@@ -29,8 +29,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         Fixture {
-            account: tidings_proto::random_bytes(),
-            index: tidings_proto::random_bytes(),
+            account: crate::store::Account(tidings_proto::random_bytes()),
+            index: crate::store::AccountIndex(tidings_proto::random_bytes()),
         }
     }
 

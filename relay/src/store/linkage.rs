@@ -74,13 +74,17 @@ impl StoreKeys {
     /// Seals which message a job of `account_index` delivers.
     pub fn seal_job(&self, account_index: &AccountIndex, m: &JobMessage) -> Vec<u8> {
         let mut plain = Vec::with_capacity(JOB_PLAIN_LEN);
-        plain.extend_from_slice(&m.account);
+        plain.extend_from_slice(m.account.as_slice());
         plain.extend_from_slice(&m.namespace.to_be_bytes());
         plain.extend_from_slice(&m.hash);
         plain.extend_from_slice(&m.seq.to_be_bytes());
         plain.extend_from_slice(&m.created_ms.to_be_bytes());
         plain.extend_from_slice(&m.expires_ms.to_be_bytes());
-        seal(&self.at_rest, &plain, &[JOB_AAD, account_index].concat())
+        seal(
+            &self.at_rest,
+            &plain,
+            &[JOB_AAD, account_index.as_slice()].concat(),
+        )
     }
 
     /// Opens a job's sealed message reference. Fails with [`StoreError::Corrupt`] when it
@@ -89,7 +93,8 @@ impl StoreKeys {
         let bad = || {
             StoreError::Corrupt("a push job's message reference does not open with this relay's key".into())
         };
-        let plain = open(&self.at_rest, blob, &[JOB_AAD, account_index].concat()).ok_or_else(bad)?;
+        let plain =
+            open(&self.at_rest, blob, &[JOB_AAD, account_index.as_slice()].concat()).ok_or_else(bad)?;
         if plain.len() != JOB_PLAIN_LEN {
             return Err(bad());
         }
@@ -101,7 +106,7 @@ impl StoreKeys {
         // The splits above cut exactly the lengths the conversions expect.
         let arr = |b: &[u8]| -> Result<[u8; 8], StoreError> { b.try_into().map_err(|_| bad()) };
         Ok(JobMessage {
-            account: account.try_into().map_err(|_| bad())?,
+            account: Account(account.try_into().map_err(|_| bad())?),
             namespace: u32::from_be_bytes(namespace.try_into().map_err(|_| bad())?),
             hash: hash.try_into().map_err(|_| bad())?,
             seq: u64::from_be_bytes(arr(seq)?),
@@ -116,7 +121,7 @@ impl StoreKeys {
         // A 32-byte key is within BLAKE2b's 64-byte key limit, so this cannot fail.
         let mut mac = Blake2bMac::<U32>::new_from_slice(&self.marker)
             .expect("a 32-byte key fits BLAKE2b's 64-byte key limit");
-        mac.update(account_index);
+        mac.update(account_index.as_slice());
         mac.update(hash);
         mac.finalize_fixed().into()
     }
@@ -187,19 +192,19 @@ mod tests {
     #[test]
     fn a_job_reference_opens_only_for_its_account_index() {
         let m = JobMessage {
-            account: [3; 32],
+            account: crate::store::Account([3; 32]),
             namespace: 12,
             hash: [4; 32],
             seq: 99,
             created_ms: 5,
             expires_ms: 6,
         };
-        let blob = keys().seal_job(&[7; 32], &m);
-        assert_eq!(keys().open_job(&[7; 32], &blob).unwrap(), m);
-        assert!(keys().open_job(&[8; 32], &blob).is_err());
+        let blob = keys().seal_job(&AccountIndex([7; 32]), &m);
+        assert_eq!(keys().open_job(&AccountIndex([7; 32]), &blob).unwrap(), m);
+        assert!(keys().open_job(&AccountIndex([8; 32]), &blob).is_err());
         assert!(
             StoreKeys::new([9; 32], [2; 32])
-                .open_job(&[7; 32], &blob)
+                .open_job(&AccountIndex([7; 32]), &blob)
                 .is_err()
         );
         for needle in [&m.account[..], &m.hash[..]] {
@@ -209,11 +214,11 @@ mod tests {
 
     #[test]
     fn markers_are_keyed_and_per_device() {
-        let (ai, hash) = ([1; 32], [2; 32]);
+        let (ai, hash) = (AccountIndex([1; 32]), [2; 32]);
         let a = keys().pushed_marker(&ai, &[3; 16], &hash);
         assert_eq!(a, marker(&keys().message_tag(&ai, &hash), &[3; 16]));
         assert_ne!(a, keys().pushed_marker(&ai, &[4; 16], &hash));
-        assert_ne!(a, keys().pushed_marker(&[9; 32], &[3; 16], &hash));
+        assert_ne!(a, keys().pushed_marker(&AccountIndex([9; 32]), &[3; 16], &hash));
         assert_ne!(
             a,
             StoreKeys::new([1; 32], [5; 32]).pushed_marker(&ai, &[3; 16], &hash)
@@ -230,7 +235,7 @@ mod tests {
     proptest! {
         #[test]
         fn garbage_never_panics(blob in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = keys().open_job(&[0; 32], &blob);
+            let _ = keys().open_job(&AccountIndex([0; 32]), &blob);
             let _ = keys().open_wal(0, &blob);
         }
     }

@@ -34,12 +34,54 @@ pub mod redb;
 
 use async_trait::async_trait;
 
-/// An account key: the Ed25519 public key of the mailbox owner.
-pub type Account = [u8; 32];
+/// Declares a 32-byte key type that is its own type (so an [`Account`] never goes where an
+/// [`AccountIndex`] belongs: the at-rest privacy rests on keeping them apart) and whose
+/// `Debug` prints none of its bytes.
+macro_rules! key32 {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(pub [u8; 32]);
+
+        impl std::ops::Deref for $name {
+            type Target = [u8; 32];
+
+            fn deref(&self) -> &[u8; 32] {
+                &self.0
+            }
+        }
+
+        impl AsRef<[u8]> for $name {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+
+        impl From<[u8; 32]> for $name {
+            fn from(bytes: [u8; 32]) -> Self {
+                Self(bytes)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($name), "(..)"))
+            }
+        }
+    };
+}
+
+key32! {
+    /// An account key: the Ed25519 public key of the mailbox owner.
+    Account
+}
+key32! {
+    /// The keyed hash under which subscriptions of an account are indexed: what the store
+    /// keeps instead of the account wherever a device is concerned.
+    AccountIndex
+}
 /// A message hash, `H(account ‖ be32(namespace) ‖ data)`.
 pub type Hash = [u8; 32];
-/// The keyed hash under which subscriptions of an account are indexed.
-pub type AccountIndex = [u8; 32];
 /// A device id.
 pub type DeviceId = [u8; 16];
 

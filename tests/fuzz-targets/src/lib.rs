@@ -134,7 +134,7 @@ pub fn unseal_registration(data: &[u8]) {
     let back = registration::open_at_rest(keys.at_rest_key(), &index, &valid.device_id, &blob);
     assert_eq!(back.as_ref(), Ok(&valid), "at-rest round trip");
     let mut other_row = index;
-    other_row[0] ^= 1;
+    other_row.0[0] ^= 1;
     assert!(registration::open_at_rest(keys.at_rest_key(), &other_row, &valid.device_id, &blob).is_err());
 }
 

@@ -34,7 +34,7 @@ pub fn parse_payload(payload: &str) -> Option<(Account, u32)> {
     let (account, namespace) = payload.split_once(':')?;
     let mut out = [0u8; 32];
     hex::decode_to_slice(account, &mut out).ok()?;
-    Some((out, namespace.parse().ok()?))
+    Some((Account(out), namespace.parse().ok()?))
 }
 
 /// Starts listening; the task ends when `stop` is cancelled.
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn payload_round_trips_and_rejects_garbage() {
-        let account = [0xab; 32];
+        let account = Account([0xab; 32]);
         assert_eq!(parse_payload(&payload(&account, 32767)), Some((account, 32767)));
         for bad in [
             "",

@@ -527,7 +527,7 @@ pub async fn claim_jobs(
 
 /// A claimed job row, its message reference opened.
 fn job_from(keys: &StoreKeys, row: &Row) -> Result<PushJob> {
-    let account_index: AccountIndex = bytes(row, 1, "job account index")?;
+    let account_index = AccountIndex(bytes(row, 1, "job account index")?);
     let sealed: &[u8] = col(row, 3)?;
     let m = keys.open_job(&account_index, sealed)?;
     Ok(PushJob {

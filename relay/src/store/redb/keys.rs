@@ -82,17 +82,22 @@ pub type DueKey = [u8; 16];
 
 /// Key of a mailbox's seq counter.
 pub fn counter(account: &Account, namespace: u32) -> CounterKey {
-    concat(&[account, &namespace.to_be_bytes(), &[TAG_COUNTER]])
+    concat(&[account.as_slice(), &namespace.to_be_bytes(), &[TAG_COUNTER]])
 }
 
 /// Key of a message.
 pub fn msg(account: &Account, namespace: u32, seq: u64) -> MsgKey {
-    concat(&[account, &namespace.to_be_bytes(), &[TAG_MSG], &seq.to_be_bytes()])
+    concat(&[
+        account.as_slice(),
+        &namespace.to_be_bytes(),
+        &[TAG_MSG],
+        &seq.to_be_bytes(),
+    ])
 }
 
 /// Decodes a message key into (account, namespace, seq).
 pub fn parse_msg(mut k: &[u8]) -> Option<(Account, u32, u64)> {
-    let account = take::<32>(&mut k)?;
+    let account = Account(take::<32>(&mut k)?);
     let ns = u32::from_be_bytes(take(&mut k)?);
     take_tag(&mut k, TAG_MSG)?;
     let seq = u64::from_be_bytes(take(&mut k)?);
@@ -101,14 +106,14 @@ pub fn parse_msg(mut k: &[u8]) -> Option<(Account, u32, u64)> {
 
 /// Key of the hash index.
 pub fn hash(account: &Account, namespace: u32, hash: &Hash) -> HashKey {
-    concat(&[account, &namespace.to_be_bytes(), &[TAG_HASH], hash])
+    concat(&[account.as_slice(), &namespace.to_be_bytes(), &[TAG_HASH], hash])
 }
 
 /// Key of the message expiry index.
 pub fn msg_expiry(expires_ms: i64, account: &Account, namespace: u32, seq: u64) -> MsgExpiryKey {
     concat(&[
         &ord_i64(expires_ms),
-        account,
+        account.as_slice(),
         &namespace.to_be_bytes(),
         &seq.to_be_bytes(),
     ])
@@ -117,7 +122,7 @@ pub fn msg_expiry(expires_ms: i64, account: &Account, namespace: u32, seq: u64) 
 /// Decodes a message expiry key into (expires_ms, account, namespace, seq).
 pub fn parse_msg_expiry(mut k: &[u8]) -> Option<(i64, Account, u32, u64)> {
     let expires = from_ord_i64(take(&mut k)?);
-    let account = take::<32>(&mut k)?;
+    let account = Account(take::<32>(&mut k)?);
     let ns = u32::from_be_bytes(take(&mut k)?);
     let seq = u64::from_be_bytes(take(&mut k)?);
     k.is_empty().then_some((expires, account, ns, seq))
@@ -125,12 +130,12 @@ pub fn parse_msg_expiry(mut k: &[u8]) -> Option<(i64, Account, u32, u64)> {
 
 /// Key of a subscription.
 pub fn sub(account_index: &AccountIndex, device_id: &DeviceId) -> SubKey {
-    concat(&[account_index, &[TAG_SUB], device_id])
+    concat(&[account_index.as_slice(), &[TAG_SUB], device_id])
 }
 
 /// Decodes a subscription key.
 pub fn parse_sub(mut k: &[u8]) -> Option<(AccountIndex, DeviceId)> {
-    let ai = take::<32>(&mut k)?;
+    let ai = AccountIndex(take::<32>(&mut k)?);
     take_tag(&mut k, TAG_SUB)?;
     let dev = take::<16>(&mut k)?;
     k.is_empty().then_some((ai, dev))
@@ -138,7 +143,12 @@ pub fn parse_sub(mut k: &[u8]) -> Option<(AccountIndex, DeviceId)> {
 
 /// Key of the per-subscription job index.
 pub fn sub_job(account_index: &AccountIndex, device_id: &DeviceId, job_id: u64) -> SubJobKey {
-    concat(&[account_index, &[TAG_SUB_JOB], device_id, &job_id.to_be_bytes()])
+    concat(&[
+        account_index.as_slice(),
+        &[TAG_SUB_JOB],
+        device_id,
+        &job_id.to_be_bytes(),
+    ])
 }
 
 /// Decodes the job id of a per-subscription job key.
@@ -152,13 +162,13 @@ pub fn parse_sub_job_id(mut k: &[u8]) -> Option<u64> {
 
 /// Key of the subscription expiry index.
 pub fn sub_expiry(expires_ms: i64, account_index: &AccountIndex, device_id: &DeviceId) -> SubExpiryKey {
-    concat(&[&ord_i64(expires_ms), account_index, device_id])
+    concat(&[&ord_i64(expires_ms), account_index.as_slice(), device_id])
 }
 
 /// Decodes a subscription expiry key.
 pub fn parse_sub_expiry(mut k: &[u8]) -> Option<(i64, AccountIndex, DeviceId)> {
     let expires = from_ord_i64(take(&mut k)?);
-    let ai = take::<32>(&mut k)?;
+    let ai = AccountIndex(take::<32>(&mut k)?);
     let dev = take::<16>(&mut k)?;
     k.is_empty().then_some((expires, ai, dev))
 }
@@ -203,6 +213,7 @@ mod tests {
         fn mailbox_keys_round_trip_and_sort_like_tuples(
             a1: [u8; 32], n1: u32, s1: u64, a2: [u8; 32], n2: u32, s2: u64, h: [u8; 32],
         ) {
+            let (a1, a2) = (Account(a1), Account(a2));
             let k1 = msg(&a1, n1, s1);
             prop_assert_eq!(parse_msg(&k1), Some((a1, n1, s1)));
             prop_assert_eq!((a1, n1, s1).cmp(&(a2, n2, s2)), k1.cmp(&msg(&a2, n2, s2)));
@@ -218,6 +229,7 @@ mod tests {
         fn msg_expiry_keys_round_trip_and_sort_like_tuples(
             e1: i64, a1: [u8; 32], n1: u32, s1: u64, e2: i64, a2: [u8; 32], n2: u32, s2: u64,
         ) {
+            let (a1, a2) = (Account(a1), Account(a2));
             let k1 = msg_expiry(e1, &a1, n1, s1);
             prop_assert_eq!(parse_msg_expiry(&k1), Some((e1, a1, n1, s1)));
             prop_assert_eq!(
@@ -231,6 +243,7 @@ mod tests {
             e1: i64, i1: [u8; 32], d1: [u8; 16], e2: i64, i2: [u8; 32], d2: [u8; 16],
             j1: u64, j2: u64,
         ) {
+            let (i1, i2) = (AccountIndex(i1), AccountIndex(i2));
             prop_assert_eq!(parse_sub(&sub(&i1, &d1)), Some((i1, d1)));
             prop_assert_eq!((i1, d1).cmp(&(i2, d2)), sub(&i1, &d1).cmp(&sub(&i2, &d2)));
             // All subscriptions of an account sort before its job index.
@@ -260,7 +273,7 @@ mod tests {
     fn parsers_reject_wrong_lengths_and_tags() {
         assert_eq!(parse_msg(&[0u8; 44]), None);
         assert_eq!(parse_msg(&[1u8; 46]), None);
-        assert_eq!(parse_msg(&counter(&[0; 32], 1)), None);
+        assert_eq!(parse_msg(&counter(&Account([0; 32]), 1)), None);
         assert_eq!(parse_due(&[0u8; 15]), None);
         assert_eq!(parse_sub_job_id(&[0u8; 57]), None);
         assert_eq!(parse_pushed_expiry(&[0u8; 41]), None);

@@ -189,7 +189,7 @@ const MAX_OWNER_LEN: usize = 255;
 pub fn encode_job(rec: &JobRecord) -> Vec<u8> {
     let owner = truncate_utf8(&rec.lease_owner, MAX_OWNER_LEN);
     let mut out = Vec::with_capacity(89 + rec.sealed.len() + owner.len());
-    out.extend_from_slice(&rec.account_index);
+    out.extend_from_slice(rec.account_index.as_slice());
     out.extend_from_slice(&rec.device_id);
     // A sealed reference is about a hundred bytes.
     out.extend_from_slice(&(rec.sealed.len() as u32).to_be_bytes());
@@ -207,7 +207,7 @@ pub fn encode_job(rec: &JobRecord) -> Vec<u8> {
 /// Decodes a job value.
 pub fn decode_job(id: u64, v: &[u8]) -> Result<JobRecord, StoreError> {
     let mut r = Reader::new(v, "job");
-    let account_index: AccountIndex = r.array()?;
+    let account_index = AccountIndex(r.array()?);
     let device_id: DeviceId = r.array()?;
     let sealed_len = r.u32()? as usize;
     let sealed = r.bytes(sealed_len)?.to_vec();
@@ -268,9 +268,9 @@ mod tests {
             ai: [u8; 32], dev: [u8; 16], namespaces: Vec<u32>, want_data: bool,
             sealed: Vec<u8>, expires_ms: i64, probe: u32,
         ) {
-            let sub = Subscription { account_index: ai, device_id: dev, namespaces, want_data, sealed, expires_ms };
+            let sub = Subscription { account_index: crate::store::AccountIndex(ai), device_id: dev, namespaces, want_data, sealed, expires_ms };
             let enc = encode_sub(&sub);
-            prop_assert_eq!(&decode_sub(ai, dev, &enc).unwrap(), &sub);
+            prop_assert_eq!(&decode_sub(crate::store::AccountIndex(ai), dev, &enc).unwrap(), &sub);
             prop_assert_eq!(sub_expires(&enc).unwrap(), expires_ms);
             prop_assert_eq!(sub_has_namespace(&enc, probe).unwrap(), sub.namespaces.contains(&probe));
         }
@@ -281,7 +281,7 @@ mod tests {
             times: (i64, i64, i64), attempts: u32, owner in "\\PC{0,300}",
         ) {
             let rec = JobRecord {
-                id, account_index: ai, device_id: dev, sealed, attempts, enqueued_ms: times.0,
+                id, account_index: crate::store::AccountIndex(ai), device_id: dev, sealed, attempts, enqueued_ms: times.0,
                 not_before_ms: times.1, lease_until_ms: times.2, lease_owner: owner,
             };
             let back = decode_job(id, &encode_job(&rec)).unwrap();
@@ -299,7 +299,7 @@ mod tests {
         #[test]
         fn decoders_never_panic(v: Vec<u8>) {
             let _ = decode_msg(&v);
-            let _ = decode_sub([0; 32], [0; 16], &v);
+            let _ = decode_sub(crate::store::AccountIndex([0; 32]), [0; 16], &v);
             let _ = sub_has_namespace(&v, 1);
             let _ = decode_job(1, &v);
             let _ = decode_u64(&v, "x");

@@ -26,7 +26,7 @@ crate::store_conformance_tests!(fresh);
 fn msg(account: &Account, data: &[u8], created_ms: i64, expires_ms: i64) -> NewMessage {
     NewMessage {
         account: *account,
-        account_index: [1; 32],
+        account_index: AccountIndex([1; 32]),
         namespace: 20,
         hash: tidings_proto::hash::message_hash(account, 20, data),
         data: data.to_vec(),
@@ -37,7 +37,7 @@ fn msg(account: &Account, data: &[u8], created_ms: i64, expires_ms: i64) -> NewM
 
 fn sub(device_id: DeviceId, expires_ms: i64) -> Subscription {
     Subscription {
-        account_index: [1; 32],
+        account_index: AccountIndex([1; 32]),
         device_id,
         namespaces: vec![20],
         want_data: true,
@@ -56,7 +56,7 @@ async fn with_timeout<F: std::future::Future>(f: F) -> F::Output {
 async fn everything_survives_a_reopen_and_counters_continue() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
-        let account = [5u8; 32];
+        let account = Account([5u8; 32]);
         let (max_job, seq3) = {
             let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
             store.upsert_subscription(sub([9; 16], T0 + DAY)).await.unwrap();
@@ -84,7 +84,10 @@ async fn everything_survives_a_reopen_and_counters_continue() {
                 [b"2", b"3"]
             );
             assert_eq!(
-                store.get_subscription(&[1; 32], &[9; 16]).await.unwrap(),
+                store
+                    .get_subscription(&AccountIndex([1; 32]), &[9; 16])
+                    .await
+                    .unwrap(),
                 Some(sub([9; 16], T0 + DAY))
             );
             assert_eq!(store.outbox_stats().await.unwrap().depth, 3);
@@ -277,7 +280,7 @@ async fn a_full_disk_fails_writes_cleanly_and_the_store_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let full = Arc::new(AtomicBool::new(false));
         let store = flaky_store(dir.path(), Arc::clone(&full));
-        let account = [3u8; 32];
+        let account = Account([3u8; 32]);
         let first = store
             .put_message(msg(&account, b"before", T0, T0 + DAY))
             .await
@@ -323,7 +326,7 @@ async fn a_failing_write_does_not_fail_its_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap());
         // A subscription record that cannot be decoded makes the fan-out of its account fail.
-        let bad_index = [0xbb; 32];
+        let bad_index = AccountIndex([0xbb; 32]);
         {
             let db = store.shared.db.read().unwrap();
             let txn = db.as_ref().unwrap().begin_write().unwrap();
@@ -348,7 +351,7 @@ async fn a_failing_write_does_not_fail_its_batch() {
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let account = [4u8; 32];
+        let account = Account([4u8; 32]);
         let put = |m: NewMessage| {
             let store = Arc::clone(&store);
             tokio::spawn(async move { store.put_message(m).await })
@@ -380,7 +383,7 @@ async fn close_finishes_queued_writes() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap());
-        let account = [6u8; 32];
+        let account = Account([6u8; 32]);
         let mut tasks = Vec::new();
         for i in 0..200u32 {
             let store = Arc::clone(&store);
@@ -414,7 +417,7 @@ async fn close_finishes_queued_writes() {
 async fn sweep_forgets_pushed_markers_after_the_message_expires() {
     with_timeout(async {
         let (_dir, store) = fresh().await;
-        let account = [8u8; 32];
+        let account = Account([8u8; 32]);
         store.upsert_subscription(sub([2; 16], T0 + DAY)).await.unwrap();
         assert_eq!(
             store
@@ -456,8 +459,8 @@ async fn throughput_of_concurrent_puts() {
         for c in 0..CLIENTS {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
-                let mut account: Account = tidings_proto::random_bytes();
-                let index: AccountIndex = tidings_proto::random_bytes();
+                let mut account: Account = Account(tidings_proto::random_bytes());
+                let index: AccountIndex = AccountIndex(tidings_proto::random_bytes());
                 if subscribed {
                     let live = Subscription {
                         account_index: index,
@@ -467,7 +470,7 @@ async fn throughput_of_concurrent_puts() {
                 }
                 for i in 0..PUTS {
                     if !subscribed {
-                        account = tidings_proto::random_bytes();
+                        account = Account(tidings_proto::random_bytes());
                     }
                     let data = [&(i as u64).to_be_bytes()[..], &[0x5a; 192]].concat();
                     let now = wall_ms();
@@ -511,7 +514,7 @@ async fn throughput_of_concurrent_puts_without_log() {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             for i in 0..PUTS {
-                let account: Account = tidings_proto::random_bytes();
+                let account: Account = Account(tidings_proto::random_bytes());
                 let data = [&(i as u64).to_be_bytes()[..], &[0x5a; 192]].concat();
                 let now = wall_ms();
                 store
@@ -605,7 +608,7 @@ async fn stored_seqs(store: &RedbStore, account: &Account) -> Vec<(u64, Vec<u8>)
 async fn acknowledged_batches_survive_a_crash_without_checkpoint() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
-        let account = [11u8; 32];
+        let account = Account([11u8; 32]);
         let store = lagging_store(dir.path());
         store.upsert_subscription(sub([3; 16], T0 + DAY)).await.unwrap();
         let seqs = put_each(&store, &account, 20).await;
@@ -652,7 +655,7 @@ async fn acknowledged_batches_survive_a_crash_without_checkpoint() {
 async fn a_torn_tail_record_is_ignored() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
-        let account = [12u8; 32];
+        let account = Account([12u8; 32]);
         let store = lagging_store(dir.path());
         put_each(&store, &account, 5).await;
         let expected = stored_seqs(&store, &account).await;
@@ -693,7 +696,7 @@ async fn a_torn_tail_record_is_ignored() {
 async fn a_corrupt_record_stops_the_replay_there() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
-        let account = [13u8; 32];
+        let account = Account([13u8; 32]);
         let store = lagging_store(dir.path());
         put_each(&store, &account, 5).await;
         let image = crash_image(dir.path());
@@ -740,7 +743,7 @@ async fn concurrent_batches_replay_to_the_same_state() {
         for c in 0..16u8 {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
-                let account = [c; 32];
+                let account = Account([c; 32]);
                 let mut acked = Vec::new();
                 for i in 0..20u32 {
                     let m = msg(&account, &i.to_be_bytes(), T0, T0 + DAY);
@@ -757,7 +760,7 @@ async fn concurrent_batches_replay_to_the_same_state() {
         let image = crash_image(dir.path());
         let reopened = RedbStore::open(image.path(), crate::store::linkage::test_keys()).unwrap();
         for (c, seqs) in acked.iter().enumerate() {
-            let account = [c as u8; 32];
+            let account = Account([c as u8; 32]);
             let got: Vec<u64> = stored_seqs(&reopened, &account)
                 .await
                 .iter()
@@ -790,7 +793,7 @@ async fn concurrent_batches_replay_to_the_same_state() {
 async fn a_job_sealed_under_another_key_is_dropped_when_claimed() {
     with_timeout(async {
         let dir = tempfile::tempdir().unwrap();
-        let account = [12u8; 32];
+        let account = Account([12u8; 32]);
         {
             let store = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
             store.upsert_subscription(sub([6; 16], T0 + DAY)).await.unwrap();
@@ -838,7 +841,7 @@ async fn a_span_check_does_not_stall_the_runtime_while_the_handle_is_held() {
         // Runs only if the span check yields this (only) runtime thread.
         let flag = Arc::clone(&alive);
         tokio::spawn(async move { flag.store(true, Ordering::Release) });
-        assert_eq!(store.seq_span(&[1; 32], 20).await.unwrap(), 0);
+        assert_eq!(store.seq_span(&Account([1; 32]), 20).await.unwrap(), 0);
         assert!(
             holder.join().unwrap(),
             "the runtime ran other tasks while the handle was held"

@@ -140,8 +140,8 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
     match op {
         WriteOp::PutMessage(m) => {
             out.push(PUT);
-            out.extend_from_slice(&m.account);
-            out.extend_from_slice(&m.account_index);
+            out.extend_from_slice(m.account.as_slice());
+            out.extend_from_slice(m.account_index.as_slice());
             out.extend_from_slice(&m.namespace.to_be_bytes());
             out.extend_from_slice(&m.hash);
             out.extend_from_slice(&m.created_ms.to_be_bytes());
@@ -154,7 +154,7 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             hashes,
         } => {
             out.push(DELETE);
-            out.extend_from_slice(account);
+            out.extend_from_slice(account.as_slice());
             out.extend_from_slice(&namespace.to_be_bytes());
             put_len(out, hashes.len());
             hashes.iter().for_each(|h| out.extend_from_slice(h));
@@ -166,7 +166,7 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
         }
         WriteOp::UpsertSubscription(sub) => {
             out.push(UPSERT);
-            out.extend_from_slice(&sub.account_index);
+            out.extend_from_slice(sub.account_index.as_slice());
             out.extend_from_slice(&sub.device_id);
             put_bytes(out, &records::encode_sub(sub));
         }
@@ -176,7 +176,7 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             expiring_by,
         } => {
             out.push(REMOVE_EXPIRING_BY);
-            out.extend_from_slice(account_index);
+            out.extend_from_slice(account_index.as_slice());
             out.extend_from_slice(device_id);
             out.extend_from_slice(&expiring_by.to_be_bytes());
         }
@@ -199,8 +199,8 @@ fn encode_one(op: &WriteOp, out: &mut Vec<u8>) {
             // Every field of the job as claimed but its lease: `held` already says what the
             // claim decided. The account is in clear here only because the whole record is
             // sealed in the log (see `store::linkage`).
-            out.extend_from_slice(&job.account);
-            out.extend_from_slice(&job.account_index);
+            out.extend_from_slice(job.account.as_slice());
+            out.extend_from_slice(job.account_index.as_slice());
             out.extend_from_slice(&job.device_id);
             out.extend_from_slice(&job.namespace.to_be_bytes());
             out.extend_from_slice(&job.hash);
@@ -238,8 +238,8 @@ fn bad(what: &str) -> StoreError {
 fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
     Ok(match r.u8()? {
         PUT => {
-            let account = r.array()?;
-            let account_index = r.array()?;
+            let account = Account(r.array()?);
+            let account_index = AccountIndex(r.array()?);
             let namespace = r.u32()?;
             let hash = r.array()?;
             let created_ms = r.i64()?;
@@ -257,7 +257,7 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
             })
         }
         DELETE => {
-            let account = r.array()?;
+            let account = Account(r.array()?);
             let namespace = r.u32()?;
             let n = get_len(r)?;
             let mut hashes = Vec::new();
@@ -275,19 +275,19 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
             max: r.u32()?,
         },
         UPSERT => {
-            let account_index = r.array()?;
+            let account_index = AccountIndex(r.array()?);
             let device_id = r.array()?;
             let n = get_len(r)?;
             let sub = records::decode_sub(account_index, device_id, r.bytes(n)?)?;
             WriteOp::UpsertSubscription(sub)
         }
         REMOVE => WriteOp::RemoveSubscription {
-            account_index: r.array()?,
+            account_index: AccountIndex(r.array()?),
             device_id: r.array()?,
             expiring_by: i64::MAX,
         },
         REMOVE_EXPIRING_BY => WriteOp::RemoveSubscription {
-            account_index: r.array()?,
+            account_index: AccountIndex(r.array()?),
             device_id: r.array()?,
             expiring_by: r.i64()?,
         },
@@ -309,8 +309,8 @@ fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {
             };
             let job = PushJob {
                 id: r.u64()?,
-                account: r.array()?,
-                account_index: r.array()?,
+                account: Account(r.array()?),
+                account_index: AccountIndex(r.array()?),
                 device_id: r.array()?,
                 namespace: r.u32()?,
                 hash: r.array()?,
@@ -349,8 +349,8 @@ mod tests {
                 .prop_map(
                     |(account, account_index, namespace, hash, data, created_ms, expires_ms)| {
                         WriteOp::PutMessage(NewMessage {
-                            account,
-                            account_index,
+                            account: crate::store::Account(account),
+                            account_index: crate::store::AccountIndex(account_index),
                             namespace,
                             hash,
                             data,
@@ -361,7 +361,7 @@ mod tests {
                 ),
             (b32, any::<u32>(), prop::collection::vec(b32, 0..4)).prop_map(|(account, namespace, hashes)| {
                 WriteOp::DeleteMessages {
-                    account,
+                    account: crate::store::Account(account),
                     namespace,
                     hashes,
                 }
@@ -377,7 +377,7 @@ mod tests {
             )
                 .prop_map(|(account_index, device_id, ns, want_data, sealed, expires_ms)| {
                     WriteOp::UpsertSubscription(Subscription {
-                        account_index,
+                        account_index: crate::store::AccountIndex(account_index),
                         device_id,
                         namespaces: ns.into_iter().collect(),
                         want_data,
@@ -387,7 +387,7 @@ mod tests {
                 }),
             (b32, any::<[u8; 16]>(), any::<i64>()).prop_map(|(account_index, device_id, expiring_by)| {
                 WriteOp::RemoveSubscription {
-                    account_index,
+                    account_index: crate::store::AccountIndex(account_index),
                     device_id,
                     expiring_by,
                 }
@@ -412,8 +412,8 @@ mod tests {
                     WriteOp::FinishJob {
                         job: PushJob {
                             id,
-                            account: b,
-                            account_index: b,
+                            account: crate::store::Account(b),
+                            account_index: crate::store::AccountIndex(b),
                             device_id: [n as u8; 16],
                             namespace: n,
                             hash: b,
@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(
             decode(&bytes).unwrap(),
             [WriteOp::RemoveSubscription {
-                account_index: [3; 32],
+                account_index: crate::store::AccountIndex([3; 32]),
                 device_id: [4; 16],
                 expiring_by: i64::MAX,
             }]
