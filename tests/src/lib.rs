@@ -36,6 +36,7 @@ use tonic::transport::Channel;
 
 pub use tidings_relay;
 
+pub mod log_capture;
 pub mod ohttp;
 pub mod push;
 

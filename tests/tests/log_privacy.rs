@@ -8,39 +8,14 @@
 //! file holds one test, so the global default is this test's alone). The mock providers'
 //! own logs are left out: they are Apple and Google here, who do see tokens.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use base64::Engine;
 use tidings_proto::v1::{DeleteRequest, StoreRequest, SubscribeRequest};
+use tidings_tests::log_capture::Captured;
 use tidings_tests::{
     Account, now_s,
     push::{Device, PushRig, signed_subscribe, subscribe_request, unsubscribe_request},
 };
-use tracing_subscriber::{EnvFilter, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt};
-
-/// Every line any layer wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
 /// The spellings a byte secret could take in a log line: hex (both cases), base64 (all
 /// four alphabets/paddings), Rust's `Debug` of the bytes, and every 8-byte window of the
@@ -219,7 +194,7 @@ async fn no_secret_reaches_a_log_line_up_to_debug() {
     secrets.extend(spellings("relay at-rest key", &at_rest));
     secrets.extend(spellings("relay X25519 secret", &x25519_secret));
 
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = captured.text();
     // The scenario really logged at debug, so the search means something.
     assert!(text.contains("DEBUG"), "nothing logged at debug");
     assert!(

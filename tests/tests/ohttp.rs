@@ -7,10 +7,9 @@
 //! Each test is a process of its own under nextest; the log capture is a global subscriber.
 
 use std::{
-    io::Write,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -24,6 +23,7 @@ use tidings_relay::{
     clock::ManualClock,
     config::{Config, Ohttp},
 };
+use tidings_tests::log_capture::Captured;
 use tidings_tests::{
     STEP, TestRelay, http_get,
     ohttp::{HttpAnswer, OhttpRelay, fetch_key_config, http_request, tcp_connections},
@@ -31,7 +31,7 @@ use tidings_tests::{
     within,
 };
 use tonic::Code;
-use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
+use tracing_subscriber::EnvFilter;
 
 const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 const TTL: i64 = 3_600_000;
@@ -67,27 +67,6 @@ fn options(relay: &OhttpRelay, key_config: Option<Vec<u8>>, local: IpAddr) -> Cl
             local_address: Some(local),
         }),
         ..ClientOptions::default()
-    }
-}
-
-/// Every line the relay logged at debug (its own crate's events).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
     }
 }
 
@@ -240,7 +219,7 @@ async fn a_client_reaches_the_relay_only_through_an_ohttp_relay() {
         "the gRPC layer counted it"
     );
     assert!(!metrics.contains("127.0.0.3"));
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("OHTTP gateway: connection accepted"), "{logs}");
     assert!(
         logs.contains("127.0.0.1"),
