@@ -251,12 +251,8 @@ impl NotificationProcessor {
     /// opened with the install's Web Push keys; hand it to [`NotificationProcessor::process`].
     /// An install that never registered for Web Push has no keys: the body is not for it.
     pub fn open_web_push(&self, body: &[u8]) -> Result<String, NotificationError> {
-        let saved = self
-            .reader
-            .get_blob(WEB_PUSH_KEYS_BLOB)?
-            .ok_or(WebPushError::Rejected)?;
-        let keys = WebPushKeys::from_saved(&saved)?;
-        Ok(keys.decrypt_enc(body)?)
+        let saved = self.reader.get_blob(WEB_PUSH_KEYS_BLOB)?;
+        Ok(WebPushKeys::open_with_saved(saved.as_deref(), body)?)
     }
 
     /// Processes one push's `enc` within `budget` (see the module documentation). Fails

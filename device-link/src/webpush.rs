@@ -156,6 +156,14 @@ impl WebPushKeys {
         Ok(out)
     }
 
+    /// The `enc` string of a Web Push `body` with the keys saved in the state
+    /// ([`WEB_PUSH_KEYS_BLOB`]): none saved means this install never registered for Web
+    /// Push, so the body is not for it.
+    pub fn open_with_saved(saved: Option<&[u8]>, body: &[u8]) -> Result<String, WebPushError> {
+        let saved = saved.ok_or(WebPushError::Rejected)?;
+        WebPushKeys::from_saved(saved)?.decrypt_enc(body)
+    }
+
     /// [`WebPushKeys::decrypt`], then the plaintext as the push's `enc` string.
     pub fn decrypt_enc(&self, body: &[u8]) -> Result<String, WebPushError> {
         let plain = self.decrypt(body)?;

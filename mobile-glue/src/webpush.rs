@@ -13,7 +13,7 @@ use tidings_device_link::webpush::{WEB_PUSH_KEYS_BLOB, WebPushKeys};
 
 use crate::{
     client::{Inner, TidingsClient},
-    error::{Result, TidingsError},
+    error::Result,
     types::PushOutcome,
 };
 
@@ -56,13 +56,9 @@ impl Inner {
         Ok(keys)
     }
 
-    /// The `enc` string inside a Web Push body, with the saved keys (none saved: this
-    /// install never registered for Web Push, so the body is not for it).
+    /// The `enc` string inside a Web Push body, with the saved keys.
     fn open_web_push(&self, body: &[u8]) -> Result<String> {
         let saved = self.lock_store().get_blob(WEB_PUSH_KEYS_BLOB)?;
-        let Some(saved) = saved else {
-            return Err(TidingsError::PushNotForThisDevice);
-        };
-        Ok(WebPushKeys::from_saved(&saved)?.decrypt_enc(body)?)
+        Ok(WebPushKeys::open_with_saved(saved.as_deref(), body)?)
     }
 }
