@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn rs256_tokens_verify_with_the_public_key() {
-        let pem = include_str!("../../tests/fixtures/rsa-2048-test-key.pem");
+        let pem = include_str!("../../../tests/mock-push/fixtures/service-account-rsa-2048.key.pem");
         let signer = JwtSigner::rs256_from_pem(pem, None).unwrap();
         let jwt = signer.sign(&json!({"iss": "svc@example"})).unwrap();
         let (header, _, sig, input) = parts(&jwt);
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn wrong_keys_are_named_without_their_bytes() {
-        let rsa = include_str!("../../tests/fixtures/rsa-2048-test-key.pem");
+        let rsa = include_str!("../../../tests/mock-push/fixtures/service-account-rsa-2048.key.pem");
         let e = JwtSigner::es256_from_pem(rsa, None).unwrap_err();
         assert!(matches!(e, JwtKeyError::WrongKey(_)), "{e:?}");
         let ec = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&ec_key(), Default::default()).unwrap();
