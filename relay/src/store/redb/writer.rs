@@ -312,6 +312,28 @@ impl Log {
     fn due(&self) -> bool {
         self.pending >= self.policy.batches || self.due_in().is_some_and(|d| d.is_zero())
     }
+
+    /// The next batch's record: its writes encoded and sealed under the batch's number.
+    fn record(&self, batch: &[Box<dyn PendingWrite>]) -> Record {
+        let mut plain = Vec::new();
+        let ops: Vec<&WriteOp> = batch.iter().filter_map(|w| w.logged()).collect();
+        write_op::encode(ops.into_iter(), &mut plain);
+        Record {
+            number: self.next_batch,
+            start: self.wal.end(),
+            payload: self.keys.seal_wal(self.next_batch, &plain),
+        }
+    }
+}
+
+/// One batch's record in the log.
+struct Record {
+    /// The batch's number (stamped into the database as `last_batch` in the same commit).
+    number: u64,
+    /// Where the record starts, to cut it off if the batch does not commit.
+    start: u64,
+    /// The sealed, encoded writes.
+    payload: Vec<u8>,
 }
 
 /// The writer thread's state.
@@ -490,6 +512,8 @@ impl Writer<'_> {
         })
     }
 
+    /// Commits one batch in its stages: seal its log record, apply it while the record is
+    /// appended, cut the record again if the batch did not commit, answer every caller.
     fn commit_batch(&mut self, mut batch: Vec<Box<dyn PendingWrite>>) {
         let shared = self.shared;
         if let Err(e) = self.ensure_open() {
@@ -499,22 +523,43 @@ impl Writer<'_> {
         let Some(db) = guard.as_ref() else {
             return fail_all(batch, &StoreError::Closed);
         };
-        let number = self.log.as_ref().map(|l| l.next_batch);
-        let start = self.log.as_ref().map(|l| l.wal.end());
-        let mut payload = Vec::new();
-        if let Some(log) = self.log.as_ref() {
-            let ops: Vec<&WriteOp> = batch.iter().filter_map(|w| w.logged()).collect();
-            let mut plain = Vec::new();
-            write_op::encode(ops.into_iter(), &mut plain);
-            payload = log.keys.seal_wal(log.next_batch, &plain);
+        let record = self.log.as_ref().map(|log| log.record(&batch));
+        let (outcome, appended) = self.apply_logged(db, &mut batch, record.as_ref());
+        // A record whose batch did not commit must go: its number is given to the next batch.
+        let committed = matches!(outcome, Some(Attempt::Committed));
+        if appended && !committed && !self.cut(record.as_ref().map(|r| r.start)) {
+            shared.needs_reopen.store(true, Ordering::Release);
         }
-        let (outcome, appended) = std::thread::scope(|s| {
-            // The record is written and synced while the batch is applied: the disk and the
-            // CPU work at the same time, and the commit waits for both.
-            let mut append = self.log.as_mut().map(|log| {
-                let (n, payload) = (log.next_batch, &payload);
-                s.spawn(move || log.wal.append(n, payload))
-            });
+        self.settle(outcome, batch);
+        if shared.needs_reopen.load(Ordering::Acquire) {
+            drop(guard);
+            // Reopen now rather than at the next write, so reads work again at once.
+            if let Err(e) = self.ensure_open() {
+                tracing::warn!(error = %e, "storage stays unavailable");
+            }
+        }
+    }
+
+    /// Applies the batch in one transaction while its record (if any) is appended and
+    /// synced on another thread: the disk and the CPU work at the same time, and the
+    /// commit waits for both. A write that fails on its own is answered and taken out, and
+    /// the rest is tried again. Returns how the last attempt ended (`None`: every write
+    /// failed on its own) and whether the record reached the log.
+    fn apply_logged(
+        &mut self,
+        db: &Database,
+        batch: &mut Vec<Box<dyn PendingWrite>>,
+        record: Option<&Record>,
+    ) -> (Option<Attempt>, bool) {
+        let keys = &self.shared.keys;
+        let number = record.map(|r| r.number);
+        std::thread::scope(|s| {
+            let mut append = match (self.log.as_mut(), record) {
+                (Some(log), Some(record)) => {
+                    Some(s.spawn(move || log.wal.append(record.number, &record.payload)))
+                }
+                _ => None,
+            };
             let mut appended = false;
             let mut join = |append: &mut Option<std::thread::ScopedJoinHandle<'_, std::io::Result<()>>>| {
                 let Some(h) = append.take() else { return Ok(()) };
@@ -533,7 +578,7 @@ impl Writer<'_> {
                 }
             };
             let outcome = loop {
-                match attempt(db, &shared.keys, &mut batch, number, &mut |_| join(&mut append)) {
+                match attempt(db, keys, batch, number, &mut |_| join(&mut append)) {
                     Attempt::OpFailed(i, e) => {
                         tracing::warn!(error = %e, "a write failed on its own; committing the rest of its batch");
                         batch.remove(i).fail(e);
@@ -547,9 +592,11 @@ impl Writer<'_> {
             // The batch may have ended before it waited for its record.
             let _ = join(&mut append);
             (outcome, appended)
-        });
-        // A record whose batch did not commit must go: its number is given to the next batch.
-        let cut_failed = appended && !matches!(outcome, Some(Attempt::Committed)) && !self.cut(start);
+        })
+    }
+
+    /// Answers the callers of a batch by how its commit ended.
+    fn settle(&mut self, outcome: Option<Attempt>, batch: Vec<Box<dyn PendingWrite>>) {
         match outcome {
             Some(Attempt::Committed) => {
                 if let Some(log) = self.log.as_mut() {
@@ -557,7 +604,6 @@ impl Writer<'_> {
                     log.pending += 1;
                 }
                 batch.into_iter().for_each(|w| w.succeed());
-                return;
             }
             Some(Attempt::LogFailed(e)) => {
                 tracing::warn!(error = %e, writes = batch.len(), "storage log append failed");
@@ -569,20 +615,11 @@ impl Writer<'_> {
                 tracing::warn!(error = %err, writes = batch.len(), "storage commit failed");
                 fail_all(batch, &err);
                 if reopen {
-                    shared.needs_reopen.store(true, Ordering::Release);
+                    self.shared.needs_reopen.store(true, Ordering::Release);
                 }
             }
+            // Every write was answered on its own.
             Some(Attempt::OpFailed(..)) | None => {}
-        }
-        if cut_failed {
-            shared.needs_reopen.store(true, Ordering::Release);
-        }
-        if shared.needs_reopen.load(Ordering::Acquire) {
-            drop(guard);
-            // Reopen now rather than at the next write, so reads work again at once.
-            if let Err(e) = self.ensure_open() {
-                tracing::warn!(error = %e, "storage stays unavailable");
-            }
         }
     }
 
