@@ -8,6 +8,8 @@
 //! This crate knows no storage, no network transport and no relay policy (limits,
 //! clocks, configuration): it only turns values into bytes and back.
 
+#![warn(missing_docs)]
+
 pub mod aead;
 pub mod hash;
 pub mod namespace;

@@ -3,6 +3,8 @@
 //! Slow Mode: the [`store`] holds mailboxes; Fast Mode: subscriptions and the push
 //! outbox live in the same store, and the notifier delivers through APNs and FCM.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod auth;
 pub mod clock;

@@ -57,11 +57,17 @@ impl std::fmt::Debug for StoreKeys {
 /// The message a push job delivers: the part of a job that is sealed at rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobMessage {
+    /// The mailbox's owner.
     pub account: Account,
+    /// The message's namespace.
     pub namespace: u32,
+    /// The message's hash.
     pub hash: Hash,
+    /// The message's seq.
     pub seq: u64,
+    /// When it was stored.
     pub created_ms: i64,
+    /// When it expires.
     pub expires_ms: i64,
 }
 

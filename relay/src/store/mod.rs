@@ -88,20 +88,28 @@ pub type DeviceId = [u8; 16];
 /// A message to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
+    /// The mailbox's owner.
     pub account: Account,
     /// Keyed hash of `account`, used to find the subscriptions to enqueue pushes for.
     pub account_index: AccountIndex,
+    /// The mailbox namespace (owner-only namespaces hold config messages).
     pub namespace: u32,
+    /// The message hash: a re-store of the same hash is a duplicate.
     pub hash: Hash,
+    /// The opaque (client-encrypted) message.
     pub data: Vec<u8>,
+    /// The caller's "now" (see [`Store::put_message`]).
     pub created_ms: i64,
+    /// When the message expires and may be swept.
     pub expires_ms: i64,
 }
 
 /// What storing a message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
+    /// The message's position in its mailbox namespace, increasing per Store.
     pub seq: u64,
+    /// When the stored message expires.
     pub expires_ms: i64,
     /// The same message was already stored; `seq` and `expires_ms` are the original's.
     pub duplicate: bool,
@@ -112,16 +120,22 @@ pub struct PutOutcome {
 /// A stored message as Retrieve returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
+    /// The message hash.
     pub hash: Hash,
+    /// Its position in the mailbox namespace.
     pub seq: u64,
+    /// The opaque message.
     pub data: Vec<u8>,
+    /// When it was stored.
     pub created_ms: i64,
+    /// When it expires.
     pub expires_ms: i64,
 }
 
 /// One page of a mailbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
+    /// The messages, in seq order.
     pub messages: Vec<StoredMessage>,
     /// Unexpired messages remain after the last one returned.
     pub more: bool,
@@ -134,12 +148,17 @@ pub struct Page {
 /// at-rest key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
+    /// The keyed hash of the subscribed account (never the account itself).
     pub account_index: AccountIndex,
+    /// The device, unique within the account.
     pub device_id: DeviceId,
     /// Strictly ascending.
     pub namespaces: Vec<u32>,
+    /// Whether the push carries the message itself when it fits.
     pub want_data: bool,
+    /// Token, push key, service and app id, encrypted at rest and bound to this row.
     pub sealed: Vec<u8>,
+    /// When the subscription lapses unless renewed.
     pub expires_ms: i64,
 }
 
@@ -148,13 +167,21 @@ pub struct Subscription {
 pub struct PushJob {
     /// Unique, increasing in enqueue order.
     pub id: u64,
+    /// The mailbox the message is in (sealed at rest, see `store::linkage`).
     pub account: Account,
+    /// The keyed hash that finds the device's subscription.
     pub account_index: AccountIndex,
+    /// The device to wake.
     pub device_id: DeviceId,
+    /// The message's namespace.
     pub namespace: u32,
+    /// The message's hash.
     pub hash: Hash,
+    /// The message's seq.
     pub seq: u64,
+    /// When the message was stored.
     pub created_ms: i64,
+    /// When the message expires: an expired message is not pushed.
     pub expires_ms: i64,
     /// Delivery attempts made so far.
     pub attempts: u32,
@@ -187,7 +214,10 @@ pub enum JobOutcome {
     /// The provider says the token is dead: the job and the subscription are removed.
     TokenDead,
     /// Try again no earlier than `not_before_ms`; the lease is released.
-    Retry { not_before_ms: i64 },
+    Retry {
+        /// The earliest time of the next attempt.
+        not_before_ms: i64,
+    },
     /// Give up (too old, config error, message gone): the job is removed.
     Dropped,
 }
@@ -205,7 +235,9 @@ pub struct PushInputs {
 /// Counts an operator wants to see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
+    /// Push jobs waiting or in flight.
     pub depth: u64,
+    /// When the oldest of them was enqueued.
     pub oldest_enqueued_ms: Option<i64>,
 }
 
