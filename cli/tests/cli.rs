@@ -6,6 +6,9 @@
 //! The phrase goes in on stdin, as a script's would. Every wait is bounded; nothing is
 //! timed.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     collections::BTreeMap,
     fs,

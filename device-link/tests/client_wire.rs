@@ -3,6 +3,9 @@
 //! registration with its own key, and can answer UNAVAILABLE to exercise retries.
 //! (Subscribe and Unsubscribe are not served by the real relay yet.)
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     net::SocketAddr,
     sync::{

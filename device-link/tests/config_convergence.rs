@@ -3,6 +3,9 @@
 //! semilattice; deletions and edits resolve by their stamps; pruning neither loses updates
 //! nor resurrects deletions; the envelope and snapshot chunking hold up.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;

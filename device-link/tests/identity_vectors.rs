@@ -2,6 +2,9 @@
 //! principles (word list, SHA-256 checksum, PBKDF2, HKDF, Ed25519) without the crate's
 //! identity code, so the published file is confirmed independently.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
 use serde_json::Value;

@@ -1,6 +1,9 @@
 //! QR linking without a relay: the handshake's pure functions as the new device and the
 //! linked device run them (hello, root, decline), and a man in the middle.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use tidings_device_link::{
     identity::Identity,

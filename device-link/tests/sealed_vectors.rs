@@ -4,6 +4,9 @@
 //! crate's deterministic seal must give the published bytes, and opening them must name
 //! the sender and give the plaintext.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use chacha20poly1305::{
     KeyInit, XChaCha20Poly1305,
     aead::{Aead, Payload},

@@ -4,6 +4,9 @@
 //! (on Linux `SSL_CERT_FILE`, set only in a child process so no other test sees it), and
 //! a bad root fails the client's creation, naming the entry.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},

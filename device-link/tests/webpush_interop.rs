@@ -3,6 +3,9 @@
 //! decrypts, in one record as the relay sends and in many as RFC 8188 allows. Skips
 //! (visibly) when Python or `http_ece` is missing: `pip install http-ece`.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use base64::Engine;

@@ -1,6 +1,9 @@
 //! The built `tidings-relay` binary: `serve`, `check-config`, `keygen`, SIGTERM, and
 //! durability across `kill -9`.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

@@ -3,6 +3,9 @@
 //! gateways and the OHTTP relay together, and the systemd unit passes
 //! `systemd-analyze verify` (skipped visibly without systemd-analyze).
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,9 @@
 //! `tidings-relay migrate`: applies the PostgreSQL schema once, then finds it up to date;
 //! with the embedded store it has nothing to do. Skips visibly without PostgreSQL.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::Path;

@@ -3,6 +3,9 @@
 //! order per mailbox, and after `kill -9` of one node the other two keep serving.
 //! Skips visibly without PostgreSQL.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

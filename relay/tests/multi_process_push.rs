@@ -5,6 +5,9 @@
 //! message reaches every subscribed device, and none twice beyond the crash window the
 //! notifier documents. Skips visibly without PostgreSQL.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

@@ -4,6 +4,9 @@
 //! The providers are the mocks from `tidings-mock-push` over h2c, so a "fresh" mock can be
 //! started on the port the relay is configured with.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

@@ -3,6 +3,9 @@
 //! or SIGHUP (the binary); connections made before keep working; a bad file on reload
 //! keeps the current certificate.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

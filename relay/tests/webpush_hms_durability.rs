@@ -5,6 +5,9 @@
 //! The mocks (from `tidings-mock-push`) speak cleartext on 127.0.0.1, which the relay's
 //! config allows for Web Push (`[webpush] allow_http`, `allow_networks`).
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};

@@ -1,6 +1,9 @@
 //! device-link's `RelayClient` against a real relay: Store, Retrieve (with long-poll),
 //! Delete, GetRelayInfo, errors, retries, and QR linking through a one-time mailbox.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use tidings_device_link::{

@@ -6,6 +6,9 @@
 //!
 //! "Offline" is a TCP proxy in front of the relay that drops every connection while off.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     net::SocketAddr,
     path::Path,

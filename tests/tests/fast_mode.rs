@@ -4,6 +4,9 @@
 //! "No push" is checked by draining the outbox ([`PushRig::settle`]): once it is empty,
 //! every provider request the relay made has been recorded by a mock.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -7,6 +7,9 @@
 //! one message (fast_mode.rs `a_503_storm_is_retried_and_delivered_exactly_once`) and a
 //! stale `ts` per RPC (mailbox.rs, fast_mode.rs `*_outside_the_window`).
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},

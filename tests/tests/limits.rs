@@ -4,6 +4,9 @@
 //! Every refusal must be RESOURCE_EXHAUSTED with a retry hint (RetryInfo and the
 //! `retry-after-ms` metadata) and must leave nothing stored or changed.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use tidings_mock_push::ApnsFailure;

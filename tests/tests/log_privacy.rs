@@ -8,6 +8,9 @@
 //! file holds one test, so the global default is this test's alone). The mock providers'
 //! own logs are left out: they are Apple and Google here, who do see tokens.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use base64::Engine;
 use tidings_proto::v1::{DeleteRequest, StoreRequest, SubscribeRequest};
 use tidings_tests::log_capture::Captured;

@@ -1,5 +1,8 @@
 //! The Mailbox service end to end: a real relay in-process on port 0, real gRPC clients.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{sync::Arc, time::Duration};
 
 use tidings_proto::{hash::message_hash, v1::StoreRequest};

@@ -2,6 +2,9 @@
 //! call, subscriptions, a delivered push and a dead token) the counters moved, under the
 //! right labels, and no label carries anything a client sent.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use tidings_proto::v1::StoreRequest;

@@ -3,6 +3,9 @@
 //! Each test works in its own schema and prints a `SKIPPED:` line (and passes) when no
 //! PostgreSQL is reachable at `TIDINGS_TEST_POSTGRES_URL` (default the local server).
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;

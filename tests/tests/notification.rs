@@ -3,6 +3,9 @@
 //! from a contact through the relay and the mock APNs, and a `NotificationProcessor` on the
 //! push that arrived — fetching the message with one Retrieve when the push omitted it.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use tidings_device_link::{

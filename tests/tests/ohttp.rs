@@ -6,6 +6,9 @@
 //!
 //! Each test is a process of its own under nextest; the log capture is a global subscriber.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,

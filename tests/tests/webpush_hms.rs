@@ -7,6 +7,9 @@
 //! nothing: the private and link-local addresses are refused before any connection is
 //! attempted, which is exactly what is tested.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;

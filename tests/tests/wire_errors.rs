@@ -6,6 +6,9 @@
 //! when it decodes to the valid request itself. Never `INTERNAL` or `UNKNOWN`; the
 //! metrics count exactly what the client got, and the relay keeps serving.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::{cell::RefCell, collections::BTreeMap};
 
 use proptest::{

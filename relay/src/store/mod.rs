@@ -27,6 +27,9 @@
 
 #[cfg(any(test, feature = "conformance"))]
 #[doc(hidden)]
+// Test code, compiled also for other crates' tests (the feature): a failed unwrap is a
+// failed test.
+#[allow(clippy::unwrap_used)]
 pub mod conformance;
 pub mod linkage;
 pub mod postgres;

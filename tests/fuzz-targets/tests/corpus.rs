@@ -3,6 +3,9 @@
 //!
 //! `TIDINGS_WRITE_FUZZ_CORPUS=1` (re)writes the `seed-*` files first.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use tidings_fuzz_targets::{TARGETS, seeds};

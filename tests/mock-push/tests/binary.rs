@@ -3,6 +3,9 @@
 //! files it wrote (the APNs key, the service account, the HMS secret, the VAPID key and
 //! the CA), the way a relay configured from them would send it.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! Mozilla's Python `http_ece` encrypts, the mock decrypts. Skips (visibly) when Python or
 //! `http_ece` is missing: `pip install http-ece`.
 
+// Test code: a failed unwrap is a failed test with its line.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use base64::Engine;
