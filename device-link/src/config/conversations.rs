@@ -3,7 +3,7 @@
 use serde::Serialize;
 use tidings_proto::v1 as pb;
 
-use super::crdt::{Entry, EntryMap, Lww, MaxReg, record};
+use super::crdt::{Entry, EntryMap, Lww, MaxReg, MaxWrite, record};
 use super::hlc::Stamp;
 use super::wire::{existence_in, existence_out, field_stamp_in, field_stamp_out};
 
@@ -60,7 +60,7 @@ pub fn read(id: &str, e: &Entry<ConversationFields>) -> Option<Conversation> {
     let f = &e.fields;
     Some(Conversation {
         id: id.to_owned(),
-        last_read_ms: f.last_read.as_ref()?.value,
+        last_read_ms: f.last_read.as_ref()?.value(),
         marked_unread: f.marked_unread.as_ref()?.value,
         pinned: f.pinned.as_ref()?.value,
         priority: f.priority.as_ref()?.value,
@@ -89,10 +89,7 @@ pub fn whole(stamp: Stamp, c: &Conversation) -> Entry<ConversationFields> {
     Entry {
         exists: Some(Lww::new(stamp, true)),
         fields: ConversationFields {
-            last_read: Some(MaxReg {
-                stamp,
-                value: c.last_read_ms,
-            }),
+            last_read: Some(MaxReg::new(stamp, c.last_read_ms)),
             marked_unread: Some(Lww::new(stamp, c.marked_unread)),
             pinned: Some(Lww::new(stamp, c.pinned)),
             priority: Some(Lww::new(stamp, c.priority)),
@@ -129,10 +126,7 @@ pub fn update(
         return None;
     }
     let fields = ConversationFields {
-        last_read: (next.last_read_ms != cur.last_read_ms).then_some(MaxReg {
-            stamp,
-            value: next.last_read_ms,
-        }),
+        last_read: (next.last_read_ms != cur.last_read_ms).then(|| MaxReg::new(stamp, next.last_read_ms)),
         marked_unread: (next.marked_unread != cur.marked_unread).then(|| Lww::new(stamp, next.marked_unread)),
         pinned: (next.pinned != cur.pinned).then(|| Lww::new(stamp, next.pinned)),
         priority: (next.priority != cur.priority).then(|| Lww::new(stamp, next.priority)),
@@ -151,9 +145,14 @@ pub fn entry_out(id: &str, e: &Entry<ConversationFields>) -> pb::ConversationEnt
     pb::ConversationEntry {
         id: id.to_owned(),
         existence: e.exists.as_ref().map(existence_out),
-        last_read_ms: f.last_read.as_ref().map(|r| pb::MaxRegister {
-            stamp: field_stamp_out(&r.stamp, es),
-            value: r.value,
+        last_read_ms: f.last_read.as_ref().map_or_else(Vec::new, |r| {
+            r.writes()
+                .iter()
+                .map(|w| pb::MaxRegister {
+                    stamp: field_stamp_out(&w.stamp, es),
+                    value: w.value,
+                })
+                .collect()
         }),
         marked_unread: f.marked_unread.as_ref().map(|r| pb::BoolRegister {
             stamp: field_stamp_out(&r.stamp, es),
@@ -178,12 +177,12 @@ pub fn entry_in(p: &pb::ConversationEntry) -> Entry<ConversationFields> {
     let reg = |stamp: Option<&pb::HlcStamp>| field_stamp_in(stamp, es);
     Entry {
         fields: ConversationFields {
-            last_read: p.last_read_ms.as_ref().and_then(|r| {
-                Some(MaxReg {
+            last_read: MaxReg::from_writes(p.last_read_ms.iter().filter_map(|r| {
+                Some(MaxWrite {
                     stamp: reg(r.stamp.as_ref())?,
                     value: r.value,
                 })
-            }),
+            })),
             marked_unread: p
                 .marked_unread
                 .as_ref()
@@ -230,7 +229,7 @@ mod tests {
             ..Default::default()
         };
         let e = update("c", Some(cur), None, st(1), &u).expect("raised");
-        assert_eq!(e.fields.last_read.map(|r| r.value), Some(900));
+        assert_eq!(e.fields.last_read.map(|r| r.value()), Some(900));
     }
 
     #[test]
@@ -244,10 +243,16 @@ mod tests {
                 ..Default::default()
             },
         );
-        e.fields.last_read = Some(MaxReg {
-            stamp: st(7),
-            value: 1234,
-        });
+        e.fields.last_read = MaxReg::from_writes([
+            MaxWrite {
+                stamp: st(7),
+                value: 1234,
+            },
+            MaxWrite {
+                stamp: st(9),
+                value: 1000,
+            },
+        ]);
         assert_eq!(entry_in(&entry_out("c", &e)), e);
         assert_eq!(read("c", &e).map(|c| c.last_read_ms), Some(1234));
     }

@@ -17,6 +17,10 @@ pub trait Register: Clone + PartialEq + Debug {
     fn stamp(&self) -> Stamp;
     /// Replaces `self` by `other` when `other` wins.
     fn join(&mut self, other: &Self);
+    /// The register without its writes older than `floor_ms`; `None` when none is left.
+    /// Dropping must distribute over the join (dropping a join equals joining what each
+    /// side keeps), or a merge with a floor would not be associative.
+    fn above(&self, floor_ms: u64) -> Option<Self>;
 }
 
 /// Last-writer-wins register: the greater stamp wins; equal stamps (which one writer
@@ -46,45 +50,109 @@ impl<T: Ord + Clone + Debug> Register for Lww<T> {
             *self = other.clone();
         }
     }
+
+    fn above(&self, floor_ms: u64) -> Option<Self> {
+        (self.stamp.wall_ms() >= floor_ms).then(|| self.clone())
+    }
 }
 
-/// Grow-only maximum (read markers): the greater value wins, equal values the greater stamp.
+/// One write to a [`MaxReg`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxWrite {
+    /// The write's stamp.
+    pub stamp: Stamp,
+    /// The value written.
+    pub value: u64,
+}
+
+/// Grow-only maximum (read markers): reads as the greatest value written.
+///
+/// It keeps every write that no other write dominates (greater-or-equal value *and*
+/// stamp), not only the greatest. With clock skew the greatest value can carry an older
+/// stamp than a smaller one; a floor above that stamp must then drop the greatest value
+/// and leave the smaller, newer write, whichever order the states met in. Keeping only
+/// the winner made the merge lose that write or keep it depending on the order (not
+/// associative). Local writes dominate what the device has seen, so the set holds one
+/// write except after concurrent writes of skewed devices, and a floor trims it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaxReg {
-    /// The stamp of the write that set `value`.
-    pub stamp: Stamp,
-    /// The maximum so far.
-    pub value: u64,
+    /// Sorted by stamp, strictly ascending; values strictly descending. Never empty.
+    writes: Vec<MaxWrite>,
+}
+
+impl MaxReg {
+    /// A register holding one write of `value` at `stamp`.
+    pub fn new(stamp: Stamp, value: u64) -> MaxReg {
+        MaxReg {
+            writes: vec![MaxWrite { stamp, value }],
+        }
+    }
+
+    /// The register of the undominated ones among `writes`; `None` when there are none.
+    pub fn from_writes(writes: impl IntoIterator<Item = MaxWrite>) -> Option<MaxReg> {
+        let mut all: Vec<MaxWrite> = writes.into_iter().collect();
+        // Newest first (equal stamps: greatest value first); a write survives when its
+        // value beats every newer one's.
+        all.sort_by_key(|w| std::cmp::Reverse((w.stamp, w.value)));
+        let mut kept: Vec<MaxWrite> = Vec::with_capacity(all.len());
+        for w in all {
+            if kept.last().is_none_or(|k| w.value > k.value) {
+                kept.push(w);
+            }
+        }
+        kept.reverse();
+        (!kept.is_empty()).then_some(MaxReg { writes: kept })
+    }
+
+    /// The greatest value written.
+    pub fn value(&self) -> u64 {
+        // Values descend with the stamps, so the oldest write holds the greatest.
+        self.writes.first().map_or(0, |w| w.value)
+    }
+
+    /// The undominated writes, oldest first.
+    pub fn writes(&self) -> &[MaxWrite] {
+        &self.writes
+    }
 }
 
 impl Register for MaxReg {
     fn stamp(&self) -> Stamp {
-        self.stamp
+        // Never empty (every constructor checks), so `last` is the newest write.
+        self.writes.last().map_or_else(Stamp::default, |w| w.stamp)
     }
 
     fn join(&mut self, other: &Self) {
-        if (other.value, other.stamp) > (self.value, self.stamp) {
-            *self = other.clone();
+        if let Some(joined) = MaxReg::from_writes(self.writes.iter().chain(&other.writes).copied()) {
+            *self = joined;
         }
+    }
+
+    fn above(&self, floor_ms: u64) -> Option<Self> {
+        MaxReg::from_writes(
+            self.writes
+                .iter()
+                .filter(|w| w.stamp.wall_ms() >= floor_ms)
+                .copied(),
+        )
     }
 }
 
 /// Joins an optional register slot, ignoring `theirs` when its wall clock is below `min_wall`.
 pub fn join_slot<R: Register>(mine: &mut Option<R>, theirs: Option<&R>, min_wall: u64) {
-    let Some(theirs) = theirs.filter(|r| r.stamp().wall_ms() >= min_wall) else {
+    let Some(theirs) = theirs.and_then(|r| r.above(min_wall)) else {
         return;
     };
     match mine {
-        Some(m) => m.join(theirs),
-        None => *mine = Some(theirs.clone()),
+        Some(m) => m.join(&theirs),
+        None => *mine = Some(theirs),
     }
 }
 
-/// Empties a slot whose register is older than `floor_ms`.
+/// Drops the writes of a slot's register older than `floor_ms`, and the register when
+/// none is left.
 pub fn drop_slot_below<R: Register>(slot: &mut Option<R>, floor_ms: u64) {
-    if slot.as_ref().is_some_and(|r| r.stamp().wall_ms() < floor_ms) {
-        *slot = None;
-    }
+    *slot = slot.as_ref().and_then(|r| r.above(floor_ms));
 }
 
 /// A set of optional registers (the fields of a document or of a map entry), joined field
@@ -281,6 +349,8 @@ impl Marks {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::super::hlc::Hlc;
     use super::*;
 
@@ -315,19 +385,54 @@ mod tests {
 
     #[test]
     fn max_register_keeps_the_greatest_value_whatever_the_stamp() {
-        let mut r = MaxReg {
-            stamp: st(9, 0),
-            value: 50,
-        };
-        r.join(&MaxReg {
-            stamp: st(1, 0),
-            value: 70,
-        });
-        r.join(&MaxReg {
-            stamp: st(99, 0),
-            value: 60,
-        });
-        assert_eq!(r.value, 70);
+        let mut r = MaxReg::new(st(9, 0), 50);
+        r.join(&MaxReg::new(st(1, 0), 70));
+        r.join(&MaxReg::new(st(99, 0), 60));
+        assert_eq!(r.value(), 70);
+    }
+
+    #[test]
+    fn a_floor_over_the_greatest_value_leaves_the_newer_smaller_write() {
+        // Device 1, its clock behind, marks read (70 at wall 9) while device 0 writes 0
+        // at wall 10; a floor of 10 must leave 0 whether it meets the join or each side.
+        let (old_big, new_small) = (MaxReg::new(st(9, 1), 70), MaxReg::new(st(10, 0), 0));
+        let mut joined = old_big.clone();
+        joined.join(&new_small);
+        assert_eq!(joined.value(), 70);
+        assert_eq!(joined.writes().len(), 2);
+        assert_eq!(joined.above(10), new_small.above(10));
+        assert_eq!(joined.above(10).map(|r| r.value()), Some(0));
+        assert_eq!(joined.above(11), None);
+    }
+
+    fn max_reg() -> impl Strategy<Value = MaxReg> {
+        proptest::collection::vec((0u64..6, 0u8..3, 0u64..5), 1..5).prop_map(|ws| {
+            MaxReg::from_writes(ws.into_iter().map(|(t, d, value)| MaxWrite {
+                stamp: st(t, d),
+                value,
+            }))
+            .expect("at least one write")
+        })
+    }
+
+    proptest! {
+        /// The join is a semilattice and dropping below a floor distributes over it, which
+        /// is what keeps `Replica::merge` associative.
+        #[test]
+        fn max_register_join_is_a_semilattice_and_floors_distribute(
+            a in max_reg(), b in max_reg(), c in max_reg(), floor in 0u64..7,
+        ) {
+            let join = |x: &MaxReg, y: &MaxReg| { let mut z = x.clone(); z.join(y); z };
+            prop_assert_eq!(join(&a, &b), join(&b, &a));
+            prop_assert_eq!(join(&join(&a, &b), &c), join(&a, &join(&b, &c)));
+            prop_assert_eq!(join(&a, &a), a.clone());
+            prop_assert_eq!(join(&a, &b).value(), a.value().max(b.value()));
+            let kept = match (a.above(floor), b.above(floor)) {
+                (Some(x), Some(y)) => Some(join(&x, &y)),
+                (x, y) => x.or(y),
+            };
+            prop_assert_eq!(join(&a, &b).above(floor), kept);
+        }
     }
 
     #[test]
@@ -345,10 +450,7 @@ mod tests {
         e.fields.a = Some(Lww::new(st(1, 0), 1));
         e.exists = Some(Lww::new(st(1, 0), true));
         assert!(!e.is_visible(), "b is missing");
-        e.fields.b = Some(MaxReg {
-            stamp: st(1, 0),
-            value: 0,
-        });
+        e.fields.b = Some(MaxReg::new(st(1, 0), 0));
         assert!(e.is_visible());
         e.join(
             &Entry {
@@ -368,10 +470,7 @@ mod tests {
             exists: Some(Lww::new(st(t, 0), exists)),
             fields: Pair {
                 a: Some(Lww::new(st(t, 0), 1)),
-                b: Some(MaxReg {
-                    stamp: st(t, 0),
-                    value: 0,
-                }),
+                b: Some(MaxReg::new(st(t, 0), 0)),
             },
         };
         m.insert("live-old".into(), whole(true, 1));

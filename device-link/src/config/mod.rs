@@ -25,7 +25,7 @@ use tidings_proto::v1 as pb;
 
 pub use contacts::{Contact, ContactUpdate, ContactsDoc};
 pub use conversations::{Conversation, ConversationUpdate, ConversationsDoc};
-use crdt::{Entry, EntryMap, Lww, Mark, Marks, Record};
+use crdt::{Entry, EntryMap, Lww, Mark, Marks, MaxReg, Record};
 pub use hlc::{DeviceId, Hlc, HlcClock, Stamp};
 pub use profile::{Avatar, Profile, ProfileDoc};
 pub use settings::{NotificationMode, Previews, Settings, SettingsDoc};
@@ -586,7 +586,7 @@ impl ConfigState {
             .conversations
             .get(id)
             .and_then(|e| e.fields.last_read.as_ref())
-            .map(|r| r.value);
+            .map(MaxReg::value);
         let stamp = self.stamp();
         let entry = conversations::update(id, current, kept_read, stamp, u);
         Ok(self.apply_conversation(id, entry))
