@@ -1,10 +1,15 @@
 //! The scale-out store: PostgreSQL, shared by any number of relay nodes.
 //!
 //! Connections come from a deadpool pool. The schema is migrated when the store opens
-//! (see [`migrations`]), so the first node of a new release upgrades the database. Every
-//! operation is one short statement in autocommit, except a Store: its seq, message,
-//! push jobs and arrival NOTIFY commit together. A commit is durable with PostgreSQL's
-//! default `synchronous_commit = on`; do not turn it off for the relay's database.
+//! (see [`migrations`]), so the first node of a new release upgrades the database. Writes
+//! are group-committed ([`writer`]): the Stores (each with its seq, message, push jobs and
+//! arrival NOTIFY), Subscribes and push outcomes that callers send at the same time share
+//! one transaction of multi-row statements ([`batch`]), and each caller is answered once
+//! it committed. Reads, claims, deletes and sweeps are one statement each in autocommit;
+//! a claimed batch's subscriptions and messages are one statement too, and so are the
+//! seq-span lookups of the mailbox cap that concurrent Stores ask at once ([`reads`]). A commit is
+//! durable with PostgreSQL's default `synchronous_commit = on`; do not turn it off for the
+//! relay's database.
 //!
 //! Several nodes stay consistent because the database arbitrates: a per-mailbox counter
 //! row hands out seqs, unique keys make Stores and pushes idempotent, and jobs are
@@ -14,14 +19,17 @@
 //! Connections are plain TCP unless the URL says `sslmode=require`, which means TLS with
 //! the server verified (see [`tls`]).
 
+mod batch;
 pub mod errors;
 mod listener;
 pub mod migrations;
 mod ops;
+mod reads;
 #[cfg(any(test, feature = "conformance"))]
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;
+mod writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -75,6 +83,10 @@ pub struct PostgresStore {
     pool: Pool,
     /// Seal job references, key pushed markers (see `store::linkage`).
     keys: StoreKeys,
+    /// Group-commits Stores, Subscribes and push outcomes.
+    writer: writer::Writer,
+    /// Coalesces the seq-span lookups of concurrent Stores.
+    reads: reads::SpanReader,
     closed: AtomicBool,
     arrivals: broadcast::Sender<(Account, u32)>,
     stop_listener: CancellationToken,
@@ -165,9 +177,13 @@ impl PostgresStore {
         let listener = options
             .listen
             .then(|| listener::spawn(config, tls, arrivals.clone(), stop_listener.clone()));
+        let writer = writer::Writer::spawn(pool.clone(), keys.clone());
+        let reads = reads::SpanReader::spawn(pool.clone());
         Ok(PostgresStore {
             pool,
             keys,
+            writer,
+            reads,
             closed: AtomicBool::new(false),
             arrivals,
             stop_listener,
@@ -181,6 +197,15 @@ impl PostgresStore {
         }
         self.pool.get().await.map_err(pool_error)
     }
+
+    /// What the group-commit writer did so far: (transactions, writes they carried,
+    /// batches run again, batches split into single writes).
+    #[cfg(test)]
+    fn writer_stats(&self) -> (u64, u64, u64, u64) {
+        let s = self.writer.stats();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        (get(&s.batches), get(&s.writes), get(&s.retried), get(&s.split))
+    }
 }
 
 impl Drop for PostgresStore {
@@ -192,7 +217,10 @@ impl Drop for PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn put_message(&self, msg: NewMessage) -> Result<PutOutcome, StoreError> {
-        ops::put_message(&mut self.client().await?, &self.keys, &msg).await
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.writer.put(msg).await
     }
 
     async fn get_messages(
@@ -215,7 +243,10 @@ impl Store for PostgresStore {
     }
 
     async fn seq_span(&self, account: &Account, namespace: u32) -> Result<u64, StoreError> {
-        ops::seq_span(&self.client().await?, account, namespace).await
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.reads.seq_span(account, namespace).await
     }
 
     async fn count_messages(
@@ -253,7 +284,10 @@ impl Store for PostgresStore {
     }
 
     async fn upsert_subscription(&self, sub: Subscription) -> Result<bool, StoreError> {
-        ops::upsert_subscription(&self.client().await?, &sub).await
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.writer.subscribe(sub).await
     }
 
     async fn remove_subscription(
@@ -274,21 +308,10 @@ impl Store for PostgresStore {
     }
 
     async fn push_inputs(&self, jobs: &[PushJob]) -> Result<Vec<PushInputs>, StoreError> {
-        // Every query on one connection at once: tokio-postgres pipelines them, so a batch
-        // costs about one round trip and one pool checkout.
-        let client = self.client().await?;
-        let client = &client;
-        futures_util::future::try_join_all(jobs.iter().map(|job| async move {
-            let (subscription, message) = tokio::try_join!(
-                ops::get_subscription(client, &job.account_index, &job.device_id),
-                ops::get_message(client, &job.account, job.namespace, &job.hash),
-            )?;
-            Ok(PushInputs {
-                subscription,
-                message,
-            })
-        }))
-        .await
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        ops::push_inputs(&self.client().await?, jobs).await
     }
 
     async fn claim_jobs(
@@ -302,7 +325,12 @@ impl Store for PostgresStore {
     }
 
     async fn finish_job(&self, job: &PushJob, outcome: JobOutcome) -> Result<(), StoreError> {
-        ops::finish_job(&self.client().await?, &self.keys, job, outcome).await
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.writer
+            .finish(ops::Finish::new(&self.keys, job, outcome)?)
+            .await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
@@ -316,7 +344,9 @@ impl Store for PostgresStore {
     async fn close(&self) -> Result<(), StoreError> {
         self.closed.store(true, Ordering::Release);
         self.stop_listener.cancel();
-        // Calls in flight finish on the connections they hold; nothing is queued here.
+        // Queued writes commit first; calls in flight finish on the connections they hold.
+        self.writer.close().await;
+        self.reads.close().await;
         self.pool.close();
         let listener = self
             .listener

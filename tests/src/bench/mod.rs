@@ -1,6 +1,7 @@
 //! The `tidings-bench` load generator (issues 2, 3 and 6, "Benchmark"). Compiled into the
 //! binary only: nothing here is part of the tests library.
 
+pub mod capacity;
 pub mod load;
 pub mod mailbox;
 pub mod ohttp;

@@ -6,7 +6,9 @@
 //!
 //! The mock providers run in this process; the relay runs as its own process. Each
 //! receipt is decrypted with its device's push key, so every push is matched to the very
-//! message it announces (and duplicates or strays are caught).
+//! message it announces (and duplicates or strays are caught). The throughput phase runs
+//! for `--duration` seconds (10 by default) and reports, beside pushes/s, the relay's CPU
+//! time per push (issue 17), user and system, and by thread.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -74,7 +76,12 @@ pub struct PushArgs {
     /// (`apns,fcm,webpush,hms` for all four).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = default_services())]
     pub services: Vec<BenchService>,
-    /// Messages of the throughput phase, spread over the devices (default: one per device).
+    /// Seconds the throughput phase issues Stores for (closed loop from `--clients`
+    /// clients): at least 10 s by default, so that one run is not a two-second sample.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Stop the throughput phase after this many Stores if `--duration` has not run out
+    /// first (messages go to the devices round robin).
     #[arg(long)]
     pub count: Option<u64>,
     /// Concurrent clients storing (and subscribing).
@@ -87,7 +94,7 @@ pub struct PushArgs {
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
     /// Seconds of the latency phase.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Bytes per message.
     #[arg(long, default_value_t = 64)]
@@ -141,7 +148,7 @@ impl Providers {
         }
     }
 
-    fn clear(&self) {
+    pub(super) fn clear(&self) {
         self.apns.clear();
         self.fcm.clear();
         if let Some(w) = &self.webpush {
@@ -216,10 +223,10 @@ struct Receipt {
 
 /// What the receipts of a phase say about its messages.
 #[derive(Default)]
-struct Matched {
+pub(super) struct Matched {
     /// Acknowledged messages pushed at least once.
-    delivered: usize,
-    duplicates: usize,
+    pub(super) delivered: usize,
+    pub(super) duplicates: usize,
     /// Receipts that did not decrypt or named no message of the phase.
     strays: usize,
     /// Latest receipt, µs after the ledger's base.
@@ -279,7 +286,10 @@ fn services_label(services: &[BenchService]) -> String {
 fn settings(report: &mut Report, args: &PushArgs) {
     report.setting("devices", args.devices);
     report.setting("services", services_label(&args.services));
-    report.setting("count", throughput_count(args));
+    report.setting("duration", args.duration);
+    if let Some(count) = args.count {
+        report.setting("count", count);
+    }
     report.setting("clients", args.clients);
     report.setting("connections", args.connections);
     report.setting("rate", args.rate);
@@ -291,8 +301,18 @@ fn settings(report: &mut Report, args: &PushArgs) {
     }
 }
 
-fn throughput_count(args: &PushArgs) -> u64 {
-    args.count.unwrap_or(args.devices as u64)
+/// Stores/s no run reaches on this machine: the ledger of a phase bounded only by its
+/// duration has room for this many per second.
+const LEDGER_RATE: f64 = 50_000.0;
+
+/// The most Stores the throughput phase issues: `--count`, or what `--duration` allows.
+fn throughput_limit(args: &PushArgs) -> Limit {
+    let duration = Duration::from_secs_f64(args.duration.max(0.001));
+    let room = (duration.as_secs_f64() * LEDGER_RATE).ceil() as u64;
+    Limit {
+        count: Some(args.count.unwrap_or(room)),
+        duration,
+    }
 }
 
 pub(super) async fn start_providers(args: &PushArgs) -> anyhow::Result<Providers> {
@@ -402,8 +422,12 @@ async fn measure(
     let devices = Arc::new(make_devices_over(args.devices.max(1), &args.services, providers));
     subscribe_all(args, &pool, &devices, relay, report).await?;
 
-    let count = throughput_count(args);
-    eprintln!("[push] throughput: {count} Stores to {} devices…", devices.len());
+    eprintln!(
+        "[push] throughput: Stores for {} s{} to {} devices…",
+        args.duration,
+        args.count.map_or(String::new(), |c| format!(" (at most {c})")),
+        devices.len()
+    );
     throughput_phase(args, &pool, &devices, relay, providers, report).await?;
 
     providers.clear();
@@ -539,7 +563,7 @@ pub(super) async fn subscribe_all(
 }
 
 /// The Store of message `n` of a phase: to device `n % devices`.
-fn store_request(devices: &[Device], n: u64, run: &[u8; 8], size: usize) -> StoreRequest {
+pub(super) fn store_request(devices: &[Device], n: u64, run: &[u8; 8], size: usize) -> StoreRequest {
     StoreRequest {
         account: devices[n as usize % devices.len()].account.to_vec(),
         namespace: 0,
@@ -549,22 +573,40 @@ fn store_request(devices: &[Device], n: u64, run: &[u8; 8], size: usize) -> Stor
     }
 }
 
-pub(super) async fn throughput_phase(
+/// What one closed-loop phase of Stores and the pushes they caused gave.
+pub(super) struct PushPhase {
+    /// The Stores.
+    pub(super) stores: super::load::Outcome,
+    /// The receipts, matched to the Stores.
+    pub(super) matched: Matched,
+    /// Acknowledged Stores.
+    pub(super) acked: usize,
+    /// How busy the relay and the bench were, from the first Store to the last receipt.
+    pub(super) cpu: super::stats::CpuUse,
+    /// Relay CPU seconds (user + system, `/proc/PID/stat`) over the same span.
+    pub(super) relay_cpu_s: Option<f64>,
+    /// The same split into user and system time, and by thread name.
+    pub(super) relay_threads: Option<ThreadCpu>,
+    /// First Store → last receipt, in seconds.
+    pub(super) span_s: f64,
+}
+
+/// Stores from `--clients` clients until `limit`, to the devices round robin, then waits
+/// for every acknowledged Store's push and matches the receipts to the messages.
+pub(super) async fn push_phase(
     args: &PushArgs,
     pool: &Pool,
     devices: &Arc<Vec<Device>>,
     relay: &Relay,
     providers: &Providers,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let count = throughput_count(args);
-    let ledger = Arc::new(Ledger::new(usize::try_from(count)?));
+    limit: Limit,
+) -> anyhow::Result<PushPhase> {
+    let slots = limit.count.context("a push phase needs a Store count bound")?;
+    let ledger = Arc::new(Ledger::new(usize::try_from(slots)?));
     let run = tidings_proto::random_bytes::<8>();
-    let limit = Limit {
-        count: Some(count),
-        duration: Duration::from_secs(600),
-    };
     let meter = CpuMeter::start(relay.pid());
+    let cpu_before = relay.cpu_seconds();
+    let threads_before = relay.pid().and_then(ThreadCpu::read);
     let stores = {
         let (pool, devices, ledger, size) =
             (pool.clone(), Arc::clone(devices), Arc::clone(&ledger), args.size);
@@ -586,6 +628,132 @@ pub(super) async fn throughput_phase(
         })
         .await
     };
+    let receipts = await_receipts(args, devices, &ledger, providers).await;
+    let cpu = meter.stop();
+    let relay_cpu_s = match (cpu_before, relay.cpu_seconds()) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    let relay_threads = match (threads_before, relay.pid().and_then(ThreadCpu::read)) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        _ => None,
+    };
+    let matched = match_receipts(&receipts, devices, &ledger, &run, args.size);
+    let span_s = matched.last_us as f64 / 1e6;
+    Ok(PushPhase {
+        stores,
+        acked: ledger.acked_count(),
+        matched,
+        cpu,
+        relay_cpu_s,
+        relay_threads,
+        span_s,
+    })
+}
+
+/// CPU time of a process in clock ticks (`/proc/PID/stat`, `/proc/PID/task/*/stat`): user
+/// and system time of the whole process (threads that exited included) and of each live
+/// thread, by thread id with its name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct ThreadCpu {
+    user: u64,
+    system: u64,
+    threads: HashMap<u32, (String, u64, u64)>,
+}
+
+/// `/proc/PID/stat` → (name, utime, stime) in ticks.
+fn stat_ticks(text: &str) -> Option<(String, u64, u64)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let name = text.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
+    Some((name, fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+}
+
+impl ThreadCpu {
+    fn read(pid: u32) -> Option<ThreadCpu> {
+        let (_, user, system) = stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+        let mut threads = HashMap::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            if let Some(t) = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|text| stat_ticks(&text))
+            {
+                threads.insert(tid, t);
+            }
+        }
+        Some(ThreadCpu {
+            user,
+            system,
+            threads,
+        })
+    }
+
+    /// What was spent between `before` and this reading (threads born meanwhile from 0).
+    fn since(&self, before: &ThreadCpu) -> ThreadCpu {
+        let threads = self
+            .threads
+            .iter()
+            .map(|(tid, (name, u, s))| {
+                let (u0, s0) = before.threads.get(tid).map_or((0, 0), |(_, u, s)| (*u, *s));
+                (*tid, (name.clone(), u.saturating_sub(u0), s.saturating_sub(s0)))
+            })
+            .collect();
+        ThreadCpu {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+            threads,
+        }
+    }
+
+    /// Per thread name: (user, system) seconds, heaviest first; threads that exited
+    /// during the span (the writer's log threads, idle blocking-pool threads) as one line.
+    fn by_name(&self) -> Vec<(String, f64, f64)> {
+        let mut names: HashMap<&str, (u64, u64)> = HashMap::new();
+        for (name, u, s) in self.threads.values() {
+            let e = names.entry(name.as_str()).or_default();
+            e.0 += u;
+            e.1 += s;
+        }
+        let live_u: u64 = names.values().map(|v| v.0).sum();
+        let live_s: u64 = names.values().map(|v| v.1).sum();
+        let tick = |t: u64| t as f64 / 100.0;
+        let mut out: Vec<(String, f64, f64)> = names
+            .into_iter()
+            .map(|(n, (u, s))| (n.to_owned(), tick(u), tick(s)))
+            .collect();
+        out.push((
+            "(threads that exited)".to_owned(),
+            tick(self.user.saturating_sub(live_u)),
+            tick(self.system.saturating_sub(live_s)),
+        ));
+        out.retain(|(_, u, s)| u + s > 0.0);
+        out.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+        out
+    }
+}
+
+pub(super) async fn throughput_phase(
+    args: &PushArgs,
+    pool: &Pool,
+    devices: &Arc<Vec<Device>>,
+    relay: &Relay,
+    providers: &Providers,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let limit = throughput_limit(args);
+    let phase = push_phase(args, pool, devices, relay, providers, limit).await?;
+    let stores = &phase.stores;
+    report.metric(
+        "push_phase_seconds",
+        "throughput phase: Stores issued for",
+        stores.elapsed.as_secs_f64(),
+        "s",
+        None,
+    );
     report.metric(
         "push_phase_stores_per_s",
         "throughput phase: Stores/s",
@@ -598,28 +766,67 @@ pub(super) async fn throughput_phase(
         stores.errors == 0,
         describe_failures(stores.ok, stores.errors, stores.first_error.as_deref()),
     );
-    let receipts = await_receipts(args, devices, &ledger, providers).await;
-    let cpu = meter.stop();
-    let matched = match_receipts(&receipts, devices, &ledger, &run, args.size);
-    let span_s = matched.last_us as f64 / 1e6;
+    if limit.count.is_some_and(|c| stores.ok + stores.errors >= c) && args.count.is_none() {
+        report.note(format!(
+            "the throughput phase filled its ledger ({} Stores) before --duration ran out",
+            stores.ok + stores.errors
+        ));
+    }
+    let matched = &phase.matched;
+    let span_s = phase.span_s;
     report.metric(
         "pushes_per_s",
         "end-to-end pushes/s (first Store → last receipt)",
         matched.delivered as f64 / span_s.max(1e-9),
         "/s",
-        Some(Target::AtLeast(5_000.0)),
+        Some(Target::AtLeast(12_000.0)),
     );
+    let per_push_us = |s: f64| s * 1e6 / (matched.delivered.max(1) as f64);
+    if let Some(cpu_s) = phase.relay_cpu_s {
+        report.metric(
+            "relay_cpu_us_per_push",
+            "relay CPU (user + system) per end-to-end push",
+            per_push_us(cpu_s),
+            "µs",
+            Some(Target::Below(70.0)),
+        );
+    }
+    if let Some(t) = &phase.relay_threads {
+        report.metric(
+            "relay_user_us_per_push",
+            "… of which user time",
+            per_push_us(t.user as f64 / 100.0),
+            "µs",
+            None,
+        );
+        report.metric(
+            "relay_system_us_per_push",
+            "… of which system time (kernel: sockets, futexes, fdatasync)",
+            per_push_us(t.system as f64 / 100.0),
+            "µs",
+            None,
+        );
+        let threads: Vec<String> = t
+            .by_name()
+            .iter()
+            .map(|(name, u, s)| format!("{name} {:.1} + {:.1} µs", per_push_us(*u), per_push_us(*s)))
+            .collect();
+        report.note(format!(
+            "relay CPU per push by thread (user + system): {}",
+            threads.join("; ")
+        ));
+    }
     report.latency(
         "throughput_push_latency",
         "under full load, Store ack → receipt",
         matched.after_ack.summary(),
         None,
     );
-    if let (Some(cores), true) = (cpu.relay_cores, providers.webpush.is_some()) {
-        webpush_share(report, devices, &matched, span_s, cores);
+    if let (Some(cores), true) = (phase.cpu.relay_cores, providers.webpush.is_some()) {
+        webpush_share(report, devices, matched, span_s, cores);
     }
-    report.cpu("push_throughput", "throughput phase", cpu);
-    check_matched(report, "throughput phase", &matched, ledger.acked_count());
+    report.cpu("push_throughput", "throughput phase", phase.cpu);
+    check_matched(report, "throughput phase", matched, phase.acked);
     Ok(())
 }
 
@@ -875,7 +1082,7 @@ fn identify(
     by_hash.get(&hash).copied()
 }
 
-fn check_matched(report: &mut Report, phase: &str, m: &Matched, acked: usize) {
+pub(super) fn check_matched(report: &mut Report, phase: &str, m: &Matched, acked: usize) {
     let missing = acked.saturating_sub(m.delivered);
     report.check(
         &format!("{phase}: every acknowledged Store pushed exactly once"),
@@ -897,6 +1104,42 @@ mod tests {
     fn parse_toml_path(s: &str) -> PathBuf {
         let v: serde_json::Value = serde_json::from_str(s).unwrap();
         PathBuf::from(v.as_str().unwrap())
+    }
+
+    #[test]
+    fn proc_stat_lines_give_name_and_ticks() {
+        let line = "4242 (tokio-runtime-w) S 1 2 3 4 5 6 7 8 9 10 1234 567 0 0 20 0 3 0 99";
+        assert_eq!(stat_ticks(line), Some(("tokio-runtime-w".into(), 1234, 567)));
+        let spaced = "7 (a b) c) R 1 2 3 4 5 6 7 8 9 10 11 12 0";
+        assert_eq!(stat_ticks(spaced), Some(("a b) c".into(), 11, 12)));
+        let me = ThreadCpu::read(std::process::id()).unwrap();
+        assert!(!me.threads.is_empty());
+        let none = me.since(&me);
+        assert_eq!((none.user, none.system), (0, 0));
+    }
+
+    #[test]
+    fn thread_cpu_groups_by_name_and_counts_exited_threads() {
+        let before = ThreadCpu {
+            user: 100,
+            system: 50,
+            threads: HashMap::from([(1, ("w".into(), 60, 30)), (2, ("w".into(), 40, 20))]),
+        };
+        // Thread 2 exited (its time stays in the process's), thread 3 was born.
+        let after = ThreadCpu {
+            user: 300,
+            system: 150,
+            threads: HashMap::from([(1, ("w".into(), 160, 80)), (3, ("log".into(), 10, 10))]),
+        };
+        let by_name = after.since(&before).by_name();
+        assert_eq!(
+            by_name,
+            vec![
+                ("w".to_owned(), 1.0, 0.5),
+                ("(threads that exited)".to_owned(), 0.9, 0.4),
+                ("log".to_owned(), 0.1, 0.1),
+            ]
+        );
     }
 
     #[test]

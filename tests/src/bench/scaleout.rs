@@ -8,6 +8,12 @@
 //! It reuses the `mailbox` Store phase and the `push` subscribe and throughput phases,
 //! against fresh relays (the built binary), fresh mock providers and, for PostgreSQL, a
 //! fresh schema per setup (`TIDINGS_TEST_POSTGRES_URL`, default the local server).
+//!
+//! Around each phase it reads the CPU time of every process (each relay node, PostgreSQL,
+//! the mocks, the load generator: see [`capacity`]) and reports it per acknowledged Store
+//! and per push; from the one-node and two-node figures it predicts what N nodes in front
+//! of one PostgreSQL primary would reach with a core per process, and what saturates
+//! first. The mocks run on a runtime of their own so that their CPU time is their own.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,6 +22,7 @@ use ed25519_dalek::SigningKey;
 use tidings_relay::store::postgres::testing::TestSchema;
 
 use super::{
+    capacity::{self, PerOp},
     environment_notes,
     load::Limit,
     mailbox::{self, MailboxArgs},
@@ -105,6 +112,9 @@ impl Setup {
 struct Figures {
     stores_per_s: f64,
     pushes_per_s: f64,
+    /// CPU per acknowledged Store and per push of each process.
+    per_store: PerOp,
+    per_push: PerOp,
 }
 
 /// Runs the scenario and reports.
@@ -137,9 +147,19 @@ pub async fn run(args: ScaleoutArgs) -> anyhow::Result<Report> {
             None,
         );
     }
+    let per_setup = |nodes: usize| {
+        figures
+            .iter()
+            .find(|(s, _)| *s == Setup::Postgres { nodes })
+            .map(|(_, f)| f)
+    };
+    if let (Some(one), Some(two)) = (per_setup(1), per_setup(2)) {
+        capacity::model(&mut report, "store", &one.per_store, &two.per_store);
+        capacity::model(&mut report, "push", &one.per_push, &two.per_push);
+    }
     report.note(
         "every relay, PostgreSQL, the mock providers and the clients share this machine's cores: \
-         a second node adds processes, not hardware",
+         a second node adds processes, not hardware (the capacity model gives each its own)",
     );
     environment_notes(&mut report, load_before);
     Ok(report)
@@ -164,6 +184,8 @@ fn push_args(args: &ScaleoutArgs) -> PushArgs {
         relay: args.relay.clone(),
         devices: args.devices.max(1),
         services: push::default_services(),
+        // A fixed number of pushes, however long they take.
+        duration: 3600.0,
         count: Some(args.pushes.max(1)),
         clients: args.clients,
         connections: args.connections,
@@ -189,7 +211,8 @@ async fn run_setup(args: &ScaleoutArgs, setup: Setup, report: &mut Report) -> an
         ),
     };
     let pargs = push_args(args);
-    let providers = push::start_providers(&pargs).await?;
+    let mocks = MockRuntime::start(pargs.clone()).await?;
+    let providers = &mocks.providers;
     let storage = schema.as_ref().map_or(String::new(), |s| {
         format!(
             "[storage]\nbackend = \"postgres\"\npostgres_url = \"{}\"\n\n",
@@ -203,11 +226,12 @@ async fn run_setup(args: &ScaleoutArgs, setup: Setup, report: &mut Report) -> an
         nodes.push(Relay::start_sharing_key(&args.relay, &config, key.as_deref()).await?);
     }
     report.note(format!(
-        "{}: {}",
+        "{}: {} (1-minute load average at its start: {})",
         setup.label(),
-        nodes.iter().map(Relay::describe).collect::<Vec<_>>().join("; ")
+        nodes.iter().map(Relay::describe).collect::<Vec<_>>().join("; "),
+        super::stats::load_average().map_or("?".to_owned(), |l| format!("{l:.2}"))
     ));
-    let result = measure(args, setup, &nodes, &providers, report).await;
+    let result = measure(args, setup, &nodes, providers, report).await;
     if result.is_err() {
         for node in &nodes {
             eprintln!("relay log tail ({}):\n{}", node.describe(), node.log_tail());
@@ -216,7 +240,7 @@ async fn run_setup(args: &ScaleoutArgs, setup: Setup, report: &mut Report) -> an
     for node in nodes {
         node.stop().await;
     }
-    providers.shutdown().await;
+    mocks.shutdown().await;
     // Dropped last: the relays have let go of the schema.
     drop(schema);
     result
@@ -232,8 +256,9 @@ async fn measure(
     let (key, label) = (setup.key(), setup.label());
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let pool = Pool::connect_spread(&addrs, args.connections).await?;
-    // The CPU figures of the reused phases are node A's only.
+    // The CPU figures of the reused phases are node A's only; `capacity` reads them all.
     let node_a = &nodes[0];
+    let pids: Vec<u32> = nodes.iter().filter_map(Relay::pid).collect();
 
     let margs = MailboxArgs {
         relay: args.relay.clone(),
@@ -260,7 +285,10 @@ async fn measure(
         duration: Duration::from_secs_f64(args.duration),
     };
     eprintln!("[scaleout] {label}: Stores for {} s…", args.duration);
+    let before = capacity::sample(&pids);
     let stores = mailbox::store_phase(&pool, &accounts, &margs, limit, node_a.pid()).await;
+    let store_cpu = capacity::spent(&before, &capacity::sample(&pids));
+    let per_store = capacity::report_phase(report, &key, &label, "store", &store_cpu, stores.ok as f64);
     report.metric(
         &format!("stores_per_s_{key}"),
         &format!("{label}: acknowledged Stores/s"),
@@ -288,7 +316,18 @@ async fn measure(
     let devices = Arc::new(push::make_devices(pargs.devices));
     let mut phase = Report::new("push");
     push::subscribe_all(&pargs, &pool, &devices, node_a, &mut phase).await?;
+    let before = capacity::sample(&pids);
     push::throughput_phase(&pargs, &pool, &devices, node_a, providers, &mut phase).await?;
+    let push_cpu = capacity::spent(&before, &capacity::sample(&pids));
+    // Every Store goes to one device: the checks below say whether each was pushed once.
+    let per_push = capacity::report_phase(
+        report,
+        &key,
+        &label,
+        "push",
+        &push_cpu,
+        pargs.count.unwrap_or(1) as f64,
+    );
     let pushes_per_s = phase
         .metrics
         .iter()
@@ -312,7 +351,41 @@ async fn measure(
     Ok(Figures {
         stores_per_s: stores.rate(),
         pushes_per_s,
+        per_store,
+        per_push,
     })
+}
+
+/// The mock providers on a runtime of their own, whose threads are named
+/// [`capacity::MOCK_THREADS`], so that their CPU time is told from the load generator's.
+struct MockRuntime {
+    runtime: tokio::runtime::Runtime,
+    providers: push::Providers,
+}
+
+impl MockRuntime {
+    async fn start(pargs: PushArgs) -> anyhow::Result<MockRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(capacity::MOCK_THREADS)
+            .enable_all()
+            .build()
+            .context("cannot start the mocks' runtime")?;
+        let providers = runtime
+            .spawn(async move { push::start_providers(&pargs).await })
+            .await
+            .context("the mocks' start ended abnormally")??;
+        Ok(MockRuntime { runtime, providers })
+    }
+
+    async fn shutdown(self) {
+        let MockRuntime { runtime, providers } = self;
+        if let Err(e) = runtime.spawn(providers.shutdown()).await {
+            eprintln!("[scaleout] stopping the mocks ended abnormally: {e}");
+        }
+        // Dropping a runtime may not block inside another one.
+        runtime.shutdown_background();
+    }
 }
 
 /// Parks `--waiters` long-polls on node A and wakes each with a Store through node B.

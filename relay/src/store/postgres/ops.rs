@@ -1,8 +1,12 @@
-//! What each store operation does in SQL.
+//! What each store operation does in SQL, on its own.
 //!
-//! Every operation is one statement in autocommit, except a Store, which needs its seq,
-//! message, push jobs and NOTIFY in one transaction. Statements are prepared once per
-//! pooled connection (`prepare_cached`). Expiry is `expires_ms <= now`, as in redb.
+//! Reads, claims, deletes and sweeps are one statement each in autocommit. Stores,
+//! Subscribes and push outcomes normally go through the group-commit writer
+//! ([`super::writer`], [`super::batch`]); the single-write versions here are what it falls
+//! back to when a batch fails, so that each caller gets its own answer. A Store on its own
+//! needs its seq, message, push jobs and NOTIFY in one transaction. Statements are
+//! prepared once per pooled connection (`prepare_cached`). Expiry is `expires_ms <= now`,
+//! as in redb.
 
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
@@ -11,8 +15,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use super::errors::{corrupt, db_error};
 use super::listener;
 use crate::store::{
-    Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, OutboxStats, Page, PushJob,
-    PutOutcome, StoreError, StoredMessage, Subscription,
+    Account, AccountIndex, DeviceId, Hash, JobOutcome, Lease, NewMessage, OutboxStats, Page, PushInputs,
+    PushJob, PutOutcome, StoreError, StoredMessage, Subscription,
     linkage::{JobMessage, StoreKeys},
 };
 
@@ -46,7 +50,7 @@ async fn execute(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync
 }
 
 /// Column `idx` of a row; a type this relay did not write is corruption, not a panic.
-fn col<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+pub(super) fn col<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
     row.try_get(idx)
         .map_err(|e| StoreError::Corrupt(format!("PostgreSQL: unexpected column {idx}: {e}")))
 }
@@ -222,12 +226,17 @@ async fn try_put(
 
 /// A message row selected as `seq, hash, data, created_ms, expires_ms`.
 fn message_from(row: &Row) -> Result<StoredMessage> {
+    message_at(row, 0)
+}
+
+/// A message selected as `seq, hash, data, created_ms, expires_ms` from column `at`.
+fn message_at(row: &Row, at: usize) -> Result<StoredMessage> {
     Ok(StoredMessage {
-        seq: u64_of(col(row, 0)?, "message seq")?,
-        hash: bytes(row, 1, "message hash")?,
-        data: col(row, 2)?,
-        created_ms: col(row, 3)?,
-        expires_ms: col(row, 4)?,
+        seq: u64_of(col(row, at)?, "message seq")?,
+        hash: bytes(row, at + 1, "message hash")?,
+        data: col(row, at + 2)?,
+        created_ms: col(row, at + 3)?,
+        expires_ms: col(row, at + 4)?,
     })
 }
 
@@ -455,28 +464,91 @@ pub async fn get_subscription(
     account_index: &AccountIndex,
     device_id: &DeviceId,
 ) -> Result<Option<Subscription>> {
-    let Some(row) = query_opt(
+    query_opt(
         client,
         "SELECT namespaces, want_data, sealed, expires_ms FROM subscriptions
          WHERE account_index = $1 AND device_id = $2",
         &[&&account_index[..], &&device_id[..]],
     )
     .await?
-    else {
-        return Ok(None);
-    };
-    let namespaces: Vec<i64> = col(&row, 0)?;
-    Ok(Some(Subscription {
+    .map(|row| subscription_from(&row, 0, account_index, device_id))
+    .transpose()
+}
+
+/// A subscription selected as `namespaces, want_data, sealed, expires_ms` from column `at`.
+fn subscription_from(
+    row: &Row,
+    at: usize,
+    account_index: &AccountIndex,
+    device_id: &DeviceId,
+) -> Result<Subscription> {
+    let namespaces: Vec<i64> = col(row, at)?;
+    Ok(Subscription {
         account_index: *account_index,
         device_id: *device_id,
         namespaces: namespaces
             .into_iter()
             .map(|n| u32_of(n, "subscription namespace"))
             .collect::<Result<_>>()?,
-        want_data: col(&row, 1)?,
-        sealed: col(&row, 2)?,
-        expires_ms: col(&row, 3)?,
-    }))
+        want_data: col(row, at + 1)?,
+        sealed: col(row, at + 2)?,
+        expires_ms: col(row, at + 3)?,
+    })
+}
+
+/// What every job of a claimed batch needs, in one statement: one row per job, in order,
+/// its subscription and message joined where they still exist (by `LATERAL` lookups, which
+/// the planner cannot turn into a hash join over a whole table).
+const PUSH_INPUTS: &str = "SELECT s.namespaces, s.want_data, s.sealed, s.expires_ms,
+            m.seq, m.hash, m.data, m.created_ms, m.expires_ms
+     FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bytea[])
+         WITH ORDINALITY AS j(account_index, device_id, account, namespace, hash, n)
+     LEFT JOIN LATERAL (
+         SELECT namespaces, want_data, sealed, expires_ms FROM subscriptions
+         WHERE account_index = j.account_index AND device_id = j.device_id LIMIT 1
+     ) AS s ON true
+     LEFT JOIN LATERAL (
+         SELECT seq, hash, data, created_ms, expires_ms FROM messages
+         WHERE account = j.account AND namespace = j.namespace AND hash = j.hash LIMIT 1
+     ) AS m ON true
+     ORDER BY j.n";
+
+/// Loads the subscription and message of every job (see `Store::push_inputs`).
+pub async fn push_inputs(client: &Client, jobs: &[PushJob]) -> Result<Vec<PushInputs>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let index: Vec<&[u8]> = jobs.iter().map(|j| &j.account_index[..]).collect();
+    let device: Vec<&[u8]> = jobs.iter().map(|j| &j.device_id[..]).collect();
+    let account: Vec<&[u8]> = jobs.iter().map(|j| &j.account[..]).collect();
+    let namespace: Vec<i64> = jobs.iter().map(|j| i64::from(j.namespace)).collect();
+    let hash: Vec<&[u8]> = jobs.iter().map(|j| &j.hash[..]).collect();
+    let rows = query(
+        client,
+        PUSH_INPUTS,
+        &[&index, &device, &account, &namespace, &hash],
+    )
+    .await?;
+    if rows.len() != jobs.len() {
+        return Err(corrupt("push inputs answer"));
+    }
+    jobs.iter()
+        .zip(&rows)
+        .map(|(job, row)| {
+            let subscription = match col::<Option<Vec<i64>>>(row, 0)? {
+                Some(_) => Some(subscription_from(row, 0, &job.account_index, &job.device_id)?),
+                None => None,
+            };
+            let message = match col::<Option<i64>>(row, 4)? {
+                Some(_) => Some(message_at(row, 4)?),
+                None => None,
+            };
+            Ok(PushInputs {
+                subscription,
+                message,
+            })
+        })
+        .collect()
 }
 
 /// Leases due jobs; a job held by a live lease is locked or not due, so two nodes never
@@ -549,18 +621,67 @@ fn job_from(keys: &StoreKeys, row: &Row) -> Result<PushJob> {
     })
 }
 
-/// Records how a claimed job ended, if `job.lease` is still its current claim (see
+/// A push outcome to record: what of its job and claim the SQL needs.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: i64,
+    pub account_index: AccountIndex,
+    pub device_id: DeviceId,
+    /// The job's pushed marker (see `store::linkage`).
+    pub marker: [u8; 32],
+    /// The message's expiry, which the marker keeps.
+    pub expires_ms: i64,
+    pub owner: String,
+    pub until_ms: i64,
+    pub outcome: JobOutcome,
+}
+
+impl Finish {
+    /// The outcome of `job` under its claim.
+    pub fn new(keys: &StoreKeys, job: &PushJob, outcome: JobOutcome) -> Result<Finish> {
+        Ok(Finish {
+            id: i64::try_from(job.id).map_err(|_| corrupt("job id"))?,
+            account_index: job.account_index,
+            device_id: job.device_id,
+            marker: keys.pushed_marker(&job.account_index, &job.device_id, &job.hash),
+            expires_ms: job.expires_ms,
+            owner: job.lease.owner.clone(),
+            until_ms: job.lease.until_ms,
+            outcome,
+        })
+    }
+
+    /// Says (at debug) that the job was no longer held under this claim.
+    pub fn log_not_held(&self) {
+        tracing::debug!(
+            job = self.id,
+            outcome = ?self.outcome,
+            "push job no longer held under this claim (finished, or claimed again after the lease ran out); the job is left as it is"
+        );
+    }
+}
+
+/// The token is dead whoever holds the job: the subscription and all its jobs go (a
+/// current holder's finish then matches nothing). Answers whether the job was still held
+/// under the claim (`$4`, `$5`).
+pub(super) const FINISH_TOKEN_DEAD: &str =
+    "WITH dead AS (DELETE FROM subscriptions WHERE account_index = $2 AND device_id = $3),
+     gone AS (
+         DELETE FROM push_jobs WHERE id = $1 OR (account_index = $2 AND device_id = $3)
+         RETURNING id, lease_owner, lease_until_ms
+     )
+     SELECT count(*) FROM gone WHERE id = $1 AND lease_owner = $4 AND lease_until_ms = $5";
+
+/// Records how a claimed job ended, if its claim is still the job's current one (see
 /// [`crate::store::Store::finish_job`]). Every statement touches the job row only under
 /// `lease_owner` and `lease_until_ms` as claimed; a node that claimed the job since has
 /// moved `lease_until_ms` on, so a late finish of a node that lost its lease matches no
 /// row. `Delivered` still remembers (device, hash) and `TokenDead` still removes the
 /// subscription and its jobs.
-pub async fn finish_job(client: &Client, keys: &StoreKeys, job: &PushJob, outcome: JobOutcome) -> Result<()> {
-    let id = i64::try_from(job.id).map_err(|_| corrupt("job id"))?;
-    let (index, device) = (&job.account_index[..], &job.device_id[..]);
-    let marker = keys.pushed_marker(&job.account_index, &job.device_id, &job.hash);
-    let (owner, until) = (&job.lease.owner, &job.lease.until_ms);
-    let finished = match outcome {
+pub async fn finish_job(client: &Client, f: &Finish) -> Result<()> {
+    let (index, device) = (&f.account_index[..], &f.device_id[..]);
+    let (id, owner, until) = (&f.id, &f.owner, &f.until_ms);
+    let finished = match f.outcome {
         JobOutcome::Delivered => {
             let row = query_one(
                 client,
@@ -572,25 +693,13 @@ pub async fn finish_job(client: &Client, keys: &StoreKeys, job: &PushJob, outcom
                      ON CONFLICT DO NOTHING
                  )
                  SELECT count(*) FROM done",
-                &[&id, &&marker[..], &job.expires_ms, owner, until],
+                &[id, &&f.marker[..], &f.expires_ms, owner, until],
             )
             .await?;
             col::<i64>(&row, 0)?
         }
         JobOutcome::TokenDead => {
-            // The token is dead whoever holds the job: the subscription and all its jobs
-            // go (a current holder's finish then matches nothing).
-            let row = query_one(
-                client,
-                "WITH dead AS (DELETE FROM subscriptions WHERE account_index = $2 AND device_id = $3),
-                 gone AS (
-                     DELETE FROM push_jobs WHERE id = $1 OR (account_index = $2 AND device_id = $3)
-                     RETURNING id, lease_owner, lease_until_ms
-                 )
-                 SELECT count(*) FROM gone WHERE id = $1 AND lease_owner = $4 AND lease_until_ms = $5",
-                &[&id, &index, &device, owner, until],
-            )
-            .await?;
+            let row = query_one(client, FINISH_TOKEN_DEAD, &[id, &index, &device, owner, until]).await?;
             col::<i64>(&row, 0)?
         }
         JobOutcome::Retry { not_before_ms } => {
@@ -599,7 +708,7 @@ pub async fn finish_job(client: &Client, keys: &StoreKeys, job: &PushJob, outcom
                 "UPDATE push_jobs SET not_before_ms = $2, lease_owner = NULL, lease_until_ms = NULL,
                      attempts = LEAST(attempts + 1, 4294967295)
                  WHERE id = $1 AND lease_owner = $3 AND lease_until_ms = $4",
-                &[&id, &not_before_ms, owner, until],
+                &[id, &not_before_ms, owner, until],
             )
             .await?;
             i64::try_from(n).unwrap_or(i64::MAX)
@@ -608,18 +717,14 @@ pub async fn finish_job(client: &Client, keys: &StoreKeys, job: &PushJob, outcom
             let n = execute(
                 client,
                 "DELETE FROM push_jobs WHERE id = $1 AND lease_owner = $2 AND lease_until_ms = $3",
-                &[&id, owner, until],
+                &[id, owner, until],
             )
             .await?;
             i64::try_from(n).unwrap_or(i64::MAX)
         }
     };
     if finished == 0 {
-        tracing::debug!(
-            job = job.id,
-            ?outcome,
-            "push job no longer held under this claim (finished, or claimed again after the lease ran out); the job is left as it is"
-        );
+        f.log_not_held();
     }
     Ok(())
 }

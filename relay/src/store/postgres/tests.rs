@@ -567,3 +567,287 @@ async fn heard_after_put(store: &PostgresStore, f: &Fixture, rx: &mut broadcast:
         }
     }
 }
+
+/// Two nodes storing into one mailbox at once, each with enough concurrent writers that
+/// their batches carry several Stores of the mailbox (and of one message stored through
+/// both nodes at once): no two messages get one seq, a message stored through both is
+/// stored once, and readers following the mailbox by `after_seq` on either node while it
+/// fills see every stored message, in increasing order: no seq becomes visible before a
+/// smaller one (which such a reader would skip for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batching_nodes_store_into_one_mailbox_without_collision_or_gap() {
+    const TASKS: usize = 32;
+    const PER_TASK: usize = 20;
+    const SHARED_EVERY: usize = 5;
+    let Some((_schema, a, b)) =
+        two_nodes("two_batching_nodes_store_into_one_mailbox_without_collision_or_gap").await
+    else {
+        return;
+    };
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let f = Arc::new(Fixture::new());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = |store: Arc<PostgresStore>| {
+            let (f, done) = (Arc::clone(&f), Arc::clone(&done));
+            tokio::spawn(async move {
+                let (mut seen, mut after) = (Vec::new(), 0);
+                loop {
+                    let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                    let page = store.get_messages(&f.account, NS, after, 5, T0).await.unwrap();
+                    if page.messages.is_empty() && finished {
+                        return seen;
+                    }
+                    for m in page.messages {
+                        assert!(m.seq > after, "pages ascend");
+                        after = m.seq;
+                        seen.push(m.seq);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let readers = [reader(a.clone()), reader(b.clone())];
+        let mut writers = Vec::new();
+        for task in 0..TASKS {
+            let (a, b, f) = (a.clone(), b.clone(), Arc::clone(&f));
+            writers.push(tokio::spawn(async move {
+                let mine: Arc<PostgresStore> = if task % 2 == 0 { a.clone() } else { b.clone() };
+                let (mut own, mut shared) = (Vec::new(), Vec::new());
+                for i in 0..PER_TASK {
+                    let out = mine
+                        .put_message(f.msg(format!("{task}/{i}").as_bytes()))
+                        .await
+                        .unwrap();
+                    assert!(!out.duplicate);
+                    own.push(out.seq);
+                    if i % SHARED_EVERY == 0 {
+                        let m = f.msg(format!("shared/{i}").as_bytes());
+                        let (x, y) = tokio::join!(a.put_message(m.clone()), b.put_message(m));
+                        let (x, y) = (x.unwrap(), y.unwrap());
+                        assert_eq!(x.seq, y.seq, "one message, one seq");
+                        shared.push((i, x.seq, u8::from(!x.duplicate) + u8::from(!y.duplicate)));
+                    }
+                }
+                (own, shared)
+            }));
+        }
+        let mut own_seqs = HashSet::new();
+        let mut shared_seqs: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+        let mut shared_stored = 0;
+        for w in writers {
+            let (own, shared) = w.await.unwrap();
+            assert!(own.windows(2).all(|w| w[0] < w[1]), "one task's Stores ascend");
+            for s in own {
+                assert!(own_seqs.insert(s), "seq {s} handed out twice");
+            }
+            for (i, seq, stored) in shared {
+                assert_eq!(
+                    *shared_seqs.entry(i).or_insert(seq),
+                    seq,
+                    "shared/{i} has one seq"
+                );
+                shared_stored += usize::from(stored);
+            }
+        }
+        assert_eq!(
+            shared_stored,
+            shared_seqs.len(),
+            "each shared message stored exactly once, by one of its many Stores"
+        );
+        let mut all = own_seqs.clone();
+        for s in shared_seqs.values() {
+            assert!(
+                all.insert(*s),
+                "a shared message's seq {s} collides with another message"
+            );
+        }
+        assert_eq!(all.len(), TASKS * PER_TASK + PER_TASK.div_ceil(SHARED_EVERY));
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for r in readers {
+            let seen = r.await.unwrap();
+            assert_eq!(
+                seen.len(),
+                all.len(),
+                "a reader skipped a message, or saw one twice"
+            );
+            assert_eq!(seen.into_iter().collect::<HashSet<_>>(), all);
+        }
+        let listed: Vec<u64> = a
+            .get_messages(&f.account, NS, 0, 10_000, T0)
+            .await
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(listed.len(), all.len());
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Writes sent at the same moment share transactions, and each caller still gets its own
+/// answer (seqs distinct, increasing in a mailbox, subscriptions added).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_transactions() {
+    let Some(schema) = TestSchema::create("concurrent_writes_share_transactions").await else {
+        return;
+    };
+    with_timeout(async {
+        let store = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+            .await
+            .unwrap();
+        let f = Fixture::new();
+        let subs: Vec<_> = (0..50).map(|_| f.sub()).collect();
+        let added =
+            futures_util::future::join_all(subs.iter().map(|s| store.upsert_subscription(s.clone()))).await;
+        assert!(added.into_iter().all(|r| r.unwrap()));
+        let puts =
+            futures_util::future::join_all((0..200u32).map(|i| store.put_message(f.msg(&i.to_be_bytes()))))
+                .await;
+        let mut seqs = HashSet::new();
+        for out in puts {
+            let out = out.unwrap();
+            assert!(!out.duplicate);
+            assert_eq!(out.jobs_enqueued, 50);
+            assert!(seqs.insert(out.seq));
+        }
+        assert_eq!(
+            seqs,
+            (1..=200).collect::<HashSet<u64>>(),
+            "no seq skipped or reused"
+        );
+        assert_eq!(store.outbox_stats().await.unwrap().depth, 200 * 50);
+        // 250 writes were queued within moments of each other while at most two batches
+        // were in flight, so batches carried several.
+        let (batches, writes, _, split) = store.writer_stats();
+        assert_eq!(writes, 250);
+        assert!(batches < writes, "{batches} transactions for {writes} writes");
+        assert_eq!(split, 0);
+        store.close().await.unwrap();
+    })
+    .await;
+}
+
+/// A batch with a write that cannot be done (here: a mailbox whose counter is exhausted)
+/// fails that write alone: the batch runs its writes one by one, and the others succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_fails_alone_in_its_batch() {
+    let Some((schema, store)) = open_concrete("a_failing_write_fails_alone_in_its_batch").await else {
+        return;
+    };
+    with_timeout(async {
+        let (full, ok) = (Fixture::new(), Fixture::new());
+        let (admin, conn) = parse_url(schema.url()).unwrap().connect(NoTls).await.unwrap();
+        tokio::spawn(conn);
+        admin
+            .execute(
+                "INSERT INTO mailbox_counters (account, namespace, last_seq) VALUES ($1, $2, 9223372036854775807)",
+                &[&&full.account[..], &i64::from(NS)],
+            )
+            .await
+            .unwrap();
+        store.upsert_subscription(ok.sub()).await.unwrap();
+        let sub = ok.sub();
+        let (r1, a1) = tokio::sync::oneshot::channel();
+        let (r2, a2) = tokio::sync::oneshot::channel();
+        let (r3, a3) = tokio::sync::oneshot::channel();
+        let (r4, a4) = tokio::sync::oneshot::channel();
+        store
+            .writer
+            .commit_together(vec![
+                writer::Request::Subscribe(sub.clone(), r1),
+                writer::Request::Put(ok.msg(b"before"), r2),
+                writer::Request::Put(full.msg(b"no seq left"), r3),
+                writer::Request::Put(ok.msg(b"after"), r4),
+            ])
+            .await;
+        assert!(a1.await.unwrap().unwrap(), "the subscription is added");
+        let before = a2.await.unwrap().unwrap();
+        assert!(
+            matches!(a3.await.unwrap(), Err(StoreError::Unavailable(_))),
+            "the exhausted mailbox's Store fails"
+        );
+        let after = a4.await.unwrap().unwrap();
+        // The new subscription may or may not have been committed before them.
+        assert!(before.jobs_enqueued >= 1 && after.jobs_enqueued >= 1);
+        assert!(before.seq != after.seq && !before.duplicate && !after.duplicate);
+        assert_eq!(store.writer_stats().3, 1, "the batch was split into single writes");
+        assert_eq!(store.get_messages(&ok.account, NS, 0, 10, T0).await.unwrap().messages.len(), 2);
+        assert!(store.get_messages(&full.account, NS, 0, 10, T0).await.unwrap().messages.is_empty());
+        assert!(store.get_subscription(&ok.index, &sub.device_id).await.unwrap().is_some());
+    })
+    .await;
+}
+
+/// In one batch, a repeated message is a duplicate whose seq goes back to the counter (the
+/// batch's new messages follow the last seq without a hole), and a message whose
+/// original expired is stored anew with a new seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_repeats_and_replaces_exactly_like_single_stores() {
+    let Some((_schema, store)) =
+        open_concrete("a_batch_repeats_and_replaces_exactly_like_single_stores").await
+    else {
+        return;
+    };
+    with_timeout(async {
+        let f = Fixture::new();
+        store.upsert_subscription(f.sub()).await.unwrap();
+        let first = store.put_message(f.msg(b"first")).await.unwrap();
+        let mut short = f.msg(b"short");
+        short.expires_ms = T0 + 10;
+        let short_out = store.put_message(short.clone()).await.unwrap();
+        let mut again_short = short.clone();
+        again_short.created_ms = T0 + 100;
+        again_short.expires_ms = T0 + DAY;
+        let mut later_first = f.msg(b"first");
+        later_first.created_ms = T0 + 100;
+        let mut replies = Vec::new();
+        let mut requests = Vec::new();
+        for m in [later_first, f.msg(b"new one"), again_short, f.msg(b"new two")] {
+            let (r, a) = tokio::sync::oneshot::channel();
+            requests.push(writer::Request::Put(m, r));
+            replies.push(a);
+        }
+        store.writer.commit_together(requests).await;
+        let mut out = Vec::new();
+        for a in replies {
+            out.push(a.await.unwrap().unwrap());
+        }
+        assert!(out[0].duplicate);
+        assert_eq!(
+            (out[0].seq, out[0].expires_ms, out[0].jobs_enqueued),
+            (first.seq, T0 + DAY, 0)
+        );
+        assert!(!out[1].duplicate && !out[2].duplicate && !out[3].duplicate);
+        assert_eq!(
+            (out[1].seq, out[2].seq, out[3].seq),
+            (short_out.seq + 1, short_out.seq + 2, short_out.seq + 3),
+            "new messages follow the last seq in queue order, the duplicate's seq given back"
+        );
+        assert_eq!(
+            out[2].jobs_enqueued, 0,
+            "the replaced message's device was pushed it already"
+        );
+        assert_eq!(out[1].jobs_enqueued, 1);
+        let next = store.put_message(f.msg(b"next")).await.unwrap();
+        assert_eq!(next.seq, short_out.seq + 4);
+        let page = store.get_messages(&f.account, NS, 0, 10, T0 + 100).await.unwrap();
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![first.seq, out[1].seq, out[2].seq, out[3].seq, next.seq],
+            "the expired original is gone, its replacement listed"
+        );
+    })
+    .await;
+}
+
+/// A store on a fresh schema as its concrete type (its writer reachable).
+async fn open_concrete(test: &str) -> Option<(TestSchema, PostgresStore)> {
+    let schema = TestSchema::create(test).await?;
+    let store = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+        .await
+        .unwrap();
+    Some((schema, store))
+}
