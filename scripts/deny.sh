@@ -16,6 +16,11 @@ if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install cargo-deny --locked --version "$version" --quiet
 fi
 
+# cargo-deny reads `cargo metadata` for every platform, so it needs the sources of crates
+# that only another target uses (Windows console crates, say), which a build here never
+# downloads; fetch them first, or `--offline` fails on a fresh machine.
+cargo fetch --locked --quiet
+
 # The snapshot sits beside the checkout (../shared); a checkout elsewhere (a CI clone)
 # finds it at the workplace's path, or is told with TIDINGS_ADVISORY_DB.
 source_db=""
