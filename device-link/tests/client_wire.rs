@@ -1,7 +1,7 @@
 //! The client's requests as a relay sees them: an in-process mock of both services
 //! checks every signature against `tidings_proto::sign`'s layouts, unseals the push
 //! registration with its own key, and can answer UNAVAILABLE to exercise retries.
-//! (Subscribe and Unsubscribe are not served by the real relay yet.)
+//! (The real relay's side of the same calls is tested end to end in `tests/tests`.)
 
 // Test code: a failed unwrap is a failed test with its line.
 #![allow(clippy::unwrap_used)]

@@ -3,7 +3,7 @@
 //!
 //! Every exported async method hands its work to the crate's runtime
 //! ([`Inner::run`], tracked so `stop` can wait for it); the background loops (polling, the Fast Mode supervisor) run
-//! there too, from `connect` until `close` or the object is freed.
+//! there too, from `connect` until `stop` / `shutdown` or the object is freed.
 
 use std::{
     path::PathBuf,

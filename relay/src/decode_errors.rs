@@ -19,8 +19,9 @@
 //! wording; the wording is read only to say what was wrong, in fixed phrases (so no
 //! request byte, not even a number prost quotes from it, reaches the client or a log).
 //!
-//! Anything that serves the relay's RPCs (the gRPC listener; an OHTTP gateway, should
-//! one be added) must route calls through this layer and the [`Decoded`] services.
+//! Anything that serves the relay's RPCs (the gRPC listener and the OHTTP gateway, both
+//! through `server::services::rpc_layers`) must route calls through this layer and the
+//! [`Decoded`] services.
 
 use std::{
     pin::Pin,

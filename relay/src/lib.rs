@@ -1,7 +1,7 @@
 //! The tidings relay.
 //!
 //! Slow Mode: the [`store`] holds mailboxes; Fast Mode: subscriptions and the push
-//! outbox live in the same store, and the notifier delivers through APNs and FCM.
+//! outbox live in the same store, and the notifier delivers through APNs, FCM, Huawei Push Kit and Web Push.
 
 #![warn(missing_docs)]
 

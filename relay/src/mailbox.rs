@@ -402,12 +402,12 @@ impl Mailbox for MailboxService {
 /// (nothing was half-written), INTERNAL for corruption (logged, details withheld).
 pub fn storage_status(e: StoreError) -> Status {
     match e {
-        StoreError::Unavailable(why) => {
+        StoreError::Unavailable { reason: why, .. } => {
             tracing::warn!(%why, "storage unavailable");
             Status::unavailable(format!("storage cannot take requests now ({why}); retry later"))
         }
         StoreError::Closed => Status::unavailable("the relay is shutting down; retry later"),
-        StoreError::Corrupt(why) => {
+        StoreError::Corrupt { reason: why, .. } => {
             tracing::error!(%why, "storage corrupt");
             Status::internal("storage error")
         }
@@ -527,10 +527,10 @@ mod tests {
             tonic::Code::Unavailable
         );
         assert_eq!(
-            storage_status(StoreError::Unavailable("disk full".into())).code(),
+            storage_status(StoreError::unavailable("disk full")).code(),
             tonic::Code::Unavailable
         );
-        let corrupt = storage_status(StoreError::Corrupt("bad row /secret/path".into()));
+        let corrupt = storage_status(StoreError::corrupt("bad row /secret/path"));
         assert_eq!(corrupt.code(), tonic::Code::Internal);
         assert!(!corrupt.message().contains("secret"));
     }

@@ -9,6 +9,9 @@
 //! - `check-config FILE`: validate a config file; names the first bad key.
 //! - `migrate [--config FILE]`: apply pending PostgreSQL schema migrations (the relay
 //!   also applies them at start; this lets an operator do it ahead of a rollout).
+//! - `healthcheck [--addr ADDR] [--path PATH]`: one HTTP GET of the admin listener's
+//!   health path (default 127.0.0.1:7401 `/healthz`), exit 0 on 200: for container
+//!   health checks, which have no curl.
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
 

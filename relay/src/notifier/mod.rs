@@ -1,4 +1,4 @@
-//! The notifier: drains the durable push outbox and delivers through APNs and FCM.
+//! The notifier: drains the durable push outbox and delivers through APNs, FCM, Huawei Push Kit and Web Push.
 //!
 //! Jobs are written by the store in the same commit as their message, so a relay killed
 //! right after acknowledging a Store still pushes after restart. The notifier claims

@@ -1,4 +1,4 @@
-//! The HTTP/2 client both providers are reached through.
+//! The HTTP/2 client every push provider is reached through.
 //!
 //! One pooled client per sender keeps a long-lived HTTP/2 connection per host and multiplexes
 //! every push over it, as Apple and Google ask. rustls runs on ring (as tonic's `tls-ring`

@@ -96,9 +96,8 @@ impl StoreKeys {
     /// Opens a job's sealed message reference. Fails with [`StoreError::Corrupt`] when it
     /// was not sealed for `account_index` under this relay's key.
     pub fn open_job(&self, account_index: &AccountIndex, blob: &[u8]) -> Result<JobMessage, StoreError> {
-        let bad = || {
-            StoreError::Corrupt("a push job's message reference does not open with this relay's key".into())
-        };
+        let bad =
+            || StoreError::corrupt("a push job's message reference does not open with this relay's key");
         let plain =
             open(&self.at_rest, blob, &[JOB_AAD, account_index.as_slice()].concat()).ok_or_else(bad)?;
         if plain.len() != JOB_PLAIN_LEN {
@@ -145,7 +144,7 @@ impl StoreKeys {
     /// Opens one write-ahead log payload of batch `batch`.
     pub fn open_wal(&self, batch: u64, blob: &[u8]) -> Result<Vec<u8>, StoreError> {
         open(&self.at_rest, blob, &[WAL_AAD, &batch.to_be_bytes()].concat()).ok_or_else(|| {
-            StoreError::Corrupt(format!(
+            StoreError::corrupt(format!(
                 "write-ahead log record of batch {batch} does not open with this relay's key"
             ))
         })

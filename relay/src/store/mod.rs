@@ -244,19 +244,100 @@ pub struct OutboxStats {
     pub oldest_enqueued_ms: Option<i64>,
 }
 
+/// The error underneath a [`StoreError`]: shared, because one failed batch answers every
+/// caller in it with the same error.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+///
+/// `reason` is a self-contained summary an operator can act on and a client may be shown
+/// (it never quotes stored values: no account, hash or token); [`std::error::Error::source`]
+/// gives the typed error underneath where there is one (a [`std::io::Error`] with its kind,
+/// redb's or the PostgreSQL driver's error, a [`postgres::SqlError`] with its SQLSTATE) for code
+/// that must tell causes apart and for debugging.
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// The store cannot take writes now (disk full, read-only, database down).
     /// Nothing was half-written; the caller may retry later.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable {
+        /// What failed, for the operator and the client.
+        reason: String,
+        /// The error underneath, if any.
+        cause: Option<Cause>,
+    },
     /// The stored data is not what this version of the relay wrote.
-    #[error("storage corrupt: {0}")]
-    Corrupt(String),
+    Corrupt {
+        /// What is wrong, for the operator (clients are told no more than "storage error").
+        reason: String,
+        /// The error underneath, if any.
+        cause: Option<Cause>,
+    },
     /// The store is shutting down and takes no more work.
-    #[error("storage is closed")]
     Closed,
+}
+
+impl StoreError {
+    /// An [`StoreError::Unavailable`] with no error underneath (yet: see [`Self::because`]).
+    pub fn unavailable(reason: impl Into<String>) -> StoreError {
+        StoreError::Unavailable {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// A [`StoreError::Corrupt`] with no error underneath (yet: see [`Self::because`]).
+    pub fn corrupt(reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// Keeps `cause` as this error's source. No effect on [`StoreError::Closed`].
+    #[must_use]
+    pub fn because(mut self, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        if let StoreError::Unavailable { cause, .. } | StoreError::Corrupt { cause, .. } = &mut self {
+            *cause = Some(std::sync::Arc::new(e));
+        }
+        self
+    }
+
+    /// The summary without the kind's prefix ("" for [`StoreError::Closed`]).
+    pub fn reason(&self) -> &str {
+        match self {
+            StoreError::Unavailable { reason, .. } | StoreError::Corrupt { reason, .. } => reason,
+            StoreError::Closed => "",
+        }
+    }
+
+    /// The error underneath as a `T`, if it is one.
+    pub fn cause_as<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        std::error::Error::source(self)?.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable { reason, .. } => write!(f, "storage unavailable: {reason}"),
+            StoreError::Corrupt { reason, .. } => write!(f, "storage corrupt: {reason}"),
+            StoreError::Closed => f.write_str("storage is closed"),
+        }
+    }
+}
+
+// By hand rather than with thiserror: `source` hands out the error underneath itself (not
+// the `Arc` around it), so `downcast_ref` on it finds the io or driver error.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Unavailable { cause, .. } | StoreError::Corrupt { cause, .. } => {
+                let cause: &(dyn std::error::Error + 'static) = cause.as_deref()?;
+                Some(cause)
+            }
+            StoreError::Closed => None,
+        }
+    }
 }
 
 /// Durable storage behind the relay. See the module docs for the invariants.

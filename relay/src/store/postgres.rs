@@ -42,6 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+pub use self::errors::SqlError;
 use self::errors::{db_error, pool_error};
 pub use self::listener::CHANNEL as ARRIVALS_CHANNEL;
 pub use self::migrations::MigrationReport;
@@ -106,7 +107,7 @@ impl std::fmt::Debug for PostgresStore {
 /// The error names what is wrong but never echoes the URL, which may hold a password.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     url.parse::<tokio_postgres::Config>()
-        .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))
+        .map_err(|e| StoreError::unavailable(format!("invalid PostgreSQL URL: {e}")).because(e))
 }
 
 /// Applies pending schema migrations over one connection and reports what it did
@@ -167,7 +168,7 @@ impl PostgresStore {
             .recycle_timeout(Some(options.connect_timeout))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL connection pool: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("PostgreSQL connection pool: {e}")).because(e))?;
         {
             let mut client = pool.get().await.map_err(pool_error)?;
             migrations::apply(&mut client).await?;

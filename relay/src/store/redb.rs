@@ -101,7 +101,8 @@ impl RedbStore {
     /// `storage.cache_mb`).
     pub fn open_with_cache(dir: &Path, keys: StoreKeys, cache_bytes: usize) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create the data directory {}: {e}", dir.display()))
+            StoreError::unavailable(format!("cannot create the data directory {}: {e}", dir.display()))
+                .because(e)
         })?;
         Self::open_with(dir, Checkpoints::default(), keys, cache_bytes)
     }
@@ -158,7 +159,9 @@ impl RedbStore {
                 }
                 .run(rx)
             })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
+            .map_err(|e| {
+                StoreError::unavailable(format!("cannot start the storage writer: {e}")).because(e)
+            })?;
         Ok(RedbStore {
             shared,
             queue: RwLock::new(Some(tx)),
@@ -211,7 +214,7 @@ impl RedbStore {
         let shared = self.open_shared()?;
         let task = tokio::task::spawn_blocking(move || read_in(&shared, f));
         task.await
-            .map_err(|e| StoreError::Unavailable(format!("storage read task failed: {e}")))?
+            .map_err(|e| StoreError::unavailable(format!("storage read task failed: {e}")).because(e))?
     }
 
     /// Runs `f` in a read transaction on the calling thread, for a few point lookups on a
@@ -257,7 +260,7 @@ impl RedbStore {
             read_in(&shared, |txn| f(&mut leases, txn))
         });
         task.await
-            .map_err(|e| StoreError::Unavailable(format!("storage read task failed: {e}")))?
+            .map_err(|e| StoreError::unavailable(format!("storage read task failed: {e}")).because(e))?
     }
 
     fn open_shared(&self) -> Result<Arc<Shared>, StoreError> {
@@ -287,7 +290,7 @@ fn read_with<R>(
         return Err(if shared.closed.load(Ordering::Acquire) {
             StoreError::Closed
         } else {
-            StoreError::Unavailable("the database is being reopened after an I/O error".into())
+            StoreError::unavailable("the database is being reopened after an I/O error")
         });
     };
     db.begin_read()
@@ -356,7 +359,7 @@ impl Drop for Finishing<'_> {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the storage writer stopped".into())
+    StoreError::unavailable("the storage writer stopped")
 }
 
 impl Drop for RedbStore {
@@ -561,7 +564,7 @@ impl Store for RedbStore {
             clean
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("closing the storage failed: {e}")))?;
+        .map_err(|e| StoreError::unavailable(format!("closing the storage failed: {e}")).because(e))?;
         if joined { Ok(()) } else { Err(writer_gone()) }
     }
 }

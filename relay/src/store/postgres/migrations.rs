@@ -100,7 +100,7 @@ pub(crate) async fn apply(client: &mut tokio_postgres::Client) -> Result<Migrati
         match recorded.iter().find(|(v, _)| *v == m.version) {
             Some((_, stored)) if *stored == sum => continue,
             Some(_) => {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::corrupt(format!(
                     "schema migration {} ({}) differs from the one applied to this database",
                     m.version, m.name
                 )));

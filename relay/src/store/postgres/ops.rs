@@ -52,7 +52,7 @@ async fn execute(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync
 /// Column `idx` of a row; a type this relay did not write is corruption, not a panic.
 pub(super) fn col<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
     row.try_get(idx)
-        .map_err(|e| StoreError::Corrupt(format!("PostgreSQL: unexpected column {idx}: {e}")))
+        .map_err(|e| StoreError::corrupt(format!("PostgreSQL: unexpected column {idx}: {e}")).because(e))
 }
 
 fn bytes<const N: usize>(row: &Row, idx: usize, what: &str) -> Result<[u8; N]> {
@@ -137,8 +137,8 @@ pub async fn put_message(client: &mut Client, keys: &StoreKeys, msg: &NewMessage
             }
         }
     }
-    Err(StoreError::Unavailable(
-        "a message kept changing under concurrent Stores; try again".into(),
+    Err(StoreError::unavailable(
+        "a message kept changing under concurrent Stores; try again",
     ))
 }
 
@@ -581,7 +581,7 @@ pub async fn claim_jobs(
     for row in &rows {
         match job_from(keys, row) {
             Ok(job) => jobs.push(job),
-            Err(e @ StoreError::Corrupt(_)) => {
+            Err(e @ StoreError::Corrupt { .. }) => {
                 // Sealed under another relay key (or damaged): it can never be delivered.
                 let id: i64 = col(row, 0)?;
                 tracing::warn!(job = id, "dropping an unreadable push job: {e}");

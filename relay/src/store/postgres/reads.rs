@@ -73,7 +73,7 @@ impl SpanReader {
         }
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL reader stopped before answering".into()))?
+            .map_err(|_| StoreError::unavailable("the PostgreSQL reader stopped before answering"))?
     }
 
     /// Takes no more lookups, answers the queued ones and waits for the readers to end.

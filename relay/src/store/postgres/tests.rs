@@ -385,7 +385,7 @@ async fn an_edited_migration_is_refused() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&e, StoreError::Corrupt(m) if m.contains("differs")),
+            matches!(&e, StoreError::Corrupt { reason: m, .. } if m.contains("differs")),
             "{e}"
         );
     })
@@ -410,9 +410,15 @@ async fn read_only_database_is_unavailable_for_writes() {
         .unwrap();
         let unavailable = |r: Result<(), StoreError>| {
             assert!(
-                matches!(&r, Err(StoreError::Unavailable(m)) if m.contains("read-only")),
+                matches!(&r, Err(StoreError::Unavailable { reason: m, .. }) if m.contains("read-only")),
                 "{r:?}"
             );
+            // The SQLSTATE is kept underneath; the driver's error (with DETAIL) is not.
+            let sql = r
+                .as_ref()
+                .err()
+                .and_then(|e| e.cause_as::<crate::store::postgres::SqlError>());
+            assert_eq!(sql.map(|s| s.code.as_str()), Some("25006"), "{r:?}");
         };
         unavailable(ro.check_writable().await);
         unavailable(ro.put_message(f.msg(b"after")).await.map(drop));
@@ -446,13 +452,14 @@ async fn unreachable_database_is_unavailable() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&e, StoreError::Unavailable(m) if m.contains("connect")),
+        matches!(&e, StoreError::Unavailable { reason: m, .. } if m.contains("connect")),
         "{e}"
     );
+    assert!(e.cause_as::<tokio_postgres::Error>().is_some(), "{e:?}");
     let e = with_timeout(migrate("postgres://postgres@127.0.0.1:1/postgres"))
         .await
         .unwrap_err();
-    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
     let e = parse_url("postgres://u:hunter2@h:notaport/db").unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
@@ -503,7 +510,7 @@ async fn required_tls_refuses_an_unverified_server() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, StoreError::Unavailable(m) if m.contains("TLS")),
+        matches!(&e, StoreError::Unavailable { reason: m, .. } if m.contains("TLS")),
         "{e}"
     );
 }
@@ -542,7 +549,7 @@ async fn store_and_listener_recover_from_dropped_connections() {
         loop {
             match store.put_message(f.msg(b"after the drop")).await {
                 Ok(_) => break,
-                Err(StoreError::Unavailable(_)) if failures < 16 => failures += 1,
+                Err(StoreError::Unavailable { .. }) if failures < 16 => failures += 1,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -765,7 +772,7 @@ async fn a_failing_write_fails_alone_in_its_batch() {
         assert!(a1.await.unwrap().unwrap(), "the subscription is added");
         let before = a2.await.unwrap().unwrap();
         assert!(
-            matches!(a3.await.unwrap(), Err(StoreError::Unavailable(_))),
+            matches!(a3.await.unwrap(), Err(StoreError::Unavailable { .. })),
             "the exhausted mailbox's Store fails"
         );
         let after = a4.await.unwrap().unwrap();

@@ -45,7 +45,7 @@ pub fn connector(config: &mut tokio_postgres::Config) -> Result<Option<MakeRustl
 }
 
 fn tls_error(e: &dyn std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL TLS: {e}"))
+    StoreError::unavailable(format!("PostgreSQL TLS: {e}"))
 }
 
 fn extra_roots() -> Result<Vec<CertificateDer<'static>>, StoreError> {

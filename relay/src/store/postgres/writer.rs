@@ -233,7 +233,7 @@ impl Writer {
         // abnormally (a panic), and the write's fate is unknown.
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL writer stopped before answering".into()))?
+            .map_err(|_| StoreError::unavailable("the PostgreSQL writer stopped before answering"))?
     }
 
     /// Commits `requests` as one batch, past the queue, so a test knows what shares a

@@ -25,19 +25,19 @@ pub fn reopen_needed(e: &Error) -> bool {
 /// Maps an error of a transaction.
 pub fn db_error(e: Error) -> StoreError {
     match e {
-        Error::Io(io) => StoreError::Unavailable(io_cause(&io)),
+        Error::Io(io) => StoreError::unavailable(io_cause(&io)).because(io),
         Error::PreviousIo => {
-            StoreError::Unavailable("an earlier I/O error stopped the database; it is being reopened".into())
+            StoreError::unavailable("an earlier I/O error stopped the database; it is being reopened")
         }
-        Error::Corrupted(why) => StoreError::Corrupt(why),
+        Error::Corrupted(why) => StoreError::corrupt(why),
         Error::DatabaseClosed => StoreError::Closed,
         Error::TableTypeMismatch { .. }
         | Error::TypeDefinitionChanged { .. }
         | Error::TableIsMultimap(_)
         | Error::TableIsNotMultimap(_) => {
-            StoreError::Corrupt(format!("the file is not a tidings store: {e}"))
+            StoreError::corrupt(format!("the file is not a tidings store: {e}")).because(e)
         }
-        other => StoreError::Unavailable(other.to_string()),
+        other => StoreError::unavailable(other.to_string()).because(other),
     }
 }
 
@@ -45,9 +45,9 @@ pub fn db_error(e: Error) -> StoreError {
 pub fn open_error(e: DatabaseError) -> StoreError {
     match e {
         DatabaseError::DatabaseAlreadyOpen => {
-            StoreError::Unavailable("the database file is in use by another process".into())
+            StoreError::unavailable("the database file is in use by another process")
         }
-        DatabaseError::UpgradeRequired(v) => StoreError::Corrupt(format!(
+        DatabaseError::UpgradeRequired(v) => StoreError::corrupt(format!(
             "the database file has an unsupported redb format version {v}"
         )),
         other => db_error(other.into()),

@@ -21,7 +21,7 @@ use crate::store::{
 pub const SWEEP_CAP: u32 = 10_000;
 
 fn corrupt_key(table: &str) -> OpError {
-    OpError::Op(StoreError::Corrupt(format!("malformed key in table {table}")))
+    OpError::Op(StoreError::corrupt(format!("malformed key in table {table}")))
 }
 
 /// Stores a message, or finds the unexpired original of a duplicate.
@@ -73,7 +73,7 @@ fn next_seq(t: &mut Tables<'_>, account: &Account, namespace: u32) -> Result<u64
     let last = get_u64(&t.mailboxes, &ck, "seq counter")?.unwrap_or(0);
     let seq = last
         .checked_add(1)
-        .ok_or_else(|| StoreError::Corrupt("mailbox seq exhausted".into()))?;
+        .ok_or_else(|| StoreError::corrupt("mailbox seq exhausted"))?;
     t.mailboxes.insert(ck.as_slice(), seq.to_be_bytes().as_slice())?;
     Ok(seq)
 }

@@ -18,7 +18,7 @@ impl<'a> Reader<'a> {
     }
 
     fn short(&self) -> StoreError {
-        StoreError::Corrupt(format!("truncated {} record", self.what))
+        StoreError::corrupt(format!("truncated {} record", self.what))
     }
 
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
@@ -56,7 +56,7 @@ impl<'a> Reader<'a> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(StoreError::Corrupt(format!(
+            Err(StoreError::corrupt(format!(
                 "trailing bytes in {} record",
                 self.what
             )))

@@ -120,7 +120,7 @@ impl<'t> Tables<'t> {
         let next = self.meta.get(key)?.map(|g| g.value()).unwrap_or(1);
         let after = next
             .checked_add(1)
-            .ok_or_else(|| StoreError::Corrupt(format!("meta counter {key} exhausted")))?;
+            .ok_or_else(|| StoreError::corrupt(format!("meta counter {key} exhausted")))?;
         self.meta.insert(key, after)?;
         Ok(next)
     }
@@ -135,7 +135,7 @@ pub fn init_schema(db: &Database, keys: &StoreKeys) -> Result<(), OpError> {
         match version {
             Some(SCHEMA_VERSION) => {}
             Some(other) => {
-                return Err(OpError::Op(StoreError::Corrupt(format!(
+                return Err(OpError::Op(StoreError::corrupt(format!(
                     "database has schema version {other}, this relay knows only {SCHEMA_VERSION}"
                 ))));
             }

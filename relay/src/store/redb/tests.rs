@@ -133,7 +133,7 @@ async fn an_unknown_schema_version_is_refused() {
     }
     let err = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("99")),
+        matches!(&err, StoreError::Corrupt { reason: m, .. } if m.contains("99")),
         "{err:?}"
     );
 }
@@ -153,7 +153,7 @@ async fn a_foreign_file_is_refused() {
         txn.commit().unwrap();
     }
     let err = RedbStore::open(other.path(), crate::store::linkage::test_keys()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap();
     let err = RedbStore::open(dir.path(), crate::store::linkage::test_keys()).unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
 }
 
 /// A file backend whose writes fail with "no space left" while `full` is set.
@@ -258,7 +258,7 @@ fn flaky_store(dir: &Path, full: Arc<AtomicBool>) -> RedbStore {
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::unavailable(e.to_string()))?;
             let backend = FlakyBackend {
                 inner: FileBackend::new(file).map_err(open_error)?,
                 full: Arc::clone(&full),
@@ -292,11 +292,17 @@ async fn a_full_disk_fails_writes_cleanly_and_the_store_recovers() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, StoreError::Unavailable(m) if m.contains("disk full")),
+            matches!(&err, StoreError::Unavailable { reason: m, .. } if m.contains("disk full")),
+            "{err:?}"
+        );
+        // The io error is kept underneath, so code can act on its kind, not on the text.
+        assert_eq!(
+            err.cause_as::<std::io::Error>().map(std::io::Error::kind),
+            Some(std::io::ErrorKind::StorageFull),
             "{err:?}"
         );
         let err = store.check_writable().await.unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
 
         full.store(false, Ordering::SeqCst);
         // A failed reopen is retried after a short backoff; poll until the store is back.
@@ -369,7 +375,7 @@ async fn a_failing_write_does_not_fail_its_batch() {
             good1.await.unwrap().unwrap().seq,
             good2.await.unwrap().unwrap().seq,
         );
-        assert!(matches!(bad.await.unwrap(), Err(StoreError::Corrupt(_))));
+        assert!(matches!(bad.await.unwrap(), Err(StoreError::Corrupt { .. })));
         let page = store.get_messages(&account, 20, 0, 10, T0).await.unwrap();
         let mut seqs = vec![s1, s2];
         seqs.sort_unstable();

@@ -60,11 +60,12 @@ pub struct Wal {
     capacity: u64,
 }
 
-fn io_error(what: &str, e: &std::io::Error) -> StoreError {
-    StoreError::Unavailable(format!(
+fn io_error(what: &str, e: std::io::Error) -> StoreError {
+    StoreError::unavailable(format!(
         "{what} the write-ahead log: {}",
-        super::errors::io_cause(e)
+        super::errors::io_cause(&e)
     ))
+    .because(e)
 }
 
 impl Wal {
@@ -76,8 +77,8 @@ impl Wal {
             .create(true)
             .truncate(false)
             .open(dir.join(FILE_NAME))
-            .map_err(|e| io_error("cannot open", &e))?;
-        let size = file.metadata().map_err(|e| io_error("cannot stat", &e))?.len();
+            .map_err(|e| io_error("cannot open", e))?;
+        let size = file.metadata().map_err(|e| io_error("cannot stat", e))?.len();
         let mut wal = Wal {
             file,
             len: 0,
@@ -86,11 +87,11 @@ impl Wal {
         // A log written before preallocation (or a new file) grows to the minimum here;
         // the zeros past its records read as the end.
         wal.grow_to(MIN_CAPACITY)
-            .map_err(|e| io_error("cannot preallocate", &e))?;
+            .map_err(|e| io_error("cannot preallocate", e))?;
         // A file created just now must not vanish in a crash with the records it will hold.
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("cannot sync the directory of", &e))?;
+            .map_err(|e| io_error("cannot sync the directory of", e))?;
         let (records, _) = wal.read_all()?;
         wal.len = records.iter().map(|r| (HEADER + r.payload.len()) as u64).sum();
         Ok(wal)
@@ -104,7 +105,7 @@ impl Wal {
             self.file.read_exact_at(&mut bytes, 0)?;
             Ok(bytes)
         });
-        let bytes = read.map_err(|e| io_error("cannot read", &e))?;
+        let bytes = read.map_err(|e| io_error("cannot read", e))?;
         Ok(parse(&bytes))
     }
 

@@ -232,7 +232,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<WriteOp>, StoreError> {
 }
 
 fn bad(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("bad {what} in the write-ahead log"))
+    StoreError::corrupt(format!("bad {what} in the write-ahead log"))
 }
 
 fn decode_one(r: &mut Reader<'_>) -> Result<WriteOp, StoreError> {

@@ -148,7 +148,7 @@ impl Shared {
         if let Some((at, why)) = failure.as_ref()
             && at.elapsed() < REOPEN_BACKOFF
         {
-            return Err(StoreError::Unavailable(why.clone()));
+            return Err(StoreError::unavailable(why.clone()));
         }
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         // The old handle must be gone first: the file admits one handle at a time.
@@ -164,7 +164,7 @@ impl Shared {
             Err(e) => {
                 let why = format!("reopening the database failed: {e}");
                 *failure = Some((Instant::now(), why.clone()));
-                Err(StoreError::Unavailable(why))
+                Err(StoreError::unavailable(why))
             }
         }
     }
@@ -227,7 +227,7 @@ impl<R: Send> PendingWrite for Pending<R> {
         let answer = self
             .result
             .and_then(self.extract)
-            .ok_or_else(|| StoreError::Unavailable("internal: write committed without a result".into()));
+            .ok_or_else(|| StoreError::unavailable("internal: write committed without a result"));
         // A caller that gave up waiting needs no answer.
         if let Some(reply) = self.reply {
             let _ = reply.send(answer);
@@ -270,7 +270,7 @@ where
     fn succeed(self: Box<Self>) {
         let answer = self
             .result
-            .ok_or_else(|| StoreError::Unavailable("internal: write committed without a result".into()));
+            .ok_or_else(|| StoreError::unavailable("internal: write committed without a result"));
         let _ = self.reply.send(answer);
     }
 
@@ -405,7 +405,7 @@ pub fn recover(db: &Database, log: &mut Log) -> Result<Replay, StoreError> {
     }
     checkpoint_db(db).map_err(db_error)?;
     log.wal.reset().map_err(|e| {
-        StoreError::Unavailable(format!("cannot empty the write-ahead log: {}", io_cause(&e)))
+        StoreError::unavailable(format!("cannot empty the write-ahead log: {}", io_cause(&e))).because(e)
     })?;
     log.next_batch = next;
     log.pending = 0;
@@ -568,13 +568,12 @@ impl Writer<'_> {
                         appended = true;
                         Ok(())
                     }
-                    Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+                    Ok(Err(e)) => Err(StoreError::unavailable(format!(
                         "cannot write the write-ahead log: {}",
                         io_cause(&e)
-                    ))),
-                    Err(_) => Err(StoreError::Unavailable(
-                        "the write-ahead log writer panicked".into(),
-                    )),
+                    ))
+                    .because(e)),
+                    Err(_) => Err(StoreError::unavailable("the write-ahead log writer panicked")),
                 }
             };
             let outcome = loop {
@@ -718,15 +717,6 @@ fn attempt(
 
 fn fail_all(batch: Vec<Box<dyn PendingWrite>>, err: &StoreError) {
     for w in batch {
-        w.fail(copy_error(err));
-    }
-}
-
-/// `StoreError` holds no source, so each caller gets an equal copy.
-pub fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        StoreError::Closed => StoreError::Closed,
+        w.fail(err.clone());
     }
 }
