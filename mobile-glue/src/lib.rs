@@ -12,6 +12,8 @@
 //! The generated Swift and Kotlin live in `mobile-glue/bindings/`; `docs/mobile.md` shows
 //! how iOS and Android apps use them.
 
+#![warn(missing_docs)]
+
 uniffi::setup_scaffolding!();
 
 #[cfg(target_os = "android")]

@@ -154,6 +154,7 @@ impl Breakers {
     }
 
     /// Whether `app`'s `service` breaker is open (or half-open) now.
+    #[cfg(test)]
     pub fn is_open(&self, app: &str, service: Service) -> bool {
         lock(&self.states)
             .get(&(app.to_owned(), service))

@@ -49,18 +49,9 @@ pub struct ProviderSetupError {
 }
 
 impl Providers {
-    /// Reads the key files and builds (and, for FCM, warms) every sender, with the
-    /// default Web Push policy (https, public addresses only).
+    /// Reads the key files and builds (and, for FCM, warms) every sender; Web Push
+    /// endpoints are checked against `webpush` (the `[webpush]` policy).
     /// Token refreshes are counted in `metrics`.
-    pub async fn from_config(
-        apps: &[App],
-        timeout: Duration,
-        metrics: &Arc<Metrics>,
-    ) -> Result<Self, ProviderSetupError> {
-        Self::from_config_with(apps, &WebPushPolicy::default(), timeout, metrics).await
-    }
-
-    /// [`Providers::from_config`] with the `[webpush]` endpoint policy.
     pub async fn from_config_with(
         apps: &[App],
         webpush: &WebPushPolicy,
