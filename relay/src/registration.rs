@@ -17,7 +17,7 @@ use tidings_proto::{
 use crate::{
     config::ServiceName,
     push::{
-        WebPushTarget,
+        DeviceToken, PushKey, WebPushTarget,
         webpush::{
             ece::{AUTH_LEN, P256DH_LEN},
             endpoint::{self, EndpointPolicy},
@@ -101,11 +101,11 @@ pub struct Registration {
     /// The provider.
     pub service: Service,
     /// The provider's device token; empty for Web Push.
-    pub token: String,
+    pub token: DeviceToken,
     /// The app it belongs to.
     pub app_id: String,
     /// The key its pushes are encrypted with.
-    pub push_key: [u8; 32],
+    pub push_key: PushKey,
     /// The install.
     pub device_id: DeviceId,
     /// The subscription, for Web Push only.
@@ -200,9 +200,9 @@ pub fn validate(reg: DeviceRegistration, apps: &dyn AppCatalog) -> Result<Regist
     })?;
     Ok(Registration {
         service,
-        token: reg.token,
+        token: DeviceToken::from(reg.token),
         app_id: reg.app_id,
-        push_key,
+        push_key: PushKey::new(push_key),
         device_id,
         web_push,
     })
@@ -341,9 +341,9 @@ pub enum AtRestError {
 pub fn seal_at_rest(key: &[u8; 32], account_index: &AccountIndex, reg: &Registration) -> Vec<u8> {
     let plain = DeviceRegistration {
         service: reg.service.to_proto() as i32,
-        token: reg.token.clone(),
+        token: reg.token.as_str().to_owned(),
         app_id: reg.app_id.clone(),
-        push_key: reg.push_key.to_vec(),
+        push_key: reg.push_key.as_bytes().to_vec(),
         device_id: reg.device_id.to_vec(),
         web_push: reg.web_push.as_ref().map(|w| WebPushSubscription {
             endpoint: w.endpoint.clone(),

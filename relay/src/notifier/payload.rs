@@ -132,7 +132,7 @@ async fn send_now(
         message_ns: !tidings_proto::namespace::is_owner_only(
             i32::try_from(job.namespace).unwrap_or(i32::MAX),
         ),
-        collapse: collapse_id(&reg.push_key, &job.hash),
+        collapse: collapse_id(reg.push_key.as_bytes(), &job.hash),
         ttl_s: ttl_ms / 1000,
     };
     match reg.service {
@@ -157,7 +157,7 @@ async fn send_apns(app: Option<&AppProviders>, note: &Note<'_>, texts: &PushText
     };
     let enc = note.enc(apns_max_enc_len(&kind));
     let push = ApnsPush {
-        token: note.reg.token.clone().into(),
+        token: note.reg.token.clone(),
         sandbox: note.reg.service == Service::ApnsSandbox,
         kind,
         enc,
@@ -172,7 +172,7 @@ async fn send_fcm(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
         return missing(note.reg);
     };
     let push = FcmPush {
-        token: note.reg.token.clone().into(),
+        token: note.reg.token.clone(),
         enc: note.enc(FCM_MAX_ENC_LEN),
         high_priority: note.message_ns,
         ttl_s: note.ttl_s.min(FCM_MAX_TTL_S),
@@ -218,7 +218,7 @@ async fn send_hms(app: Option<&AppProviders>, note: &Note<'_>) -> Outcome {
         return missing(note.reg);
     };
     let mut push = HmsPush {
-        token: note.reg.token.clone().into(),
+        token: note.reg.token.clone(),
         enc: note.enc(HMS_MAX_ENC_LEN),
         high_priority: note.message_ns,
         ttl_s: note.ttl_s,
@@ -284,7 +284,7 @@ fn encrypt(
             note.data_omitted = true;
         }
     }
-    encrypt_push(&reg.push_key, &note)
+    encrypt_push(reg.push_key.as_bytes(), &note)
 }
 
 /// A per-device collapse id: repeats of one message replace each other, but Apple and
@@ -303,7 +303,7 @@ mod tests {
             service: Service::Fcm,
             token: "t".into(),
             app_id: "a".into(),
-            push_key: [7; 32],
+            push_key: [7; 32].into(),
             device_id: [1; 16],
             web_push: None,
         };
@@ -334,18 +334,25 @@ mod tests {
     #[test]
     fn data_is_included_only_when_wanted_and_fitting() {
         let (reg, job, msg) = fixture(100);
-        let with = decrypt_push(&reg.push_key, &encrypt(&reg, &job, &msg, true, FCM_MAX_ENC_LEN)).unwrap();
+        let with = decrypt_push(
+            reg.push_key.as_bytes(),
+            &encrypt(&reg, &job, &msg, true, FCM_MAX_ENC_LEN),
+        )
+        .unwrap();
         assert_eq!(
             (with.data.len(), with.data_omitted, with.data_len),
             (100, false, 100)
         );
-        let without =
-            decrypt_push(&reg.push_key, &encrypt(&reg, &job, &msg, false, FCM_MAX_ENC_LEN)).unwrap();
+        let without = decrypt_push(
+            reg.push_key.as_bytes(),
+            &encrypt(&reg, &job, &msg, false, FCM_MAX_ENC_LEN),
+        )
+        .unwrap();
         assert_eq!((without.data.len(), without.data_omitted), (0, true));
         let (reg, job, big) = fixture(5000);
         let enc = encrypt(&reg, &job, &big, true, FCM_MAX_ENC_LEN);
         assert!(enc.len() <= FCM_MAX_ENC_LEN);
-        let n = decrypt_push(&reg.push_key, &enc).unwrap();
+        let n = decrypt_push(reg.push_key.as_bytes(), &enc).unwrap();
         assert_eq!(
             (n.data.len(), n.data_omitted, n.data_len, n.seq),
             (0, true, 5000, 5)

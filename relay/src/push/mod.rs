@@ -10,6 +10,7 @@ pub mod fcm;
 pub mod hms;
 pub mod http;
 pub mod jwt;
+pub mod key;
 pub mod token;
 pub mod webpush;
 
@@ -23,6 +24,7 @@ pub use fcm::{FCM_ENDPOINT, FCM_MAX_DATA, FCM_MAX_ENC_LEN, FcmPush, FcmSender, F
 pub use hms::{
     HMS_ENDPOINT, HMS_MAX_DATA, HMS_MAX_ENC_LEN, HMS_TOKEN_ENDPOINT, HmsPush, HmsSender, HmsSettings,
 };
+pub use key::PushKey;
 pub use token::DeviceToken;
 pub use webpush::{
     EndpointPolicy, Urgency, WEBPUSH_MAX_BODY, WEBPUSH_MAX_ENC_LEN, WebPushPush, WebPushSender,
