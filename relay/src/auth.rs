@@ -75,6 +75,143 @@ pub fn authenticate(
     verify(account, &message(), signature)
 }
 
+/// What the validators' table-driven tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use ed25519_dalek::VerifyingKey;
+    use tidings_proto::v1::{
+        DeleteRequest, RetrieveRequest, StoreRequest, SubscribeRequest, UnsubscribeRequest,
+    };
+    use tonic::{Code, Status};
+
+    /// 32 bytes that do not decompress to a curve point (about half of all strings are).
+    pub(crate) fn not_a_point() -> [u8; 32] {
+        (0u8..=255)
+            .map(|i| {
+                let mut b = [i; 32];
+                b[31] &= 0x7f;
+                b
+            })
+            .find(|b| VerifyingKey::from_bytes(b).is_err())
+            .expect("about half of all byte strings are not curve points")
+    }
+
+    /// A row of a validator's table: what it breaks, how it changes the valid request, and
+    /// the status that must come back (`Code::Ok` and an empty fragment for rows that pass).
+    pub(crate) type Row<R> = (&'static str, fn(&mut R), Code, &'static str);
+
+    /// What every signed request says when its signature is not the account's over its fields.
+    pub(crate) const SIG_MISMATCH: &str = "signature: does not verify for this account";
+
+    /// A signed request: its account is checked first, its signature covers its `ts`.
+    pub(crate) trait Signed {
+        fn account_mut(&mut self) -> &mut Vec<u8>;
+        fn signature_mut(&mut self) -> &mut Vec<u8>;
+        fn ts_mut(&mut self) -> &mut i64;
+    }
+
+    macro_rules! signed {
+        ($($request:ty),*) => {$(
+            impl Signed for $request {
+                fn account_mut(&mut self) -> &mut Vec<u8> {
+                    &mut self.account
+                }
+                fn signature_mut(&mut self) -> &mut Vec<u8> {
+                    &mut self.signature
+                }
+                fn ts_mut(&mut self) -> &mut i64 {
+                    &mut self.ts
+                }
+            }
+        )*};
+    }
+    signed!(
+        StoreRequest,
+        RetrieveRequest,
+        DeleteRequest,
+        SubscribeRequest,
+        UnsubscribeRequest
+    );
+
+    /// The rows every signed request's table shares, run by [`check_table`] before its own.
+    fn shared_rows<R: Signed>() -> [Row<R>; 5] {
+        [
+            (
+                "account too short",
+                |r| {
+                    r.account_mut().pop();
+                },
+                Code::InvalidArgument,
+                "account: must be 32 bytes (got 31)",
+            ),
+            (
+                "account too long",
+                |r| r.account_mut().push(0),
+                Code::InvalidArgument,
+                "account: must be 32 bytes (got 33)",
+            ),
+            (
+                "account not a curve point",
+                |r| *r.account_mut() = not_a_point().to_vec(),
+                Code::InvalidArgument,
+                "account: must be an Ed25519 public key (not a curve point)",
+            ),
+            (
+                "signature too short",
+                |r| {
+                    r.signature_mut().pop();
+                },
+                Code::InvalidArgument,
+                "signature: must be 64 bytes (got 63)",
+            ),
+            (
+                "signature over another ts",
+                |r| *r.ts_mut() -= 1,
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+        ]
+    }
+
+    /// Runs a validator's table, after the [`shared_rows`]: each row changes a fresh
+    /// `valid()` request, and `validate` must answer as the row says (see [`check_row`]).
+    pub(crate) fn check_table<R: Signed, T: std::fmt::Debug>(
+        rows: &[Row<R>],
+        valid: impl Fn() -> R,
+        validate: impl Fn(R) -> Result<T, Status>,
+    ) {
+        for (row, change, code, fragment) in shared_rows().iter().chain(rows) {
+            let mut req = valid();
+            change(&mut req);
+            check_row(row, validate(req), *code, fragment);
+        }
+    }
+
+    /// Checks one row of a validator's table: a `Code::Ok` row must be accepted; any other
+    /// must be refused with `code` and a message that contains `fragment` and starts with
+    /// the field `fragment` names (the text before its first `": "`).
+    fn check_row<T: std::fmt::Debug>(row: &str, got: Result<T, Status>, code: Code, fragment: &str) {
+        match got {
+            Ok(v) => assert_eq!(code, Code::Ok, "{row}: accepted as {v:?}"),
+            Err(e) => {
+                assert_eq!(e.code(), code, "{row}: {e:?}");
+                let (field, _) = fragment
+                    .split_once(": ")
+                    .unwrap_or_else(|| panic!("{row}: the fragment {fragment:?} names no field"));
+                let message = e.message();
+                assert!(
+                    message.starts_with(&format!("{field}: ")),
+                    "{row}: {message:?} does not name {field}"
+                );
+                assert!(
+                    message.contains(fragment),
+                    "{row}: {message:?} lacks {fragment:?}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,15 +229,7 @@ mod tests {
         assert_eq!(e.message(), "account: must be 32 bytes (got 31)");
         let good = key().verifying_key().to_bytes();
         assert_eq!(parse_account(&good).unwrap(), good);
-        // Find 32 bytes that do not decompress to a point (about half of all strings).
-        let bad = (0u8..=255)
-            .map(|i| {
-                let mut b = [i; 32];
-                b[31] &= 0x7f;
-                b
-            })
-            .find(|b| VerifyingKey::from_bytes(b).is_err())
-            .unwrap();
+        let bad = testing::not_a_point();
         assert_eq!(parse_account(&bad).unwrap_err().code(), Code::InvalidArgument);
     }
 

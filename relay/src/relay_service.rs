@@ -393,6 +393,9 @@ fn check_sealed(sealed: &[u8]) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::testing::{Row, SIG_MISMATCH, check_table};
+    use tidings_proto::v1::{DeviceRegistration, PushService};
+    use tonic::Code;
 
     impl registration::Service {
         fn to_proto_for_tests(self) -> i32 {
@@ -405,23 +408,6 @@ mod tests {
                 registration::Service::Hms => P::Hms,
             }) as i32
         }
-    }
-
-    #[test]
-    fn namespace_lists_are_checked() {
-        assert_eq!(check_namespaces(&[0, 1, 12]).unwrap(), vec![0, 1, 12]);
-        let msg = |l: &[i32]| check_namespaces(l).unwrap_err().message().to_owned();
-        assert!(msg(&[]).starts_with("namespaces: must list"));
-        assert_eq!(
-            msg(&[0, 0]),
-            "namespaces[1]: must be strictly ascending (0 follows 0)"
-        );
-        assert_eq!(
-            msg(&[3, 2]),
-            "namespaces[1]: must be strictly ascending (2 follows 3)"
-        );
-        assert_eq!(msg(&[-1]), "namespaces[0]: must be in 0..=32767 (got -1)");
-        assert_eq!(msg(&[40_000]), "namespaces[0]: must be in 0..=32767 (got 40000)");
     }
 
     /// An Unsubscribe of device `[5; 16]` signed at `ts` by a fixed test key.
@@ -566,26 +552,6 @@ mod tests {
         }
     }
 
-    /// A Subscribe sealing `reg` to `keys`, signed now by a fixed account.
-    fn subscribe_with(
-        keys: &RelayKeys,
-        reg: &tidings_proto::v1::DeviceRegistration,
-        now_s: i64,
-    ) -> SubscribeRequest {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let account = key.verifying_key().to_bytes();
-        let sealed = tidings_proto::seal::seal_registration(&keys.x25519_public(), &account, reg);
-        let msg = sign::subscribe_bytes(&account, now_s, true, &[0], &sealed);
-        SubscribeRequest {
-            account: account.to_vec(),
-            namespaces: vec![0],
-            want_data: true,
-            ts: now_s,
-            sealed,
-            signature: sign::sign(&key, &msg).to_vec(),
-        }
-    }
-
     #[test]
     fn subscribe_checks_web_push_and_hms_registrations() {
         use tidings_proto::v1::PushService;
@@ -689,11 +655,414 @@ mod tests {
             }
         }
     }
+    const NOW: i64 = 1_800_000_000;
 
+    /// The account every test request is signed by.
+    fn signer() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+    }
+
+    /// Someone else's key, for signatures that are valid but not the account's.
+    fn mallory() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[8; 32])
+    }
+
+    fn relay_keys() -> RelayKeys {
+        RelayKeys::from_secret(&[5; 32])
+    }
+
+    /// A valid APNs registration of app "app".
+    fn apns() -> DeviceRegistration {
+        DeviceRegistration {
+            service: PushService::Apns as i32,
+            token: "ab".repeat(32),
+            app_id: "app".into(),
+            push_key: vec![1; 32],
+            device_id: vec![2; 16],
+            ..Default::default()
+        }
+    }
+
+    /// A Subscribe of `sealed` to `namespaces` with want_data, signed at `ts` by [`signer`].
+    fn signed_subscribe(namespaces: &[i32], ts: i64, sealed: Vec<u8>) -> SubscribeRequest {
+        let account = signer().verifying_key().to_bytes();
+        let signed: Vec<u32> = namespaces.iter().map(|ns| ns.unsigned_abs()).collect();
+        let msg = sign::subscribe_bytes(&account, ts, true, &signed, &sealed);
+        SubscribeRequest {
+            account: account.to_vec(),
+            namespaces: namespaces.to_vec(),
+            want_data: true,
+            ts,
+            sealed,
+            signature: sign::sign(&signer(), &msg).to_vec(),
+        }
+    }
+
+    /// A Subscribe sealing `reg` to `keys`, signed now by [`signer`].
+    fn subscribe_with(keys: &RelayKeys, reg: &DeviceRegistration, now_s: i64) -> SubscribeRequest {
+        let account = signer().verifying_key().to_bytes();
+        let sealed = tidings_proto::seal::seal_registration(&keys.x25519_public(), &account, reg);
+        signed_subscribe(&[0], now_s, sealed)
+    }
+
+    /// A valid Subscribe but for its registration, an APNs one changed by `change`.
+    fn registering(change: fn(&mut DeviceRegistration)) -> SubscribeRequest {
+        let mut reg = apns();
+        change(&mut reg);
+        subscribe_with(&relay_keys(), &reg, NOW)
+    }
+
+    /// A valid Web Push subscription, to attach or break.
+    fn web_push_subscription() -> tidings_proto::v1::WebPushSubscription {
+        web_push("https://push.example.com/wpush/v2/abc")
+            .web_push
+            .expect("web_push() builds a subscription")
+    }
+
+    /// A valid Subscribe but for its sealed bytes: `sealed` of the signer's account.
+    fn sealing(sealed: fn(&[u8; 32], &[u8; 32]) -> Vec<u8>) -> SubscribeRequest {
+        let account = signer().verifying_key().to_bytes();
+        signed_subscribe(&[0], NOW, sealed(&relay_keys().x25519_public(), &account))
+    }
+
+    /// Every Subscribe rule, from a valid APNs Subscribe of namespace 0 signed now;
+    /// `check_table` adds the rows every signed request shares.
     #[test]
-    fn sealed_size_is_checked() {
-        assert!(check_sealed(&[0; 10]).is_err());
-        assert!(check_sealed(&[0; 100]).is_ok());
-        assert!(check_sealed(&vec![0; MAX_SEALED + 1]).is_err());
+    fn subscribe_rules() {
+        use tidings_proto::seal::{seal, seal_registration};
+        let rows: &[Row<SubscribeRequest>] = &[
+            ("valid APNs subscribe", |_| {}, Code::Ok, ""),
+            (
+                "valid FCM subscribe",
+                |r| {
+                    *r = registering(|g| {
+                        g.service = PushService::Fcm as i32;
+                        g.token = "fcm:tok-en_1.x".into();
+                    });
+                },
+                Code::Ok,
+                "",
+            ),
+            (
+                "the most namespaces",
+                |r| *r = signed_subscribe(&(0..256).collect::<Vec<_>>(), NOW, r.sealed.clone()),
+                Code::Ok,
+                "",
+            ),
+            (
+                "ts at the window's edge",
+                |r| *r = signed_subscribe(&[0], NOW - 300, r.sealed.clone()),
+                Code::Ok,
+                "",
+            ),
+            (
+                "no namespaces",
+                |r| r.namespaces.clear(),
+                Code::InvalidArgument,
+                "namespaces: must list 1..=256 namespaces (got 0)",
+            ),
+            (
+                "too many namespaces",
+                |r| r.namespaces = (0..257).collect(),
+                Code::InvalidArgument,
+                "namespaces: must list 1..=256 namespaces (got 257)",
+            ),
+            (
+                "a negative namespace",
+                |r| r.namespaces = vec![-1],
+                Code::InvalidArgument,
+                "namespaces[0]: must be in 0..=32767 (got -1)",
+            ),
+            (
+                "a namespace above the range, named by index",
+                |r| r.namespaces = vec![0, 32_768],
+                Code::InvalidArgument,
+                "namespaces[1]: must be in 0..=32767 (got 32768)",
+            ),
+            (
+                "namespaces descending",
+                |r| r.namespaces = vec![0, 12, 5],
+                Code::InvalidArgument,
+                "namespaces[2]: must be strictly ascending (5 follows 12)",
+            ),
+            (
+                "a namespace repeated",
+                |r| r.namespaces = vec![1, 1],
+                Code::InvalidArgument,
+                "namespaces[1]: must be strictly ascending (1 follows 1)",
+            ),
+            (
+                "sealed shorter than a box",
+                |r| r.sealed = vec![1; 71],
+                Code::InvalidArgument,
+                "sealed: must be 72..=8192 bytes (got 71)",
+            ),
+            (
+                "sealed too long",
+                |r| r.sealed = vec![1; 8193],
+                Code::InvalidArgument,
+                "sealed: must be 72..=8192 bytes (got 8193)",
+            ),
+            (
+                "ts behind the window",
+                |r| *r = signed_subscribe(&[0], NOW - 301, r.sealed.clone()),
+                Code::Unauthenticated,
+                "ts: 301 s behind the relay's clock, the window is ±300 s",
+            ),
+            (
+                "ts ahead of the window",
+                |r| *r = signed_subscribe(&[0], NOW + 301, r.sealed.clone()),
+                Code::Unauthenticated,
+                "ts: 301 s ahead of the relay's clock, the window is ±300 s",
+            ),
+            (
+                "signed by someone else",
+                |r| {
+                    let msg = sign::subscribe_bytes(
+                        &signer().verifying_key().to_bytes(),
+                        NOW,
+                        true,
+                        &[0],
+                        &r.sealed,
+                    );
+                    r.signature = sign::sign(&mallory(), &msg).to_vec();
+                },
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature over other want_data",
+                |r| r.want_data = false,
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature over other namespaces",
+                |r| r.namespaces = vec![0, 12],
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature re-used with another sealed box",
+                |r| r.sealed = registering(|g| g.token = "cd".repeat(32)).sealed,
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "sealed to another relay key",
+                |r| *r = sealing(|_, account| seal_registration(&[9; 32], account, &apns())),
+                Code::InvalidArgument,
+                "sealed: sealed registration does not decrypt with this relay's key for this account (fetch the key again with GetRelayInfo)",
+            ),
+            (
+                "sealed for another account",
+                |r| *r = sealing(|relay, _| seal_registration(relay, &[9; 32], &apns())),
+                Code::InvalidArgument,
+                "sealed: sealed registration does not decrypt",
+            ),
+            (
+                "sealed with a degenerate ephemeral key",
+                |r| *r = sealing(|_, _| [vec![0; 32], vec![1; 100]].concat()),
+                Code::InvalidArgument,
+                "sealed: sealed registration has a degenerate ephemeral key",
+            ),
+            (
+                "a box holding no DeviceRegistration",
+                |r| *r = sealing(|relay, account| seal(relay, account, &[0xff; 40])),
+                Code::InvalidArgument,
+                "sealed: sealed registration is not a valid DeviceRegistration",
+            ),
+            (
+                "an unknown service",
+                |r| *r = registering(|g| g.service = PushService::Unspecified as i32),
+                Code::InvalidArgument,
+                "sealed.service: must be APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS",
+            ),
+            (
+                "a malformed APNs token",
+                |r| *r = registering(|g| g.token = "zz".repeat(32)),
+                Code::InvalidArgument,
+                "sealed.token: an APNs token must be hex of 32..=256 bytes",
+            ),
+            (
+                "a malformed FCM token",
+                |r| {
+                    *r = registering(|g| {
+                        g.service = PushService::Fcm as i32;
+                        g.token = "has a space".into();
+                    });
+                },
+                Code::InvalidArgument,
+                "sealed.token: an FCM token must be 1..=4096 characters of [A-Za-z0-9-_:.]",
+            ),
+            (
+                "an empty HMS token",
+                |r| {
+                    *r = registering(|g| {
+                        g.service = PushService::Hms as i32;
+                        g.token.clear();
+                    });
+                },
+                Code::InvalidArgument,
+                "sealed.token: an HMS token must be 1..=4096 characters of [A-Za-z0-9-_:.]",
+            ),
+            (
+                "a token with a Web Push registration",
+                |r| {
+                    *r = registering(|g| {
+                        g.service = PushService::Webpush as i32;
+                        g.web_push = Some(web_push_subscription());
+                    });
+                },
+                Code::InvalidArgument,
+                "sealed.token: must be empty for WEBPUSH",
+            ),
+            (
+                "an empty app id",
+                |r| *r = registering(|g| g.app_id.clear()),
+                Code::InvalidArgument,
+                "sealed.app_id: must be 1..=255 bytes",
+            ),
+            (
+                "an app this relay does not serve",
+                |r| *r = registering(|g| g.app_id = "com.example.unknown".into()),
+                Code::InvalidArgument,
+                "sealed.app_id: this relay serves no app \"com.example.unknown\" with APNs (see GetRelayInfo.app_ids and .apps)",
+            ),
+            (
+                "Web Push without a subscription",
+                |r| {
+                    *r = registering(|g| {
+                        g.service = PushService::Webpush as i32;
+                        g.token.clear();
+                    });
+                },
+                Code::InvalidArgument,
+                "sealed.web_push: is required for WEBPUSH",
+            ),
+            (
+                "a subscription on APNs",
+                |r| *r = registering(|g| g.web_push = Some(web_push_subscription())),
+                Code::InvalidArgument,
+                "sealed.web_push: must be absent unless the service is WEBPUSH",
+            ),
+            (
+                "a Web Push endpoint the policy refuses",
+                |r| *r = registering(|g| *g = web_push("http://push.example.com/abc")),
+                Code::InvalidArgument,
+                "sealed.web_push.endpoint: must be an https:// URL (got http://)",
+            ),
+            (
+                "a short p256dh",
+                |r| *r = registering(|g| *g = with_subscription(|s| s.p256dh.truncate(33))),
+                Code::InvalidArgument,
+                "sealed.web_push.p256dh: must be 65 bytes, an uncompressed P-256 point (got 33)",
+            ),
+            (
+                "a p256dh off the curve",
+                |r| *r = registering(|g| *g = with_subscription(|s| s.p256dh[64] ^= 1)),
+                Code::InvalidArgument,
+                "sealed.web_push.p256dh: is not a point on P-256",
+            ),
+            (
+                "a short auth secret",
+                |r| *r = registering(|g| *g = with_subscription(|s| s.auth.truncate(15))),
+                Code::InvalidArgument,
+                "sealed.web_push.auth: must be 16 bytes (got 15)",
+            ),
+            (
+                "a short push key",
+                |r| *r = registering(|g| g.push_key.truncate(31)),
+                Code::InvalidArgument,
+                "sealed.push_key: must be 32 bytes (got 31)",
+            ),
+            (
+                "no device id",
+                |r| *r = registering(|g| g.device_id.clear()),
+                Code::InvalidArgument,
+                "sealed.device_id: must be 16 bytes (got 0)",
+            ),
+        ];
+        let keys = relay_keys();
+        let apps = EveryService(crate::push::EndpointPolicy::strict());
+        check_table(
+            rows,
+            || subscribe_with(&keys, &apns(), NOW),
+            |r| validate_subscribe(&r, &keys, &apps, &Limits::default(), NOW),
+        );
+    }
+
+    /// A valid Web Push registration whose subscription `change` breaks.
+    fn with_subscription(change: fn(&mut tidings_proto::v1::WebPushSubscription)) -> DeviceRegistration {
+        let mut reg = web_push("https://push.example.com/wpush/v2/abc");
+        if let Some(sub) = reg.web_push.as_mut() {
+            change(sub);
+        }
+        reg
+    }
+
+    /// Every Unsubscribe rule, from a valid Unsubscribe of device `[5; 16]` signed now;
+    /// `check_table` adds the rows every signed request shares.
+    #[test]
+    fn unsubscribe_rules() {
+        let rows: &[Row<UnsubscribeRequest>] = &[
+            ("valid unsubscribe", |_| {}, Code::Ok, ""),
+            (
+                "signed a day ago",
+                |r| *r = unsubscribe_at(NOW - 86_400),
+                Code::Ok,
+                "",
+            ),
+            (
+                "device id too short",
+                |r| {
+                    r.device_id.pop();
+                },
+                Code::InvalidArgument,
+                "device_id: must be 16 bytes (got 15)",
+            ),
+            (
+                "device id too long",
+                |r| r.device_id.push(0),
+                Code::InvalidArgument,
+                "device_id: must be 16 bytes (got 17)",
+            ),
+            (
+                "ts ahead of the window",
+                |r| *r = unsubscribe_at(NOW + 301),
+                Code::Unauthenticated,
+                "ts: 301 s ahead of the relay's clock, at most 300 s ahead is accepted",
+            ),
+            (
+                "ts older than a subscription lives",
+                |r| *r = unsubscribe_at(NOW - 2_592_001),
+                Code::Unauthenticated,
+                "ts: 2592001 s behind the relay's clock; an Unsubscribe may be at most 2592000 s old",
+            ),
+            (
+                "signed by someone else",
+                |r| {
+                    let msg = sign::unsubscribe_bytes(
+                        &signer().verifying_key().to_bytes(),
+                        &[5; DEVICE_ID_LEN],
+                        NOW,
+                    );
+                    r.signature = sign::sign(&mallory(), &msg).to_vec();
+                },
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature for another device",
+                |r| r.device_id = vec![6; 16],
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+        ];
+        check_table(
+            rows,
+            || unsubscribe_at(NOW),
+            |r| validate_unsubscribe(&r, &Limits::default(), NOW),
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tidings_mock_push::{ApnsFailure, ApnsRequest, FcmFailure, FcmRequest};
 use tidings_proto::{
-    seal::{seal, seal_registration},
+    seal::seal_registration,
     v1::{PushNotification, PushService, SubscribeRequest},
 };
 use tidings_tests::{
@@ -29,17 +29,6 @@ const DAY_MS: i64 = 86_400_000;
 
 fn now_ms() -> i64 {
     now_s() * 1000
-}
-
-fn not_a_point() -> [u8; 32] {
-    (0u8..=255)
-        .map(|i| {
-            let mut b = [i; 32];
-            b[31] &= 0x7f;
-            b
-        })
-        .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err())
-        .expect("about half of all byte strings are not curve points")
 }
 
 /// Sends a Subscribe that must be refused with `code` and a message starting with
@@ -91,266 +80,10 @@ fn deliveries_by_token_and_hash(pushes: &[(String, PushNotification)]) -> HashMa
     counts
 }
 
-// ======================================================= Subscribe: bad input, one rule each
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_an_account_of_the_wrong_length() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    for len in [0, 31, 33] {
-        let mut req = good_request(&rig, &alice, &phone);
-        req.account.resize(len, 7);
-        let prefix = format!("account: must be 32 bytes (got {len})");
-        refused_subscribe(
-            &rig,
-            req,
-            Code::InvalidArgument,
-            &prefix,
-            &alice,
-            &phone.device_id,
-        )
-        .await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_an_account_that_is_not_a_curve_point() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    let mut req = good_request(&rig, &alice, &phone);
-    req.account = not_a_point().to_vec();
-    let prefix = "account: must be an Ed25519 public key";
-    refused_subscribe(&rig, req, Code::InvalidArgument, prefix, &alice, &phone.device_id).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_an_empty_or_oversized_namespace_list() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    let sealed = || seal_registration(&rig.relay_pub(), &alice.id(), &phone.registration());
-    let empty = signed_subscribe(&alice, &[], false, now_s(), sealed());
-    let prefix = "namespaces: must list 1..=256 namespaces (got 0)";
-    refused_subscribe(
-        &rig,
-        empty,
-        Code::InvalidArgument,
-        prefix,
-        &alice,
-        &phone.device_id,
-    )
-    .await;
-    let many: Vec<i32> = (0..257).collect();
-    let too_many = signed_subscribe(&alice, &many, false, now_s(), sealed());
-    let prefix = "namespaces: must list 1..=256 namespaces (got 257)";
-    refused_subscribe(
-        &rig,
-        too_many,
-        Code::InvalidArgument,
-        prefix,
-        &alice,
-        &phone.device_id,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_namespaces_out_of_range() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    for (list, prefix) in [
-        (vec![-1], "namespaces[0]: must be in 0..=32767 (got -1)"),
-        (vec![32_768], "namespaces[0]: must be in 0..=32767 (got 32768)"),
-        (vec![0, 40_000], "namespaces[1]: must be in 0..=32767 (got 40000)"),
-        (vec![i32::MIN], "namespaces[0]: must be in 0..=32767"),
-    ] {
-        let sealed = seal_registration(&rig.relay_pub(), &alice.id(), &phone.registration());
-        let req = signed_subscribe(&alice, &list, false, now_s(), sealed);
-        refused_subscribe(&rig, req, Code::InvalidArgument, prefix, &alice, &phone.device_id).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_namespaces_not_strictly_ascending() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    for (list, prefix) in [
-        (
-            vec![3, 2],
-            "namespaces[1]: must be strictly ascending (2 follows 3)",
-        ),
-        (
-            vec![1, 1],
-            "namespaces[1]: must be strictly ascending (1 follows 1)",
-        ),
-        (
-            vec![0, 12, 5],
-            "namespaces[2]: must be strictly ascending (5 follows 12)",
-        ),
-    ] {
-        let sealed = seal_registration(&rig.relay_pub(), &alice.id(), &phone.registration());
-        let req = signed_subscribe(&alice, &list, false, now_s(), sealed);
-        refused_subscribe(&rig, req, Code::InvalidArgument, prefix, &alice, &phone.device_id).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_sealed_box_of_the_wrong_size() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    for len in [0, 71, 8 * 1024 + 1] {
-        let req = signed_subscribe(&alice, &[0], false, now_s(), vec![1; len]);
-        let prefix = format!("sealed: must be 72..=8192 bytes (got {len})");
-        refused_subscribe(
-            &rig,
-            req,
-            Code::InvalidArgument,
-            &prefix,
-            &alice,
-            &phone.device_id,
-        )
-        .await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_garbage_sealed_box() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    // Random bytes, a degenerate (all-zero) ephemeral key, and a box that opens but holds
-    // no DeviceRegistration: all correctly signed, so only the box is at fault.
-    let random = tidings_proto::random_bytes::<200>().to_vec();
-    let zero_key = [vec![0u8; 32], tidings_proto::random_bytes::<100>().to_vec()].concat();
-    let not_a_registration = seal(&rig.relay_pub(), &alice.id(), &[0xff; 40]);
-    for sealed in [random, zero_key, not_a_registration] {
-        let req = signed_subscribe(&alice, &[0], false, now_s(), sealed);
-        let err = refused_subscribe(
-            &rig,
-            req,
-            Code::InvalidArgument,
-            "sealed: ",
-            &alice,
-            &phone.device_id,
-        )
-        .await;
-        assert!(
-            err.message().contains("GetRelayInfo"),
-            "tells the client what to do: {err:?}"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_box_sealed_to_another_relay_key() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    // Any 32 bytes are an X25519 public key: this one is some other relay's.
-    let other_relay = tidings_proto::random_bytes::<32>();
-    let sealed = seal_registration(&other_relay, &alice.id(), &phone.registration());
-    let req = signed_subscribe(&alice, &[0], false, now_s(), sealed);
-    let prefix = "sealed: sealed registration does not decrypt";
-    refused_subscribe(&rig, req, Code::InvalidArgument, prefix, &alice, &phone.device_id).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_box_sealed_for_another_account() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, bob, phone) = (Account::random(), Account::random(), Device::apns());
-    // Sealed for Bob (the account is the box's associated data), signed by Alice.
-    let sealed = seal_registration(&rig.relay_pub(), &bob.id(), &phone.registration());
-    let req = signed_subscribe(&alice, &[0], false, now_s(), sealed);
-    let prefix = "sealed: sealed registration does not decrypt";
-    refused_subscribe(&rig, req, Code::InvalidArgument, prefix, &alice, &phone.device_id).await;
-    assert!(rig.subscription(&bob, &phone.device_id).await.is_none());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_bad_signature() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, mallory, phone) = (Account::random(), Account::random(), Device::apns());
-    let mut flipped = good_request(&rig, &alice, &phone);
-    flipped.signature[10] ^= 1;
-    let prefix = "signature: does not verify for this account";
-    refused_subscribe(
-        &rig,
-        flipped,
-        Code::Unauthenticated,
-        prefix,
-        &alice,
-        &phone.device_id,
-    )
-    .await;
-
-    // Mallory's own valid signature over Alice's request.
-    let mut by_other = good_request(&rig, &alice, &phone);
-    by_other.signature = good_request(&rig, &mallory, &phone).signature;
-    refused_subscribe(
-        &rig,
-        by_other,
-        Code::Unauthenticated,
-        prefix,
-        &alice,
-        &phone.device_id,
-    )
-    .await;
-
-    for len in [0, 63, 65] {
-        let mut short = good_request(&rig, &alice, &phone);
-        short.signature.resize(len, 0);
-        let prefix = format!("signature: must be 64 bytes (got {len})");
-        refused_subscribe(
-            &rig,
-            short,
-            Code::InvalidArgument,
-            &prefix,
-            &alice,
-            &phone.device_id,
-        )
-        .await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_signature_over_other_fields() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    let prefix = "signature: does not verify for this account";
-    let mut want_data = good_request(&rig, &alice, &phone);
-    want_data.want_data = true;
-    refused_subscribe(
-        &rig,
-        want_data,
-        Code::Unauthenticated,
-        prefix,
-        &alice,
-        &phone.device_id,
-    )
-    .await;
-    let mut namespaces = good_request(&rig, &alice, &phone);
-    namespaces.namespaces = vec![0, 12];
-    refused_subscribe(
-        &rig,
-        namespaces,
-        Code::Unauthenticated,
-        prefix,
-        &alice,
-        &phone.device_id,
-    )
-    .await;
-    let mut ts = good_request(&rig, &alice, &phone);
-    ts.ts -= 1;
-    refused_subscribe(&rig, ts, Code::Unauthenticated, prefix, &alice, &phone.device_id).await;
-}
+// ======================================================= Subscribe: bad input
+//
+// Every rule has its row in `relay_service::tests::subscribe_rules`; here, one refusal
+// proves the validator is wired in (with the configured apps), plus the signature-reuse attack.
 
 /// Session's push server lets anyone who saw a Subscribe re-use its signature with their
 /// own token; here the signature covers H(sealed), so that fails.
@@ -399,201 +132,52 @@ async fn subscribe_refuses_a_signature_reused_with_another_sealed_box() {
     assert_eq!(tokens, vec![phone.token.clone()]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_ts_outside_the_window() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    for (ts, prefix) in [(now_s() - 400, "ts: "), (now_s() + 400, "ts: ")] {
-        let sealed = seal_registration(&rig.relay_pub(), &alice.id(), &phone.registration());
-        let req = signed_subscribe(&alice, &[0], false, ts, sealed);
-        let err = refused_subscribe(&rig, req, Code::Unauthenticated, prefix, &alice, &phone.device_id).await;
-        assert!(err.message().contains("the window is ±300 s"), "{err:?}");
-    }
-    // Inside the window is fine.
-    let sealed = seal_registration(&rig.relay_pub(), &alice.id(), &phone.registration());
-    let req = signed_subscribe(&alice, &[0], false, now_s() - 200, sealed);
-    assert!(rig.try_subscribe(req).await.unwrap().added);
-}
-
-/// Subscribes a registration changed by `change`; it must be refused naming `field`.
-async fn refused_registration(
-    rig: &PushRig,
-    device: &Device,
-    change: impl FnOnce(&mut tidings_proto::v1::DeviceRegistration),
-    prefix: &str,
-) -> Status {
-    let alice = Account::random();
-    let mut reg = device.registration();
-    change(&mut reg);
-    let req = subscribe_request(&alice, &rig.relay_pub(), &[0], false, &reg);
-    refused_subscribe(rig, req, Code::InvalidArgument, prefix, &alice, &device.device_id).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_an_unknown_service() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let phone = Device::apns();
-    let prefix = "sealed.service: must be APNS, APNS_SANDBOX, FCM, WEBPUSH or HMS";
-    refused_registration(
-        &rig,
-        &phone,
-        |r| r.service = PushService::Unspecified as i32,
-        prefix,
-    )
-    .await;
-    refused_registration(&rig, &phone, |r| r.service = 9, prefix).await;
-    refused_registration(&rig, &phone, |r| r.service = -1, prefix).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_malformed_apns_token() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let prefix = "sealed.token: an APNs token must be hex of 32..=256 bytes";
-    for device in [Device::apns(), Device::apns_sandbox()] {
-        refused_registration(&rig, &device, |r| r.token = "ab".repeat(31), prefix).await;
-        refused_registration(&rig, &device, |r| r.token = "zz".repeat(32), prefix).await;
-        refused_registration(
-            &rig,
-            &device,
-            |r| r.token = format!("{}a", "ab".repeat(32)),
-            prefix,
-        )
-        .await;
-        refused_registration(&rig, &device, |r| r.token = String::new(), prefix).await;
-        refused_registration(&rig, &device, |r| r.token = "ab".repeat(257), prefix).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_malformed_fcm_token() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let droid = Device::fcm();
-    let prefix = "sealed.token: an FCM token must be 1..=4096 characters";
-    refused_registration(&rig, &droid, |r| r.token = String::new(), prefix).await;
-    refused_registration(&rig, &droid, |r| r.token = "has a space".into(), prefix).await;
-    refused_registration(&rig, &droid, |r| r.token = "quote\"in:json".into(), prefix).await;
-    refused_registration(&rig, &droid, |r| r.token = "a".repeat(4097), prefix).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_an_unknown_app() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    for device in [Device::apns(), Device::fcm()] {
-        let err = refused_registration(
-            &rig,
-            &device,
-            |r| r.app_id = "com.example.unknown".into(),
-            "sealed.app_id: ",
-        )
-        .await;
-        assert!(err.message().contains("GetRelayInfo.app_ids"), "{err:?}");
-        refused_registration(
-            &rig,
-            &device,
-            |r| r.app_id = String::new(),
-            "sealed.app_id: must be 1..=255 bytes",
-        )
-        .await;
-    }
-}
-
+/// The wiring: a registration for an app configured without FCM is refused by the running
+/// relay with its code and message, and stores nothing; the same app takes APNs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_refuses_an_app_without_that_service() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
-    let droid = Device::fcm();
+    let (alice, droid) = (Account::random(), Device::fcm());
+    let mut reg = droid.registration();
+    reg.app_id = APNS_ONLY_APP_ID.into();
+    let req = subscribe_request(&alice, &rig.relay_pub(), &[0], false, &reg);
     let prefix = format!("sealed.app_id: this relay serves no app \"{APNS_ONLY_APP_ID}\" with FCM");
-    refused_registration(&rig, &droid, |r| r.app_id = APNS_ONLY_APP_ID.into(), &prefix).await;
-    // The same app takes APNs registrations.
+    refused_subscribe(
+        &rig,
+        req,
+        Code::InvalidArgument,
+        &prefix,
+        &alice,
+        &droid.device_id,
+    )
+    .await;
     let mut phone = Device::apns();
     phone.app_id = APNS_ONLY_APP_ID.into();
     assert!(rig.subscribe(&Account::random(), &phone, &[0], false).await.added);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_push_key_not_32_bytes() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let phone = Device::apns();
-    for len in [0, 16, 31, 33] {
-        let prefix = format!("sealed.push_key: must be 32 bytes (got {len})");
-        refused_registration(&rig, &phone, |r| r.push_key.resize(len, 1), &prefix).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_refuses_a_device_id_not_16_bytes() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let phone = Device::apns();
-    for len in [0, 15, 17, 32] {
-        let prefix = format!("sealed.device_id: must be 16 bytes (got {len})");
-        refused_registration(&rig, &phone, |r| r.device_id.resize(len, 1), &prefix).await;
-    }
-}
-
 // ======================================================= Unsubscribe: bad input
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsubscribe_refuses_a_device_id_of_the_wrong_length() {
-    tidings_tests::require_backend!();
-    let rig = PushRig::start().await;
-    let (alice, phone) = (Account::random(), Device::apns());
-    rig.subscribe(&alice, &phone, &[0], false).await;
-    for len in [0, 15, 17] {
-        let id: Vec<u8> = phone.device_id.iter().copied().cycle().take(len).collect();
-        let err = rig
-            .try_unsubscribe(unsubscribe_request(&alice, &id, now_s()))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-        assert_eq!(err.message(), format!("device_id: must be 16 bytes (got {len})"));
-    }
-    assert!(
-        rig.subscription(&alice, &phone.device_id).await.is_some(),
-        "nothing was removed"
-    );
-}
+// Every rule has its row in `relay_service::tests::unsubscribe_rules`; here, one refusal
+// proves the validator is wired in and removes nothing.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsubscribe_refuses_bad_accounts_signatures_and_stale_ts() {
+async fn unsubscribe_by_someone_else_is_refused_and_removes_nothing() {
     tidings_tests::require_backend!();
     let rig = PushRig::start().await;
     let (alice, mallory, phone) = (Account::random(), Account::random(), Device::apns());
     rig.subscribe(&alice, &phone, &[0], false).await;
-    let refused = |code: Code, prefix: &'static str| {
-        move |r: Result<_, Status>| {
-            let err = r.expect_err("refused");
-            assert_eq!(err.code(), code, "{err:?}");
-            assert!(err.message().starts_with(prefix), "{err:?}");
-        }
-    };
-    let mut short = unsubscribe_request(&alice, &phone.device_id, now_s());
-    short.account.pop();
-    refused(Code::InvalidArgument, "account: must be 32 bytes")(rig.try_unsubscribe(short).await);
-    let mut not_point = unsubscribe_request(&alice, &phone.device_id, now_s());
-    not_point.account = not_a_point().to_vec();
-    refused(Code::InvalidArgument, "account: must be an Ed25519")(rig.try_unsubscribe(not_point).await);
-    let mut flipped = unsubscribe_request(&alice, &phone.device_id, now_s());
-    flipped.signature[0] ^= 1;
-    refused(Code::Unauthenticated, "signature: does not verify")(rig.try_unsubscribe(flipped).await);
     let mut by_mallory = unsubscribe_request(&alice, &phone.device_id, now_s());
     by_mallory.signature = unsubscribe_request(&mallory, &phone.device_id, now_s()).signature;
-    refused(Code::Unauthenticated, "signature: does not verify")(rig.try_unsubscribe(by_mallory).await);
-    let mut no_sig = unsubscribe_request(&alice, &phone.device_id, now_s());
-    no_sig.signature.clear();
-    refused(Code::InvalidArgument, "signature: must be 64 bytes")(rig.try_unsubscribe(no_sig).await);
-    // An Unsubscribe may be as old as a subscription lives (30 days), not older, and no
-    // further ahead than the window.
-    let stale = unsubscribe_request(&alice, &phone.device_id, now_s() - 31 * DAY_MS / 1000);
-    refused(Code::Unauthenticated, "ts: ")(rig.try_unsubscribe(stale).await);
-    let ahead = unsubscribe_request(&alice, &phone.device_id, now_s() + 400);
-    refused(Code::Unauthenticated, "ts: ")(rig.try_unsubscribe(ahead).await);
+    let err = rig.try_unsubscribe(by_mallory).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::Unauthenticated,
+            "signature: does not verify for this account"
+        )
+    );
     // Mallory unsubscribing Alice's device id under her own account removes nothing of Alice's.
     let own = rig
         .try_unsubscribe(unsubscribe_request(&mallory, &phone.device_id, now_s()))

@@ -200,6 +200,7 @@ fn effective_ttl(ttl_ms: i64, limits: &Limits) -> Result<i64, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::testing::{Row, SIG_MISMATCH, check_table};
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
     use tonic::Code;
@@ -255,227 +256,330 @@ mod tests {
         }
     }
 
-    fn fails(r: Result<impl std::fmt::Debug, Status>, code: Code, message: &str) {
-        let e = r.unwrap_err();
-        assert_eq!((e.code(), e.message()), (code, message));
+    /// Someone else's key, for signatures that are valid but not the account's.
+    fn mallory() -> SigningKey {
+        SigningKey::from_bytes(&[4u8; 32])
     }
 
     #[test]
-    fn public_store_needs_no_signature() {
-        let req = StoreRequest {
+    fn accepted_requests_carry_their_defaults() {
+        let public = StoreRequest {
             account: account().to_vec(),
             namespace: 0,
             data: b"hi".to_vec(),
             ..Default::default()
         };
-        let v = store(req, &limits(), NOW).unwrap();
-        assert_eq!(v.ttl_ms, limits().default_ttl_ms);
-        assert_eq!(v.data, b"hi");
-    }
-
-    #[test]
-    fn store_fields_fail_with_precise_statuses() {
-        let base = || StoreRequest {
-            account: account().to_vec(),
-            namespace: 0,
-            ..Default::default()
-        };
-        fails(
-            store(
-                StoreRequest {
-                    account: vec![1; 31],
-                    ..base()
-                },
-                &limits(),
-                NOW,
-            ),
-            Code::InvalidArgument,
-            "account: must be 32 bytes (got 31)",
-        );
-        fails(
-            store(
-                StoreRequest {
-                    namespace: 40_000,
-                    ..base()
-                },
-                &limits(),
-                NOW,
-            ),
-            Code::InvalidArgument,
-            "namespace: must be in 0..=32767 (got 40000)",
-        );
-        fails(
-            store(
-                StoreRequest {
-                    namespace: -1,
-                    ..base()
-                },
-                &limits(),
-                NOW,
-            ),
-            Code::InvalidArgument,
-            "namespace: must be in 0..=32767 (got -1)",
-        );
-        fails(
-            store(
-                StoreRequest {
-                    data: vec![0; 65_537],
-                    ..base()
-                },
-                &limits(),
-                NOW,
-            ),
-            Code::ResourceExhausted,
-            "data: must be at most 65536 bytes (got 65537)",
-        );
-        fails(
-            store(
-                StoreRequest {
-                    ttl_ms: 9_999,
-                    ..base()
-                },
-                &limits(),
-                NOW,
-            ),
-            Code::InvalidArgument,
-            "ttl_ms: must be between 10000 and 2592000000 ms, or 0 for the default (got 9999)",
-        );
+        let v = store(public, &limits(), NOW).unwrap();
         assert_eq!(
-            store(StoreRequest { ttl_ms: -5, ..base() }, &limits(), NOW)
-                .unwrap_err()
-                .code(),
-            Code::InvalidArgument
+            (v.ttl_ms, v.data.as_slice()),
+            (limits().default_ttl_ms, &b"hi"[..])
         );
-        assert!(
-            store(
-                StoreRequest {
-                    ttl_ms: 2_592_000_000,
-                    ..base()
-                },
-                &limits(),
-                NOW
-            )
-            .is_ok()
-        );
-    }
-
-    #[test]
-    fn owner_only_store_needs_a_valid_signature() {
-        assert!(store(signed_store(10, b"cfg", 0, NOW), &limits(), NOW).is_ok());
-        let unsigned = StoreRequest {
-            signature: vec![],
-            ..signed_store(10, b"cfg", 0, NOW)
-        };
-        assert_eq!(
-            store(unsigned, &limits(), NOW).unwrap_err().code(),
-            Code::PermissionDenied
-        );
-        let stale = signed_store(10, b"cfg", 0, NOW - 400);
-        fails(
-            store(stale, &limits(), NOW),
-            Code::Unauthenticated,
-            "ts: 400 s behind the relay's clock, the window is ±300 s",
-        );
-        // The signature covers the data, the ttl and the namespace.
-        let mut swapped = signed_store(10, b"cfg", 0, NOW);
-        swapped.data = b"other".to_vec();
-        fails(
-            store(swapped, &limits(), NOW),
-            Code::Unauthenticated,
-            "signature: does not verify for this account",
-        );
-        let mut longer = signed_store(10, b"cfg", 0, NOW);
-        longer.ttl_ms = 20_000;
-        assert_eq!(
-            store(longer, &limits(), NOW).unwrap_err().code(),
-            Code::Unauthenticated
-        );
-        let mut short_sig = signed_store(10, b"cfg", 0, NOW);
-        short_sig.signature.pop();
-        fails(
-            store(short_sig, &limits(), NOW),
-            Code::InvalidArgument,
-            "signature: must be 64 bytes (got 63)",
-        );
-    }
-
-    #[test]
-    fn retrieve_limits_are_checked_before_the_signature() {
-        assert_eq!(
-            retrieve(&signed_retrieve(5, NOW), &limits(), NOW).unwrap().limit,
-            100
-        );
-        let big = RetrieveRequest {
-            limit: 1001,
-            ..signed_retrieve(5, NOW)
-        };
-        fails(
-            retrieve(&big, &limits(), NOW),
-            Code::InvalidArgument,
-            "limit: must be at most 1000 (got 1001), or 0 for the default",
-        );
-        let long = RetrieveRequest {
-            wait_ms: 60_001,
-            signature: vec![],
-            ..signed_retrieve(5, NOW)
-        };
-        fails(
-            retrieve(&long, &limits(), NOW),
-            Code::InvalidArgument,
-            "wait_ms: must be at most 60000 (got 60001)",
-        );
-        let unsigned = RetrieveRequest {
-            signature: vec![],
-            ..signed_retrieve(5, NOW)
-        };
-        fails(
-            retrieve(&unsigned, &limits(), NOW),
-            Code::InvalidArgument,
-            "signature: must be 64 bytes (got 0)",
-        );
-        let future = signed_retrieve(5, NOW + 301);
-        assert_eq!(
-            retrieve(&future, &limits(), NOW).unwrap_err().code(),
-            Code::Unauthenticated
-        );
-        // A signature for another namespace does not open this one.
-        let moved = RetrieveRequest {
-            namespace: 6,
-            ..signed_retrieve(5, NOW)
-        };
-        assert_eq!(
-            retrieve(&moved, &limits(), NOW).unwrap_err().code(),
-            Code::Unauthenticated
-        );
-    }
-
-    #[test]
-    fn delete_hashes_are_checked_one_by_one() {
+        let v = retrieve(&signed_retrieve(5, NOW), &limits(), NOW).unwrap();
+        assert_eq!(v.limit, limits().default_limit);
         let h = |b: u8| vec![b; 32];
         let v = delete(&signed_delete(vec![h(2), h(1), h(2)], NOW), &limits(), NOW).unwrap();
-        assert_eq!(v.hashes, vec![[1u8; 32], [2u8; 32]]);
-        let bad = signed_delete(vec![h(1), h(2), h(3), vec![4; 5]], NOW);
-        fails(
-            delete(&bad, &limits(), NOW),
-            Code::InvalidArgument,
-            "hashes[3]: must be 32 bytes (got 5)",
+        assert_eq!(v.hashes, vec![[1u8; 32], [2u8; 32]], "sorted, without duplicates");
+    }
+
+    /// Every Store rule, from a valid owner-only Store (namespace 10, signed now);
+    /// `check_table` adds the rows every signed request shares.
+    #[test]
+    fn store_rules() {
+        let rows: &[Row<StoreRequest>] = &[
+            ("valid owner-only store", |_| {}, Code::Ok, ""),
+            (
+                "public namespace, no signature",
+                |r| {
+                    r.namespace = 0;
+                    r.ts = 0;
+                    r.signature.clear();
+                },
+                Code::Ok,
+                "",
+            ),
+            (
+                "data at the maximum",
+                |r| *r = signed_store(10, &[7; 65_536], 0, NOW),
+                Code::Ok,
+                "",
+            ),
+            (
+                "ttl at the minimum",
+                |r| *r = signed_store(10, b"cfg", 10_000, NOW),
+                Code::Ok,
+                "",
+            ),
+            (
+                "ttl at the maximum",
+                |r| *r = signed_store(10, b"cfg", 2_592_000_000, NOW),
+                Code::Ok,
+                "",
+            ),
+            (
+                "ts at the window's edge",
+                |r| *r = signed_store(10, b"cfg", 0, NOW - 300),
+                Code::Ok,
+                "",
+            ),
+            (
+                "namespace above the range",
+                |r| r.namespace = 40_000,
+                Code::InvalidArgument,
+                "namespace: must be in 0..=32767 (got 40000)",
+            ),
+            (
+                "namespace negative",
+                |r| r.namespace = -1,
+                Code::InvalidArgument,
+                "namespace: must be in 0..=32767 (got -1)",
+            ),
+            (
+                "data over the maximum",
+                |r| r.data = vec![0; 65_537],
+                Code::ResourceExhausted,
+                "data: must be at most 65536 bytes (got 65537)",
+            ),
+            (
+                "ttl below the minimum",
+                |r| r.ttl_ms = 9_999,
+                Code::InvalidArgument,
+                "ttl_ms: must be between 10000 and 2592000000 ms, or 0 for the default (got 9999)",
+            ),
+            (
+                "ttl negative",
+                |r| r.ttl_ms = -5,
+                Code::InvalidArgument,
+                "ttl_ms: must be between 10000 and 2592000000 ms, or 0 for the default (got -5)",
+            ),
+            (
+                "ttl above the maximum",
+                |r| r.ttl_ms = 2_592_000_001,
+                Code::InvalidArgument,
+                "ttl_ms: must be between 10000 and 2592000000 ms, or 0 for the default (got 2592000001)",
+            ),
+            (
+                "owner-only without a signature",
+                |r| r.signature.clear(),
+                Code::PermissionDenied,
+                "namespace: 10 is owner-only (10..=32767): Store needs ts and the owner's signature",
+            ),
+            (
+                "the last owner-only namespace without a signature",
+                |r| {
+                    r.namespace = 32_767;
+                    r.signature.clear();
+                },
+                Code::PermissionDenied,
+                "namespace: 32767 is owner-only",
+            ),
+            (
+                "ts behind the window",
+                |r| *r = signed_store(10, b"cfg", 0, NOW - 301),
+                Code::Unauthenticated,
+                "ts: 301 s behind the relay's clock, the window is ±300 s",
+            ),
+            (
+                "ts ahead of the window",
+                |r| *r = signed_store(10, b"cfg", 0, NOW + 301),
+                Code::Unauthenticated,
+                "ts: 301 s ahead of the relay's clock, the window is ±300 s",
+            ),
+            (
+                "signed by someone else",
+                |r| {
+                    r.signature =
+                        sign::sign(&mallory(), &sign::store_bytes(&account(), 10, NOW, 0, b"cfg")).to_vec()
+                },
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature over other data",
+                |r| r.data = b"other".to_vec(),
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature over another ttl",
+                |r| r.ttl_ms = 20_000,
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature over another namespace",
+                |r| r.namespace = 11,
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+        ];
+        check_table(
+            rows,
+            || signed_store(10, b"cfg", 0, NOW),
+            |r| store(r, &limits(), NOW),
         );
-        fails(
-            delete(&signed_delete(vec![], NOW), &limits(), NOW),
-            Code::InvalidArgument,
-            "hashes: must list at least one hash",
-        );
-        let many = signed_delete(vec![h(0); 1001], NOW);
-        fails(
-            delete(&many, &limits(), NOW),
-            Code::InvalidArgument,
-            "hashes: must list at most 1000 hashes (got 1001)",
-        );
-        let mut forged = signed_delete(vec![h(1)], NOW);
-        forged.hashes = vec![h(9)];
-        assert_eq!(
-            delete(&forged, &limits(), NOW).unwrap_err().code(),
-            Code::Unauthenticated
+    }
+
+    /// Every Retrieve rule, from a valid Retrieve of namespace 5 signed now;
+    /// `check_table` adds the rows every signed request shares.
+    #[test]
+    fn retrieve_rules() {
+        let rows: &[Row<RetrieveRequest>] = &[
+            ("valid retrieve", |_| {}, Code::Ok, ""),
+            ("limit at the maximum", |r| r.limit = 1000, Code::Ok, ""),
+            ("wait_ms at the maximum", |r| r.wait_ms = 60_000, Code::Ok, ""),
+            (
+                "ts at the window's edge",
+                |r| *r = signed_retrieve(5, NOW + 300),
+                Code::Ok,
+                "",
+            ),
+            (
+                "namespace above the range",
+                |r| r.namespace = 32_768,
+                Code::InvalidArgument,
+                "namespace: must be in 0..=32767 (got 32768)",
+            ),
+            (
+                "namespace negative",
+                |r| r.namespace = -1,
+                Code::InvalidArgument,
+                "namespace: must be in 0..=32767 (got -1)",
+            ),
+            (
+                "limit over the maximum",
+                |r| r.limit = 1001,
+                Code::InvalidArgument,
+                "limit: must be at most 1000 (got 1001), or 0 for the default",
+            ),
+            (
+                "wait_ms over the maximum",
+                |r| r.wait_ms = 60_001,
+                Code::InvalidArgument,
+                "wait_ms: must be at most 60000 (got 60001)",
+            ),
+            (
+                "shape before signature",
+                |r| {
+                    r.wait_ms = 60_001;
+                    r.signature.clear();
+                },
+                Code::InvalidArgument,
+                "wait_ms: must be at most 60000 (got 60001)",
+            ),
+            (
+                "ts behind the window",
+                |r| *r = signed_retrieve(5, NOW - 301),
+                Code::Unauthenticated,
+                "ts: 301 s behind the relay's clock, the window is ±300 s",
+            ),
+            (
+                "ts ahead of the window",
+                |r| *r = signed_retrieve(5, NOW + 301),
+                Code::Unauthenticated,
+                "ts: 301 s ahead of the relay's clock, the window is ±300 s",
+            ),
+            (
+                "signed by someone else",
+                |r| r.signature = sign::sign(&mallory(), &sign::retrieve_bytes(&account(), 5, NOW)).to_vec(),
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature for another namespace",
+                |r| r.namespace = 6,
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+        ];
+        check_table(rows, || signed_retrieve(5, NOW), |r| retrieve(&r, &limits(), NOW));
+    }
+
+    /// Every Delete rule, from a valid Delete of two hashes in namespace 0 signed now;
+    /// `check_table` adds the rows every signed request shares.
+    #[test]
+    fn delete_rules() {
+        let rows: &[Row<DeleteRequest>] = &[
+            ("valid delete", |_| {}, Code::Ok, ""),
+            (
+                "repeated hashes",
+                |r| *r = signed_delete(vec![vec![2; 32], vec![1; 32], vec![2; 32]], NOW),
+                Code::Ok,
+                "",
+            ),
+            (
+                "the most hashes",
+                |r| *r = signed_delete(vec![vec![0; 32]; 1000], NOW),
+                Code::Ok,
+                "",
+            ),
+            (
+                "namespace out of range",
+                |r| r.namespace = 40_000,
+                Code::InvalidArgument,
+                "namespace: must be in 0..=32767 (got 40000)",
+            ),
+            (
+                "no hashes",
+                |r| r.hashes.clear(),
+                Code::InvalidArgument,
+                "hashes: must list at least one hash",
+            ),
+            (
+                "too many hashes",
+                |r| r.hashes = vec![vec![0; 32]; 1001],
+                Code::InvalidArgument,
+                "hashes: must list at most 1000 hashes (got 1001)",
+            ),
+            (
+                "a short hash, named by index",
+                |r| r.hashes.push(vec![4; 5]),
+                Code::InvalidArgument,
+                "hashes[2]: must be 32 bytes (got 5)",
+            ),
+            (
+                "a long hash",
+                |r| r.hashes[0].push(0),
+                Code::InvalidArgument,
+                "hashes[0]: must be 32 bytes (got 33)",
+            ),
+            (
+                "ts behind the window",
+                |r| *r = signed_delete(vec![vec![1; 32]], NOW - 301),
+                Code::Unauthenticated,
+                "ts: 301 s behind the relay's clock, the window is ±300 s",
+            ),
+            (
+                "ts ahead of the window",
+                |r| *r = signed_delete(vec![vec![1; 32]], NOW + 301),
+                Code::Unauthenticated,
+                "ts: 301 s ahead of the relay's clock, the window is ±300 s",
+            ),
+            (
+                "signed by someone else",
+                |r| {
+                    r.signature =
+                        sign::sign(&mallory(), &sign::delete_bytes(&account(), 0, NOW, &r.hashes)).to_vec()
+                },
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature over other hashes",
+                |r| r.hashes[1] = vec![9; 32],
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+            (
+                "signature for another namespace",
+                |r| r.namespace = 1,
+                Code::Unauthenticated,
+                SIG_MISMATCH,
+            ),
+        ];
+        check_table(
+            rows,
+            || signed_delete(vec![vec![1; 32], vec![2; 32]], NOW),
+            |r| delete(&r, &limits(), NOW),
         );
     }
 
