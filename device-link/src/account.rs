@@ -38,8 +38,7 @@ use crate::{
         SubscribeResponse, decrypt_push,
     },
     config::{
-        Avatar, ConfigError, ConfigState, Contact, ContactUpdate, Conversation, DeviceId, Documents,
-        NotificationMode, Previews, Profile, Settings,
+        Change, ConfigError, ConfigState, Contact, Conversation, DeviceId, Documents, Profile, Settings,
         envelope::EnvelopeError,
         sync::{CONFIG_NAMESPACE, Inventory, SnapshotReason, SyncConfig, SyncPlanner},
     },
@@ -522,108 +521,11 @@ impl Account {
         Ok(result?)
     }
 
-    /// Sets the display name. Returns whether anything changed (and was queued).
-    pub async fn set_display_name(&self, name: &str) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.set_display_name(name)).await
-    }
-
-    /// Sets (or with `None` removes) the avatar. Returns whether anything changed.
-    pub async fn set_avatar(&self, avatar: Option<Avatar>) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.set_avatar(avatar)).await
-    }
-
-    /// Adds a contact, or replaces every field of the one with its account id.
-    pub async fn add_contact(&self, contact: &Contact) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.add_contact(contact)).await
-    }
-
-    /// Changes some fields of a contact (creating it whole when it is not shown).
-    pub async fn update_contact(
-        &self,
-        account_id: &str,
-        update: &ContactUpdate,
-    ) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.update_contact(account_id, update)).await
-    }
-
-    /// Deletes a contact.
-    pub async fn remove_contact(&self, account_id: &str) -> Result<bool, AccountError> {
-        self.edit_one(|e| {
-            e.remove_contact(account_id);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Blocks an account, creating its contact when there is none.
-    pub async fn block(&self, account_id: &str) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.block(account_id)).await
-    }
-
-    /// Unblocks a contact; nothing happens when there is no such contact.
-    pub async fn unblock(&self, account_id: &str) -> Result<bool, AccountError> {
-        self.edit_one(|e| {
-            e.unblock(account_id);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Mutes a contact until `until_ms` (Unix ms; `None` unmutes).
-    pub async fn set_muted_until(
-        &self,
-        account_id: &str,
-        until_ms: Option<u64>,
-    ) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.set_muted_until(account_id, until_ms)).await
-    }
-
-    /// Marks a conversation read up to `up_to_ms` (the marker never goes back).
-    pub async fn mark_read(&self, conversation: &str, up_to_ms: u64) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.mark_read(conversation, up_to_ms)).await
-    }
-
-    /// Shows a conversation as unread.
-    pub async fn mark_unread(&self, conversation: &str) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.mark_unread(conversation)).await
-    }
-
-    /// Pins or unpins a conversation.
-    pub async fn set_pinned(&self, conversation: &str, pinned: bool) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.set_pinned(conversation, pinned)).await
-    }
-
-    /// Sets a conversation's order among pinned ones (greater first).
-    pub async fn set_priority(&self, conversation: &str, priority: i32) -> Result<bool, AccountError> {
-        self.edit_one(|e| e.set_priority(conversation, priority)).await
-    }
-
-    /// Deletes a conversation's state (its read marker survives).
-    pub async fn remove_conversation(&self, conversation: &str) -> Result<bool, AccountError> {
-        self.edit_one(|e| {
-            e.remove_conversation(conversation);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Chooses Fast or Slow Mode for the account (the setting only; see
-    /// [`Account::subscribe`] for this device's push registration).
-    pub async fn set_notification_mode(&self, mode: NotificationMode) -> Result<bool, AccountError> {
-        self.edit_one(|e| {
-            e.set_notification_mode(mode);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Sets what notifications show.
-    pub async fn set_previews(&self, previews: Previews) -> Result<bool, AccountError> {
-        self.edit_one(|e| {
-            e.set_previews(previews);
-            Ok(())
-        })
-        .await
+    /// Applies one edit of the config ([`Change`] lists them all). Returns whether
+    /// anything changed (and was queued); a value over its document's limit is refused
+    /// with [`AccountError::Config`] and changes nothing.
+    pub async fn change(&self, change: Change) -> Result<bool, AccountError> {
+        self.edit_one(|e| e.apply(&change)).await
     }
 
     async fn edit_one(

@@ -4,8 +4,7 @@
 //! Changes return whether they changed anything.
 
 use tidings_device_link::{
-    account::ConfigEdit,
-    config::{self as dl, ConfigError, Documents},
+    config::{self as dl, Change, Documents},
     identity::{account_id as format_account_id, parse_account_id},
 };
 
@@ -14,9 +13,6 @@ use crate::{
     error::{Result, TidingsError},
     types::{Avatar, ConfigDocuments, Contact, Conversation, NotificationMode, Profile, Settings},
 };
-
-/// One edit of the documents.
-type Change = Box<dyn for<'a> FnOnce(&mut ConfigEdit<'a>) -> std::result::Result<(), ConfigError> + Send>;
 
 #[uniffi::export(async_runtime = "tokio")]
 impl TidingsClient {
@@ -74,7 +70,7 @@ impl TidingsClient {
 
     /// Sets the display name.
     pub async fn set_display_name(&self, name: String) -> Result<bool> {
-        self.change(Box::new(move |s| s.set_display_name(&name))).await
+        self.change(Change::DisplayName(name)).await
     }
 
     /// Sets (or with `None` removes) the avatar.
@@ -83,7 +79,7 @@ impl TidingsClient {
             url: a.url,
             key: a.key,
         });
-        self.change(Box::new(move |s| s.set_avatar(avatar))).await
+        self.change(Change::Avatar(avatar)).await
     }
 
     /// Adds a contact, or replaces every field of the contact with this account id.
@@ -96,108 +92,100 @@ impl TidingsClient {
             blocked: contact.blocked,
             muted_until: contact.muted_until_ms.filter(|&t| t != 0),
         };
-        self.change(Box::new(move |s| s.add_contact(&contact))).await
+        self.change(Change::AddContact(contact)).await
     }
 
     /// Removes a contact.
     pub async fn remove_contact(&self, account_id: String) -> Result<bool> {
-        let id = normalize_account_id(&account_id)?;
-        self.change(Box::new(move |e| {
-            e.remove_contact(&id);
-            Ok(())
-        }))
-        .await
+        let account_id = normalize_account_id(&account_id)?;
+        self.change(Change::RemoveContact { account_id }).await
     }
 
     /// Sets the contact's name (creating the contact when there is none).
     pub async fn set_contact_name(&self, account_id: String, name: String) -> Result<bool> {
-        self.update_contact(
-            account_id,
-            dl::ContactUpdate {
-                name: Some(name),
-                ..dl::ContactUpdate::default()
-            },
-        )
-        .await
+        let update = dl::ContactUpdate {
+            name: Some(name),
+            ..dl::ContactUpdate::default()
+        };
+        self.update_contact(account_id, update).await
     }
 
     /// Sets (or with `None` clears) the nickname the owner gave a contact.
     pub async fn set_contact_nickname(&self, account_id: String, nickname: Option<String>) -> Result<bool> {
-        self.update_contact(
-            account_id,
-            dl::ContactUpdate {
-                nickname: Some(nickname),
-                ..dl::ContactUpdate::default()
-            },
-        )
-        .await
+        let update = dl::ContactUpdate {
+            nickname: Some(nickname),
+            ..dl::ContactUpdate::default()
+        };
+        self.update_contact(account_id, update).await
     }
 
     /// Accepts (or stops accepting) message requests from a contact.
     pub async fn set_contact_approved(&self, account_id: String, approved: bool) -> Result<bool> {
-        self.update_contact(
-            account_id,
-            dl::ContactUpdate {
-                approved: Some(approved),
-                ..dl::ContactUpdate::default()
-            },
-        )
-        .await
+        let update = dl::ContactUpdate {
+            approved: Some(approved),
+            ..dl::ContactUpdate::default()
+        };
+        self.update_contact(account_id, update).await
     }
 
     /// Blocks an account (creating its contact when there is none).
     pub async fn block_contact(&self, account_id: String) -> Result<bool> {
-        let id = normalize_account_id(&account_id)?;
-        self.change(Box::new(move |s| s.block(&id))).await
+        let account_id = normalize_account_id(&account_id)?;
+        self.change(Change::Block { account_id }).await
     }
 
     /// Unblocks a contact.
     pub async fn unblock_contact(&self, account_id: String) -> Result<bool> {
-        let id = normalize_account_id(&account_id)?;
-        self.change(Box::new(move |e| {
-            e.unblock(&id);
-            Ok(())
-        }))
-        .await
+        let account_id = normalize_account_id(&account_id)?;
+        self.change(Change::Unblock { account_id }).await
     }
 
     /// Silences a contact's notifications until `until_ms` (Unix ms; `None` unmutes).
     pub async fn mute_contact(&self, account_id: String, until_ms: Option<u64>) -> Result<bool> {
-        let id = normalize_account_id(&account_id)?;
-        self.change(Box::new(move |s| s.set_muted_until(&id, until_ms)))
-            .await
+        let account_id = normalize_account_id(&account_id)?;
+        self.change(Change::MutedUntil { account_id, until_ms }).await
     }
 
     /// Marks every message of a conversation up to `up_to_ms` read (never goes back).
     pub async fn mark_read(&self, conversation_id: String, up_to_ms: u64) -> Result<bool> {
-        self.change(Box::new(move |s| s.mark_read(&conversation_id, up_to_ms)))
-            .await
+        self.change(Change::MarkRead {
+            conversation: conversation_id,
+            up_to_ms,
+        })
+        .await
     }
 
     /// Shows a conversation as unread.
     pub async fn mark_unread(&self, conversation_id: String) -> Result<bool> {
-        self.change(Box::new(move |s| s.mark_unread(&conversation_id)))
-            .await
+        self.change(Change::MarkUnread {
+            conversation: conversation_id,
+        })
+        .await
     }
 
     /// Pins or unpins a conversation.
     pub async fn set_pinned(&self, conversation_id: String, pinned: bool) -> Result<bool> {
-        self.change(Box::new(move |s| s.set_pinned(&conversation_id, pinned)))
-            .await
+        self.change(Change::Pinned {
+            conversation: conversation_id,
+            pinned,
+        })
+        .await
     }
 
     /// Sets a conversation's order among pinned ones (greater first).
     pub async fn set_priority(&self, conversation_id: String, priority: i32) -> Result<bool> {
-        self.change(Box::new(move |s| s.set_priority(&conversation_id, priority)))
-            .await
+        self.change(Change::Priority {
+            conversation: conversation_id,
+            priority,
+        })
+        .await
     }
 
     /// Removes a conversation's state (its read marker survives).
     pub async fn remove_conversation(&self, conversation_id: String) -> Result<bool> {
-        self.change(Box::new(move |e| {
-            e.remove_conversation(&conversation_id);
-            Ok(())
-        }))
+        self.change(Change::RemoveConversation {
+            conversation: conversation_id,
+        })
         .await
     }
 
@@ -208,22 +196,14 @@ impl TidingsClient {
             NotificationMode::Fast => dl::NotificationMode::Fast,
             NotificationMode::Slow => dl::NotificationMode::Slow,
         };
-        self.change(Box::new(move |e| {
-            e.set_notification_mode(mode);
-            Ok(())
-        }))
-        .await
+        self.change(Change::NotificationMode(mode)).await
     }
 
     /// Sets what notifications show.
     pub async fn set_previews(&self, show_sender: bool, show_content: bool) -> Result<bool> {
-        let previews = dl::Previews {
+        self.change(Change::Previews(dl::Previews {
             show_sender,
             show_content,
-        };
-        self.change(Box::new(move |e| {
-            e.set_previews(previews);
-            Ok(())
         }))
         .await
     }
@@ -235,25 +215,16 @@ impl TidingsClient {
     }
 
     async fn update_contact(&self, account_id: String, update: dl::ContactUpdate) -> Result<bool> {
-        let id = normalize_account_id(&account_id)?;
-        self.change(Box::new(move |s| s.update_contact(&id, &update)))
-            .await
+        let account_id = normalize_account_id(&account_id)?;
+        self.change(Change::UpdateContact { account_id, update }).await
     }
 
-    /// Applies one edit, saved and queued at once, uploaded now if the relay answers.
+    /// Applies one edit (device-link's [`Change`], the one list of config edits), saved
+    /// and queued at once, uploaded now if the relay answers.
     async fn change(&self, change: Change) -> Result<bool> {
         let inner = self.inner.clone();
         self.inner
-            .run(async move {
-                let account = inner.require_account()?;
-                let changed = account
-                    .edit(move |e| {
-                        change(e)?;
-                        Ok(e.changed())
-                    })
-                    .await?;
-                Ok(changed)
-            })
+            .run(async move { Ok(inner.require_account()?.change(change).await?) })
             .await
     }
 }

@@ -25,7 +25,9 @@ use tidings_device_link::{
         RelaySettings,
     },
     client::{PushService, RelayClient, RetryPolicy},
-    config::{Avatar, Contact, ContactUpdate, Documents, NotificationMode, Previews, sync::CONFIG_NAMESPACE},
+    config::{
+        Avatar, Change, Contact, ContactUpdate, Documents, NotificationMode, Previews, sync::CONFIG_NAMESPACE,
+    },
     link::{LINK_NAMESPACE, LinkError},
 };
 use tidings_tests::{
@@ -77,17 +79,19 @@ async fn account_with_contacts(dir: &Path, url: &str, n: usize) -> Account {
         .expect("the account is created");
     assert_eq!(phrase.split(' ').count(), 12);
     within(STEP, "set profile", async {
-        a.set_display_name("Ada Lovelace").await.unwrap();
-        a.set_avatar(Some(Avatar {
+        a.change(Change::DisplayName("Ada Lovelace".into()))
+            .await
+            .unwrap();
+        a.change(Change::Avatar(Some(Avatar {
             url: "https://cdn.example/avatar/ada".into(),
             key: vec![7; 32],
-        }))
+        })))
         .await
         .unwrap();
-        a.set_previews(Previews {
+        a.change(Change::Previews(Previews {
             show_sender: true,
             show_content: true,
-        })
+        }))
         .await
         .unwrap();
     })
@@ -97,11 +101,20 @@ async fn account_with_contacts(dir: &Path, url: &str, n: usize) -> Account {
         "add contacts",
         a.edit(|e| {
             for i in 0..n {
-                e.add_contact(&contact(i))?;
-                e.mark_read(&format!("conv-{i}"), 1_700_000_000_000 + i as u64)?;
+                e.apply(&Change::AddContact(contact(i)))?;
+                e.apply(&Change::MarkRead {
+                    conversation: format!("conv-{i}"),
+                    up_to_ms: 1_700_000_000_000 + i as u64,
+                })?;
             }
-            e.set_pinned("conv-1", true)?;
-            e.set_priority("conv-1", 5)
+            e.apply(&Change::Pinned {
+                conversation: "conv-1".into(),
+                pinned: true,
+            })?;
+            e.apply(&Change::Priority {
+                conversation: "conv-1".into(),
+                priority: 5,
+            })
         }),
     )
     .await
@@ -267,41 +280,74 @@ async fn concurrent_edits_while_one_device_is_offline_converge() {
     proxy.set_online(false);
     within(STEP, "B edits offline", async {
         assert!(
-            b.update_contact(
-                &contact_id(1),
-                &ContactUpdate {
+            b.change(Change::UpdateContact {
+                account_id: contact_id(1).to_owned(),
+                update: ContactUpdate {
                     name: Some("Renamed on B".into()),
                     ..ContactUpdate::default()
-                },
-            )
+                }
+            })
             .await
             .unwrap()
         );
-        b.block(&contact_id(2)).await.unwrap();
-        b.remove_contact(&contact_id(3)).await.unwrap();
-        b.mark_read("conv-10", 1_800_000_000_000).await.unwrap();
-        b.mark_unread("conv-11").await.unwrap();
-        b.add_contact(&contact(50_000)).await.unwrap();
-        b.set_notification_mode(NotificationMode::Fast).await.unwrap();
+        b.change(Change::Block {
+            account_id: contact_id(2).to_owned(),
+        })
+        .await
+        .unwrap();
+        b.change(Change::RemoveContact {
+            account_id: contact_id(3).to_owned(),
+        })
+        .await
+        .unwrap();
+        b.change(Change::MarkRead {
+            conversation: "conv-10".into(),
+            up_to_ms: 1_800_000_000_000,
+        })
+        .await
+        .unwrap();
+        b.change(Change::MarkUnread {
+            conversation: "conv-11".into(),
+        })
+        .await
+        .unwrap();
+        b.change(Change::AddContact(contact(50_000))).await.unwrap();
+        b.change(Change::NotificationMode(NotificationMode::Fast))
+            .await
+            .unwrap();
     })
     .await;
     assert_eq!(b.pending_uploads().unwrap(), 7, "B's edits wait in the queue");
     assert!(within(STEP, "B syncs offline", b.sync()).await.is_err());
 
     within(STEP, "A edits meanwhile", async {
-        a.update_contact(
-            &contact_id(1),
-            &ContactUpdate {
+        a.change(Change::UpdateContact {
+            account_id: contact_id(1).to_owned(),
+            update: ContactUpdate {
                 nickname: Some(Some("set on A".into())),
                 ..ContactUpdate::default()
             },
-        )
+        })
         .await
         .unwrap();
-        a.remove_contact(&contact_id(4)).await.unwrap();
-        a.mark_read("conv-10", 1_750_000_000_000).await.unwrap();
-        a.set_pinned("conv-12", true).await.unwrap();
-        a.add_contact(&contact(60_000)).await.unwrap();
+        a.change(Change::RemoveContact {
+            account_id: contact_id(4).to_owned(),
+        })
+        .await
+        .unwrap();
+        a.change(Change::MarkRead {
+            conversation: "conv-10".into(),
+            up_to_ms: 1_750_000_000_000,
+        })
+        .await
+        .unwrap();
+        a.change(Change::Pinned {
+            conversation: "conv-12".into(),
+            pinned: true,
+        })
+        .await
+        .unwrap();
+        a.change(Change::AddContact(contact(60_000))).await.unwrap();
     })
     .await;
     within(LONG, "sync A", a.sync()).await.unwrap();
@@ -397,7 +443,7 @@ async fn a_device_linked_by_qr_code_converges() {
     );
     drop(request);
 
-    within(STEP, "C edits", c.set_display_name("Ada on C"))
+    within(STEP, "C edits", c.change(Change::DisplayName("Ada on C".into())))
         .await
         .unwrap();
     let docs = converge(&[&a, &c]).await;
@@ -626,9 +672,13 @@ async fn a_change_reaches_another_device_by_push_and_by_polling() {
     assert!(sub.added);
     rig.settle().await;
     rig.apns.clear();
-    within(STEP, "A renames", a.set_display_name("Pushed name"))
-        .await
-        .unwrap();
+    within(
+        STEP,
+        "A renames",
+        a.change(Change::DisplayName("Pushed name".into())),
+    )
+    .await
+    .unwrap();
     let pushes = rig
         .apns
         .wait_for(1, PUSH_WAIT)
@@ -679,9 +729,13 @@ async fn a_change_reaches_another_device_by_push_and_by_polling() {
     rig.apns.clear();
     let poller = b.clone();
     let polling = tokio::spawn(async move { poller.sync_wait(30_000).await });
-    within(STEP, "A renames again", a.set_display_name("Polled name"))
-        .await
-        .unwrap();
+    within(
+        STEP,
+        "A renames again",
+        a.change(Change::DisplayName("Polled name".into())),
+    )
+    .await
+    .unwrap();
     let changed = within(LONG, "B's long-poll", polling)
         .await
         .unwrap()
@@ -704,10 +758,12 @@ async fn queued_uploads_survive_a_restart() {
     // The network goes away in the middle of B's uploads, and the app is killed.
     proxy.set_online(false);
     within(STEP, "B edits", async {
-        b.set_display_name("Written before the crash").await.unwrap();
+        b.change(Change::DisplayName("Written before the crash".into()))
+            .await
+            .unwrap();
         b.edit(|e| {
             for i in 100..150 {
-                e.add_contact(&contact(i))?;
+                e.apply(&Change::AddContact(contact(i)))?;
             }
             Ok(())
         })
@@ -751,9 +807,12 @@ async fn compaction_keeps_the_stored_config_bounded() {
         within(LONG, "edits", async {
             for i in 0..25u64 {
                 let n = round * 25 + i;
-                a.mark_read(&format!("conv-{}", n % 40), 1_800_000_000_000 + n)
-                    .await
-                    .unwrap();
+                a.change(Change::MarkRead {
+                    conversation: format!("conv-{}", n % 40),
+                    up_to_ms: 1_800_000_000_000 + n,
+                })
+                .await
+                .unwrap();
             }
         })
         .await;

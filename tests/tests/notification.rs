@@ -11,7 +11,7 @@ use std::time::Duration;
 use tidings_device_link::{
     account::Account,
     client::{PushService, RelayClient},
-    config::{Contact, Previews},
+    config::{Change, Contact, Previews},
     identity::Identity,
     journal,
     notification::{
@@ -53,12 +53,11 @@ async fn phone(rig: &PushRig, ada: &Identity) -> Phone {
         STEP,
         "config edit",
         account.edit(|e| {
-            e.add_contact(&ada_contact)?;
-            e.set_previews(Previews {
+            e.apply(&Change::AddContact(ada_contact.clone()))?;
+            e.apply(&Change::Previews(Previews {
                 show_sender: true,
                 show_content: true,
-            });
-            Ok(())
+            }))
         }),
     )
     .await

@@ -2,7 +2,7 @@
 //! command returns.
 
 use serde_json::{Value, json};
-use tidings_device_link::config::{NotificationMode, Previews, Profile, Settings};
+use tidings_device_link::config::{Change, NotificationMode, Previews, Profile, Settings};
 
 use crate::{
     args::{ProfileAction, SettingsAction, Toggle},
@@ -17,7 +17,7 @@ pub async fn profile(s: &Session, action: ProfileAction) -> Result<(), CliError>
     let account = &opened.account;
     if let ProfileAction::SetName { name } = action {
         account
-            .set_display_name(&name)
+            .change(Change::DisplayName(name))
             .await
             .map_err(|e| s.at.account(e))?;
         s.upload(account).await?;
@@ -37,7 +37,7 @@ pub async fn settings(s: &Session, action: SettingsAction) -> Result<(), CliErro
             show_content: content.map_or(now.show_content, Toggle::is_on),
         };
         account
-            .set_previews(previews)
+            .change(Change::Previews(previews))
             .await
             .map_err(|e| s.at.account(e))?;
         s.upload(account).await?;

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use tidings_device_link::{
     account::{Account, AccountError},
-    config::{Contact, ContactUpdate},
+    config::{Change, Contact, ContactUpdate},
     identity::{account_id, parse_account_id},
 };
 
@@ -23,7 +23,11 @@ pub async fn run(s: &Session, action: ContactsAction) -> Result<(), CliError> {
                 ..ContactUpdate::default()
             };
             edit(s, &id, false, "Saved", async |a: &Account| {
-                a.update_contact(&id, &update).await
+                a.change(Change::UpdateContact {
+                    account_id: id.to_owned(),
+                    update: update.clone(),
+                })
+                .await
             })
             .await
         }
@@ -34,18 +38,32 @@ pub async fn run(s: &Session, action: ContactsAction) -> Result<(), CliError> {
             if account.contact(&id).is_none() {
                 return Err(CliError::UnknownContact);
             }
-            account.remove_contact(&id).await.map_err(|e| s.at.account(e))?;
+            account
+                .change(Change::RemoveContact {
+                    account_id: id.to_owned(),
+                })
+                .await
+                .map_err(|e| s.at.account(e))?;
             s.upload(account).await?;
             s.out.result(&format!("Removed {id}."), json!({"removed": id}))
         }
         ContactsAction::Block { account_id } => {
             let id = canonical(&account_id)?;
-            edit(s, &id, false, "Blocked", async |a: &Account| a.block(&id).await).await
+            edit(s, &id, false, "Blocked", async |a: &Account| {
+                a.change(Change::Block {
+                    account_id: id.to_owned(),
+                })
+                .await
+            })
+            .await
         }
         ContactsAction::Unblock { account_id } => {
             let id = canonical(&account_id)?;
             edit(s, &id, true, "Unblocked", async |a: &Account| {
-                a.unblock(&id).await
+                a.change(Change::Unblock {
+                    account_id: id.to_owned(),
+                })
+                .await
             })
             .await
         }
@@ -53,14 +71,22 @@ pub async fn run(s: &Session, action: ContactsAction) -> Result<(), CliError> {
             let id = canonical(&account_id)?;
             let until_ms = until.to_unix_ms(now_ms());
             edit(s, &id, true, "Muted", async |a: &Account| {
-                a.set_muted_until(&id, Some(until_ms)).await
+                a.change(Change::MutedUntil {
+                    account_id: id.to_owned(),
+                    until_ms: Some(until_ms),
+                })
+                .await
             })
             .await
         }
         ContactsAction::Unmute { account_id } => {
             let id = canonical(&account_id)?;
             edit(s, &id, true, "Unmuted", async |a: &Account| {
-                a.set_muted_until(&id, None).await
+                a.change(Change::MutedUntil {
+                    account_id: id.to_owned(),
+                    until_ms: None,
+                })
+                .await
             })
             .await
         }

@@ -2,8 +2,7 @@
 //! [`super::Account::edit`], and how a change is applied, queued and saved.
 
 use crate::config::{
-    Avatar, ConfigError, ConfigState, Contact, ContactUpdate, Conversation, Delta, NotificationMode,
-    Previews, Profile, Settings, sync::CONFIG_NAMESPACE,
+    Change, ConfigError, ConfigState, Contact, Conversation, Delta, Profile, Settings, sync::CONFIG_NAMESPACE,
 };
 
 use std::{
@@ -55,94 +54,11 @@ impl<'a> ConfigEdit<'a> {
         !self.delta.is_empty()
     }
 
-    /// Sets the display name.
-    pub fn set_display_name(&mut self, name: &str) -> Result<(), ConfigError> {
-        let d = self.state.set_display_name(name);
+    /// Applies one edit; it shows in the getters at once and uploads with the others.
+    /// A refused edit (a value over its document's limit) changes nothing.
+    pub fn apply(&mut self, change: &Change) -> Result<(), ConfigError> {
+        let d = self.state.apply_change(change);
         self.keep(d)
-    }
-
-    /// Sets (or with `None` removes) the avatar.
-    pub fn set_avatar(&mut self, avatar: Option<Avatar>) -> Result<(), ConfigError> {
-        let d = self.state.set_avatar(avatar);
-        self.keep(d)
-    }
-
-    /// Adds a contact, or replaces every field of the one with its account id.
-    pub fn add_contact(&mut self, contact: &Contact) -> Result<(), ConfigError> {
-        let d = self.state.add_contact(contact);
-        self.keep(d)
-    }
-
-    /// Changes some fields of a contact (creating it whole when it is not shown).
-    pub fn update_contact(&mut self, account_id: &str, update: &ContactUpdate) -> Result<(), ConfigError> {
-        let d = self.state.update_contact(account_id, update);
-        self.keep(d)
-    }
-
-    /// Deletes a contact.
-    pub fn remove_contact(&mut self, account_id: &str) {
-        let d = self.state.remove_contact(account_id);
-        self.delta.merge(&d);
-    }
-
-    /// Blocks an account, creating its contact when there is none.
-    pub fn block(&mut self, account_id: &str) -> Result<(), ConfigError> {
-        let d = self.state.block(account_id);
-        self.keep(d)
-    }
-
-    /// Unblocks a contact; nothing happens when there is no such contact.
-    pub fn unblock(&mut self, account_id: &str) {
-        let d = self.state.unblock(account_id);
-        self.delta.merge(&d);
-    }
-
-    /// Mutes a contact until `until_ms` (Unix ms; `None` unmutes).
-    pub fn set_muted_until(&mut self, account_id: &str, until_ms: Option<u64>) -> Result<(), ConfigError> {
-        let d = self.state.set_muted_until(account_id, until_ms);
-        self.keep(d)
-    }
-
-    /// Marks a conversation read up to `up_to_ms` (the marker never goes back).
-    pub fn mark_read(&mut self, conversation: &str, up_to_ms: u64) -> Result<(), ConfigError> {
-        let d = self.state.mark_read(conversation, up_to_ms);
-        self.keep(d)
-    }
-
-    /// Shows a conversation as unread.
-    pub fn mark_unread(&mut self, conversation: &str) -> Result<(), ConfigError> {
-        let d = self.state.mark_unread(conversation);
-        self.keep(d)
-    }
-
-    /// Pins or unpins a conversation.
-    pub fn set_pinned(&mut self, conversation: &str, pinned: bool) -> Result<(), ConfigError> {
-        let d = self.state.set_pinned(conversation, pinned);
-        self.keep(d)
-    }
-
-    /// Sets a conversation's order among pinned ones (greater first).
-    pub fn set_priority(&mut self, conversation: &str, priority: i32) -> Result<(), ConfigError> {
-        let d = self.state.set_priority(conversation, priority);
-        self.keep(d)
-    }
-
-    /// Deletes a conversation's state (its read marker survives).
-    pub fn remove_conversation(&mut self, conversation: &str) {
-        let d = self.state.remove_conversation(conversation);
-        self.delta.merge(&d);
-    }
-
-    /// Chooses Fast or Slow Mode for the account.
-    pub fn set_notification_mode(&mut self, mode: NotificationMode) {
-        let d = self.state.set_notification_mode(mode);
-        self.delta.merge(&d);
-    }
-
-    /// Sets what notifications show.
-    pub fn set_previews(&mut self, previews: Previews) {
-        let d = self.state.set_previews(previews);
-        self.delta.merge(&d);
     }
 
     /// The profile, with the edits so far.

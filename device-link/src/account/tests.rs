@@ -9,7 +9,7 @@ use tidings_proto::{push::encrypt_push, v1::PushNotification};
 use super::*;
 use crate::{
     client::RetryPolicy,
-    config::{ContactUpdate, NotificationMode},
+    config::{Change, ContactUpdate, NotificationMode},
 };
 
 const KEY: [u8; 32] = [9; 32];
@@ -50,8 +50,13 @@ async fn the_account_and_its_futures_can_cross_threads() {
     assert_send_sync(&account);
     assert_send(&account.sync());
     assert_send(&account.sync_wait(0));
-    assert_send(&account.set_display_name("x"));
-    assert_send(&account.edit(|e| e.mark_read("c", 1)));
+    assert_send(&account.change(Change::DisplayName("x".into())));
+    assert_send(&account.edit(|e| {
+        e.apply(&Change::MarkRead {
+            conversation: "c".into(),
+            up_to_ms: 1,
+        })
+    }));
     assert_send(&account.receive(0));
     assert_send(&account.handle_push(""));
     assert_send(&account.inspect_link(""));
@@ -68,22 +73,30 @@ async fn offline_edits_are_kept_and_stay_queued_across_a_restart() {
         .unwrap();
     assert_eq!(phrase.split(' ').count(), 12);
     assert_eq!(account.recovery_phrase(), phrase);
-    assert!(bounded(account.set_display_name("Ada")).await.unwrap());
     assert!(
-        !bounded(account.set_display_name("Ada")).await.unwrap(),
+        bounded(account.change(Change::DisplayName("Ada".into())))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !bounded(account.change(Change::DisplayName("Ada".into())))
+            .await
+            .unwrap(),
         "no change, nothing queued"
     );
-    bounded(account.add_contact(&contact(1))).await.unwrap();
-    bounded(account.update_contact(
-        &contact(1).account_id,
-        &ContactUpdate {
+    bounded(account.change(Change::AddContact(contact(1))))
+        .await
+        .unwrap();
+    bounded(account.change(Change::UpdateContact {
+        account_id: contact(1).account_id.to_owned(),
+        update: ContactUpdate {
             nickname: Some(Some("A".into())),
             ..ContactUpdate::default()
         },
-    ))
+    }))
     .await
     .unwrap();
-    bounded(account.set_notification_mode(NotificationMode::Fast))
+    bounded(account.change(Change::NotificationMode(NotificationMode::Fast)))
         .await
         .unwrap();
     assert_eq!(account.pending_uploads().unwrap(), 4);
@@ -108,8 +121,11 @@ async fn a_batch_of_edits_is_one_change() {
     let (account, _) = Account::create(dir.path(), &KEY, offline()).await.unwrap();
     let n = bounded(account.edit(|e| {
         for i in 0..200 {
-            e.add_contact(&contact(i))?;
-            e.mark_read(&format!("c{i}"), 1_000 + i as u64)?;
+            e.apply(&Change::AddContact(contact(i)))?;
+            e.apply(&Change::MarkRead {
+                conversation: format!("c{i}"),
+                up_to_ms: 1_000 + i as u64,
+            })?;
         }
         Ok(e.contact(&contact(7).account_id).is_some())
     }))
@@ -127,8 +143,8 @@ async fn a_failing_batch_keeps_what_it_did_before_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let (account, _) = Account::create(dir.path(), &KEY, offline()).await.unwrap();
     let err = bounded(account.edit(|e| {
-        e.add_contact(&contact(1))?;
-        e.set_display_name(&"x".repeat(10_000))
+        e.apply(&Change::AddContact(contact(1)))?;
+        e.apply(&Change::DisplayName("x".repeat(10_000)))
     }))
     .await
     .unwrap_err();
@@ -138,7 +154,7 @@ async fn a_failing_batch_keeps_what_it_did_before_the_error() {
     );
     assert!(account.contact(&contact(1).account_id).is_some());
     assert_eq!(account.pending_uploads().unwrap(), 1);
-    let err = bounded(account.set_display_name(&"x".repeat(10_000)))
+    let err = bounded(account.change(Change::DisplayName("x".repeat(10_000))))
         .await
         .unwrap_err();
     assert!(matches!(err, AccountError::Config(_)));

@@ -7,6 +7,7 @@
 //! [`ConfigState::merge_snapshot`] take in other devices' changes. [`envelope`] seals them
 //! for the relay and [`sync`] plans uploads, compaction and deletions.
 
+pub mod change;
 pub mod contacts;
 pub mod conversations;
 pub mod crdt;
@@ -23,6 +24,7 @@ use prost::Message;
 use serde::Serialize;
 use tidings_proto::v1 as pb;
 
+pub use change::Change;
 pub use contacts::{Contact, ContactUpdate, ContactsDoc};
 pub use conversations::{Conversation, ConversationUpdate, ConversationsDoc};
 use crdt::{Entry, EntryMap, Lww, Mark, Marks, MaxReg, Record};
