@@ -4,6 +4,9 @@
 //!
 //! This crate knows nothing of the relay's internals: it speaks only the wire contract
 //! of `tidings-proto`.
+
+#![warn(missing_docs)]
+
 pub mod account;
 pub mod client;
 pub mod config;
