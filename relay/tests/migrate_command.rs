@@ -34,8 +34,8 @@ async fn migrate_applies_the_schema_once() {
     let Some(throwaway) = Schema::create("migrate_applies_the_schema_once").await else {
         return;
     };
-    let client = connect(&throwaway.server_url).await.unwrap();
-    let schema = &throwaway.name;
+    let client = connect(throwaway.server_url()).await.unwrap();
+    let schema = throwaway.name();
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("relay.toml");

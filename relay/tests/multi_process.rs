@@ -121,7 +121,7 @@ async fn three_processes_serve_one_database_and_survive_kill_9() {
     let Some(schema) = Schema::create("multi_process").await else {
         return;
     };
-    let url = schema.url();
+    let url = schema.url().to_owned();
     let dirs: Vec<_> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
     // The first node applies the migrations and writes the relay key; the others share
     // that key, as nodes of one deployment must.

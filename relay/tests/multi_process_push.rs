@@ -220,8 +220,8 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
     let Some(schema) = Schema::create("multi_process_push").await else {
         return;
     };
-    let db = connect(&schema.server_url).await.unwrap();
-    let url = schema.url();
+    let db = connect(schema.server_url()).await.unwrap();
+    let url = schema.url().to_owned();
     let apns_key = ApnsKey::generate(KEY_ID, TEAM_ID);
     let service_account = ServiceAccount::generate(PROJECT);
     let mut providers = Vec::new();
@@ -353,7 +353,7 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
             &format!(
                 "SELECT device_id, count(*) FROM {}.push_jobs
                  WHERE lease_owner IS NOT NULL AND lease_until_ms < $1 GROUP BY device_id",
-                schema.name
+                schema.name()
             ),
             &[&(now_ms() + SURVIVOR_LEASE_MS / 2)],
         )
@@ -397,7 +397,7 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
             .query(
                 &format!(
                     "SELECT id, lease_owner, lease_until_ms, not_before_ms, attempts FROM {}.push_jobs",
-                    schema.name
+                    schema.name()
                 ),
                 &[],
             )
@@ -425,7 +425,7 @@ async fn three_processes_push_every_message_once_and_take_over_after_kill_9() {
     // ...and the outbox drains, so nothing more will be sent.
     wait_until("the outbox drains", STEP, async || {
         let row = db
-            .query_one(&format!("SELECT count(*) FROM {}.push_jobs", schema.name), &[])
+            .query_one(&format!("SELECT count(*) FROM {}.push_jobs", schema.name()), &[])
             .await
             .unwrap();
         row.get::<_, i64>(0) == 0

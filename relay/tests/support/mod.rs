@@ -9,7 +9,7 @@
 // in every binary that does not use them.
 #![allow(dead_code)]
 
-use std::{future::Future, io::Write, net::SocketAddr, path::Path, process::Stdio, time::Duration};
+use std::{future::Future, net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use ed25519_dalek::SigningKey;
 use tidings_proto::{
@@ -29,8 +29,6 @@ use tonic::transport::Channel;
 
 /// The relay binary Cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tidings-relay");
-/// The PostgreSQL server used when `TIDINGS_TEST_POSTGRES_URL` is not set.
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// How long any one step of a test may take before it fails.
 pub const STEP: Duration = Duration::from_secs(60);
 /// The app the push tests configure and register devices for.
@@ -189,68 +187,9 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres
     Ok(client)
 }
 
-/// A throwaway schema, dropped (from a thread with its own runtime) when this is dropped.
-pub struct Schema {
-    /// The server, from `TIDINGS_TEST_POSTGRES_URL` or [`DEFAULT_URL`].
-    pub server_url: String,
-    /// The schema's random name.
-    pub name: String,
-}
-
-impl Schema {
-    /// Creates a fresh schema; without a reachable server, `None` after saying on stderr
-    /// that `test` is skipped, or a failure if `TIDINGS_TEST_REQUIRE_POSTGRES` is set.
-    pub async fn create(test: &str) -> Option<Schema> {
-        let server_url =
-            std::env::var("TIDINGS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let client = match connect(&server_url).await {
-            Ok(client) => client,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("TIDINGS_TEST_REQUIRE_POSTGRES").is_none(),
-                    "PostgreSQL not reachable: {e}"
-                );
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: {test}: PostgreSQL not reachable ({e}); set TIDINGS_TEST_POSTGRES_URL"
-                );
-                return None;
-            }
-        };
-        let name = format!("tidings_test_{}", hex::encode(tidings_proto::random_bytes::<8>()));
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        Some(Schema { server_url, name })
-    }
-
-    /// The server URL with this schema as the search path.
-    pub fn url(&self) -> String {
-        let sep = if self.server_url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.server_url, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.server_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(client) = connect(&url).await {
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+/// The throwaway schemas are the relay's own test helper, shared with `tidings-tests`.
+#[allow(unused_imports, reason = "each test binary uses a part of the support module")]
+pub use tidings_relay::store::postgres::testing::TestSchema as Schema;
 
 /// The `[[apps]]` section of a relay config for [`APP_ID`]: APNs with the key in
 /// `key_file` ([`KEY_ID`], [`TEAM_ID`]) at `apns` (production and sandbox alike), FCM with

@@ -69,6 +69,12 @@ impl TestSchema {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The server the schema lives on (its URL without the schema's search path), for
+    /// tests that look into the schema over a connection of their own.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
 }
 
 impl Drop for TestSchema {
