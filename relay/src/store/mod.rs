@@ -302,14 +302,6 @@ impl StoreError {
         self
     }
 
-    /// The summary without the kind's prefix ("" for [`StoreError::Closed`]).
-    pub fn reason(&self) -> &str {
-        match self {
-            StoreError::Unavailable { reason, .. } | StoreError::Corrupt { reason, .. } => reason,
-            StoreError::Closed => "",
-        }
-    }
-
     /// The error underneath as a `T`, if it is one.
     pub fn cause_as<T: std::error::Error + 'static>(&self) -> Option<&T> {
         std::error::Error::source(self)?.downcast_ref::<T>()
