@@ -365,6 +365,8 @@ pub fn seal_at_rest(key: &[u8; 32], account_index: &AccountIndex, reg: &Registra
 }
 
 /// Decrypts a registration stored in the row (account_index, device_id).
+// A stage boundary of `tidings-bench push-profile`, which finds stages by symbol name.
+#[inline(never)]
 pub fn open_at_rest(
     key: &[u8; 32],
     account_index: &AccountIndex,

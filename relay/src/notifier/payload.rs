@@ -258,6 +258,8 @@ fn missing(reg: &Registration) -> Outcome {
 }
 
 /// The notification, with `data` only when the device wants it and it fits `max_enc`.
+// A stage boundary of `tidings-bench push-profile`, which finds stages by symbol name.
+#[inline(never)]
 fn encrypt(
     reg: &Registration,
     job: &PushJob,

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::jwt::{JwtSignError, JwtSigner};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::http::{describe_transport_error, endpoint_base, http2_client, retry_after};
+use super::http::{PushClient, endpoint_base, endpoint_uri, retry_after};
 use super::{Outcome, PushConfigError, TokenRefreshes, scrub, unix_now};
 
 /// Apple's production endpoint.
@@ -102,7 +103,7 @@ pub struct ApnsPush {
 
 /// Sends pushes through APNs; cheap to share (`Arc`) between tasks.
 pub struct ApnsSender {
-    client: reqwest::Client,
+    client: PushClient,
     production: String,
     sandbox: String,
     topic: HeaderValue,
@@ -133,7 +134,7 @@ impl ApnsSender {
             .ok_or_else(|| PushConfigError::BadSetting(format!("APNs topic {:?}", settings.topic)))?;
         let tokens = ProviderTokens::new(&settings.key_pem, &settings.key_id, &settings.team_id)?;
         Ok(ApnsSender {
-            client: http2_client(settings.ca_pem.as_deref(), settings.timeout)?,
+            client: PushClient::new(settings.ca_pem.as_deref(), settings.timeout)?,
             production: endpoint_base(&settings.endpoint)?,
             sandbox: endpoint_base(&settings.sandbox_endpoint)?,
             topic,
@@ -189,41 +190,76 @@ impl ApnsSender {
             ApnsKind::Alert { .. } => ("alert", "10"),
             ApnsKind::Background => ("background", "5"),
         };
-        let mut request = self
-            .client
-            .post(format!("{base}/3/device/{}", push.token.as_str()))
-            .header(AUTHORIZATION, format!("bearer {jwt}"))
-            .header("apns-topic", self.topic.clone())
-            .header("apns-push-type", push_type)
-            .header("apns-priority", priority)
-            .header("apns-expiration", push.expiration.to_string())
-            .header(CONTENT_TYPE, "application/json")
-            .body(payload(&push.kind, &push.enc));
-        if let Some(id) = &push.collapse_id {
-            request = request.header("apns-collapse-id", id.as_str());
-        }
-        let response = match request.send().await {
+        // The token is hex (checked above), so the path is always a valid URI.
+        let Ok(uri) = endpoint_uri(base, &format!("/3/device/{}", push.token.as_str())) else {
+            return Outcome::TokenDead {
+                reason: "malformed APNs device token".into(),
+            };
+        };
+        let headers = match self.headers(&jwt, push_type, priority, push) {
+            Ok(headers) => headers,
+            Err(reason) => return Outcome::Failed { reason },
+        };
+        let body = Bytes::from(payload(&push.kind, &push.enc));
+        let response = match self.client.post(uri, headers, body).await {
             Ok(response) => response,
             Err(err) => {
                 return Outcome::Retry {
                     after: None,
-                    reason: scrub(&describe_transport_error(err), &push.token),
+                    reason: scrub(&err.describe(), &push.token),
                 };
             }
         };
-        let status = response.status().as_u16();
+        let status = response.status.as_u16();
         if status == 200 {
             return Outcome::Delivered;
         }
-        let after = retry_after(response.headers());
-        let body = response.bytes().await.unwrap_or_default();
-        let reason = serde_json::from_slice::<ErrorBody>(&body)
+        let after = retry_after(&response.headers);
+        let reason = serde_json::from_slice::<ErrorBody>(&response.body)
             .ok()
             .map(|b| scrub(&b.reason, &push.token));
         if reason.as_deref() == Some("ExpiredProviderToken") {
             self.tokens.expire();
         }
         classify(status, reason.as_deref(), after)
+    }
+}
+
+impl ApnsSender {
+    /// The header fields of one push; a collapse id that is no header value is refused.
+    fn headers(
+        &self,
+        jwt: &str,
+        push_type: &'static str,
+        priority: &'static str,
+        push: &ApnsPush,
+    ) -> Result<HeaderMap, String> {
+        let mut headers = HeaderMap::with_capacity(7);
+        let mut bearer = HeaderValue::try_from(format!("bearer {jwt}"))
+            .map_err(|_| "APNs provider token is no header value".to_owned())?;
+        // Never put into HPACK's dynamic table.
+        bearer.set_sensitive(true);
+        headers.insert(AUTHORIZATION, bearer);
+        headers.insert(HeaderName::from_static("apns-topic"), self.topic.clone());
+        headers.insert(
+            HeaderName::from_static("apns-push-type"),
+            HeaderValue::from_static(push_type),
+        );
+        headers.insert(
+            HeaderName::from_static("apns-priority"),
+            HeaderValue::from_static(priority),
+        );
+        headers.insert(
+            HeaderName::from_static("apns-expiration"),
+            HeaderValue::from(push.expiration),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(id) = &push.collapse_id {
+            let id = HeaderValue::try_from(id.as_str())
+                .map_err(|_| "apns-collapse-id is not a valid header value".to_owned())?;
+            headers.insert(HeaderName::from_static("apns-collapse-id"), id);
+        }
+        Ok(headers)
     }
 }
 

@@ -10,10 +10,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::jwt::{JwtSignError, JwtSigner};
+use bytes::Bytes;
 use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::http::{describe_transport_error, endpoint_base, http2_client, retry_after};
+use super::http::{
+    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, retry_after,
+};
 use super::{Outcome, PushConfigError, TokenRefreshes, scrub, unix_now};
 
 /// Google's FCM endpoint.
@@ -74,8 +78,9 @@ pub struct FcmPush {
 
 /// Sends pushes through FCM; cheap to share (`Arc`) between tasks.
 pub struct FcmSender {
-    client: reqwest::Client,
-    send_url: String,
+    client: PushClient,
+    /// Parsed once, not per push.
+    send_url: http::Uri,
     project_id: String,
     oauth: OAuth,
 }
@@ -106,10 +111,17 @@ impl FcmSender {
             return Err(PushConfigError::BadSetting("FCM timeout must be positive".into()));
         }
         let account = ServiceAccount::parse(&settings.service_account_json)?;
-        let client = http2_client(settings.ca_pem.as_deref(), settings.timeout)?;
+        let client = PushClient::new(settings.ca_pem.as_deref(), settings.timeout)?;
         let base = endpoint_base(&settings.endpoint)?;
-        let send_url = format!("{base}/v1/projects/{}/messages:send", account.project_id);
-        let mut oauth = OAuth::new(client.clone(), &account)?;
+        let path = format!("/v1/projects/{}/messages:send", account.project_id);
+        let send_url = endpoint_uri(&base, &path).map_err(|e| {
+            PushConfigError::BadEndpoint(format!("{base}{path}: {e} (is the project_id URL-safe?)"))
+        })?;
+        // The token fetches are rare and go to another host: reqwest does them.
+        let mut oauth = OAuth::new(
+            http2_client(settings.ca_pem.as_deref(), settings.timeout)?,
+            &account,
+        )?;
         oauth.refreshes = refreshes;
         let sender = FcmSender {
             client,
@@ -141,23 +153,35 @@ impl FcmSender {
                 reason: "empty FCM registration token".into(),
             };
         }
-        let body = message(push);
+        // Serialising plain strings into a Vec cannot fail.
+        let body = Bytes::from(serde_json::to_vec(&message(push)).expect("FCM message serialises"));
         for attempt in 0..2 {
             let access = match self.oauth.token().await {
                 Ok(access) => access,
                 Err(outcome) => return outcome,
             };
-            let request = self.client.post(&self.send_url).bearer_auth(&*access).json(&body);
-            let response = match request.send().await {
+            let headers = match bearer(&access) {
+                Some(headers) => headers,
+                None => {
+                    return Outcome::ConfigError {
+                        reason: "the OAuth access token is no header value".into(),
+                    };
+                }
+            };
+            let response = match self
+                .client
+                .post(self.send_url.clone(), headers, body.clone())
+                .await
+            {
                 Ok(response) => response,
                 Err(err) => {
                     return Outcome::Retry {
                         after: None,
-                        reason: scrub(&describe_transport_error(err), &push.token),
+                        reason: scrub(&err.describe(), &push.token),
                     };
                 }
             };
-            let status = response.status();
+            let status = response.status;
             if status == StatusCode::OK {
                 return Outcome::Delivered;
             }
@@ -165,10 +189,8 @@ impl FcmSender {
                 self.oauth.forget(&access);
                 continue;
             }
-            let after = retry_after(response.headers());
-            let error = response
-                .json::<GoogleErrorBody>()
-                .await
+            let after = retry_after(&response.headers);
+            let error = serde_json::from_slice::<GoogleErrorBody>(&response.body)
                 .map(|b| b.error)
                 .unwrap_or_default();
             return classify(status.as_u16(), &error, after, &push.token);
@@ -176,6 +198,17 @@ impl FcmSender {
         // Invariant: the second pass never `continue`s (attempt == 1), so it always returns.
         unreachable!("the loop returns on its second pass")
     }
+}
+
+/// The header fields of a send: the access token and the JSON content type.
+fn bearer(access: &str) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(2);
+    let mut value = HeaderValue::try_from(format!("Bearer {access}")).ok()?;
+    // Never put into HPACK's dynamic table, as reqwest's `bearer_auth` did.
+    value.set_sensitive(true);
+    headers.insert(AUTHORIZATION, value);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Some(headers)
 }
 
 /// The v1 request: a data-only message (DESIGN.md's shape).

@@ -1,14 +1,26 @@
-//! The HTTP/2 client every push provider is reached through.
+//! The HTTP/2 clients the push providers are reached through.
 //!
 //! One pooled client per sender keeps a long-lived HTTP/2 connection per host and multiplexes
 //! every push over it, as Apple and Google ask. rustls runs on ring (as tonic's `tls-ring`
 //! does) with a preconfigured `ClientConfig`, so aws-lc is never linked and no process-wide
 //! crypto provider has to be installed.
+//!
+//! APNs and FCM pushes, the hot path, go through [`PushClient`]: hyper-util's pooled client
+//! over hyper-rustls, taking a pre-parsed `Uri` and a ready body. reqwest (HMS, Web Push,
+//! the OAuth token fetches) sits on the same two crates but parses the URL three times per
+//! request and adds a redirect layer; on the push path that was 10 % of the relay's
+//! instructions per push (`scripts/push-profile.sh`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::header::{HeaderMap, HeaderValue, USER_AGENT};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -23,6 +35,152 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Idle pooled connections live this long; Apple asks providers to keep connections open.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// The longest provider answer body read; Apple's and Google's error bodies are a few
+/// hundred bytes, and an endpoint (configurable) must not make the relay buffer more.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The `User-Agent` of every provider request.
+const AGENT: &str = concat!("tidings-relay/", env!("CARGO_PKG_VERSION"));
+
+/// A provider's answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The header fields (`Retry-After`, `apns-id`, …).
+    pub headers: HeaderMap,
+    /// The body, at most 64 KiB.
+    pub body: Bytes,
+}
+
+/// Why a request got no answer; [`TransportError::describe`] is the text for logs.
+#[derive(Debug)]
+pub enum TransportError {
+    /// No answer within the sender's timeout (connect included).
+    TimedOut,
+    /// The connection could not be made (DNS, TCP, TLS).
+    Connect(String),
+    /// The connection broke, the stream was reset, or the body broke off.
+    Request(String),
+}
+
+impl TransportError {
+    /// The failure as text fit for logs: never the URL (an APNs URL holds the device
+    /// token), with the underlying causes.
+    pub fn describe(&self) -> String {
+        match self {
+            TransportError::TimedOut => "timed out".to_owned(),
+            TransportError::Connect(why) => format!("connection failed: {why}"),
+            TransportError::Request(why) => format!("request failed: {why}"),
+        }
+    }
+}
+
+/// The pooled HTTP/2 client of APNs and FCM pushes: h2 with prior knowledge for `http://`
+/// endpoints (local mocks), ALPN `h2` for `https://`; TCP_NODELAY, TCP and HTTP/2
+/// keepalives as [`http2_client`] sets them.
+#[derive(Clone)]
+pub struct PushClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PushClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushClient")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PushClient {
+    /// A client trusting the system's roots plus `extra_root_pem`; `timeout` bounds each
+    /// request from connect to the end of the answer's body.
+    pub fn new(extra_root_pem: Option<&str>, timeout: Duration) -> Result<Self, PushConfigError> {
+        // No ALPN here: hyper-rustls offers `h2` itself (and refuses a config that has any).
+        let tls = tls_config(extra_root_pem, &[])?;
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
+            .build(connector(tls, timeout));
+        Ok(Self { client, timeout })
+    }
+
+    /// POSTs `body` to `uri` with `headers` (a `User-Agent` added) and reads the answer.
+    pub async fn post(
+        &self,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, TransportError> {
+        headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+        let mut request = Request::post(uri)
+            .body(Full::new(body))
+            .map_err(|e| TransportError::Request(e.to_string()))?;
+        *request.headers_mut() = headers;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                let why = error_chain(&e);
+                if e.is_connect() {
+                    TransportError::Connect(why)
+                } else {
+                    TransportError::Request(why)
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| TransportError::Request(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(TransportError::TimedOut))
+    }
+}
+
+/// TCP (nodelay, keepalive, connect timeout) under TLS for `https://`, plain for `http://`.
+fn connector(tls: rustls::ClientConfig, timeout: Duration) -> HttpsConnector<HttpConnector> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    // Pushes are small frames: they must not wait for Nagle behind a delayed ACK.
+    tcp.set_nodelay(true);
+    tcp.set_keepalive(Some(KEEPALIVE_INTERVAL));
+    tcp.set_connect_timeout(Some(timeout.min(MAX_CONNECT_TIMEOUT)));
+    HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(tcp)
+}
+
+/// `error` and its causes, `: `-separated (hyper's own message leaves the causes out).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// An endpoint base (from [`endpoint_base`]) with `path` appended, as a `Uri`.
+pub fn endpoint_uri(base: &str, path: &str) -> Result<Uri, http::uri::InvalidUri> {
+    format!("{base}{path}").parse()
+}
 
 /// Builds an HTTP/2-only client: prior knowledge for `http://` endpoints (local mocks),
 /// ALPN `h2` for `https://`. Trusts the system's roots plus `extra_root_pem` (any number of
@@ -179,15 +337,7 @@ pub fn describe_transport_error(err: reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let err = err.without_url();
-    let mut text = format!("{kind}: {err}");
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    format!("{kind}: {}", error_chain(&err.without_url()))
 }
 
 /// Checks an endpoint base URL (`http://` or `https://`, no query) and returns it without a
@@ -243,5 +393,58 @@ mod tests {
     fn extra_roots_must_be_certificates() {
         assert!(http2_client(Some("not a pem"), Duration::from_secs(1)).is_err());
         assert!(http2_client(None, Duration::from_secs(1)).is_ok());
+        assert!(PushClient::new(Some("not a pem"), Duration::from_secs(1)).is_err());
+    }
+
+    /// APNs' answers stall on delayed ACKs without TCP_NODELAY (issue 17).
+    #[tokio::test]
+    async fn push_connections_set_tcp_nodelay() {
+        use tower::Service;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = tls_config(None, &[]).unwrap();
+        let mut connect = connector(tls, Duration::from_secs(2));
+        let stream = connect
+            .call(format!("http://{addr}").parse().unwrap())
+            .await
+            .unwrap();
+        match stream {
+            hyper_rustls::MaybeHttpsStream::Http(io) => assert!(io.inner().nodelay().unwrap()),
+            hyper_rustls::MaybeHttpsStream::Https(_) => panic!("http:// is plain TCP"),
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_failures_are_told_apart_and_never_name_the_url() {
+        let client = PushClient::new(None, Duration::from_millis(300)).unwrap();
+        // Nothing listens: refused at once.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let uri: Uri = format!("http://127.0.0.1:{port}/3/device/secret-token")
+            .parse()
+            .unwrap();
+        let err = client
+            .post(uri, HeaderMap::new(), Bytes::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Connect(_)), "{err:?}");
+        assert!(!err.describe().contains("secret-token"), "{}", err.describe());
+        // Accepts and never answers: the timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let (socket, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(socket);
+        });
+        let uri: Uri = format!("http://{addr}/3/device/secret-token").parse().unwrap();
+        let err = client
+            .post(uri, HeaderMap::new(), Bytes::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::TimedOut), "{err:?}");
+        assert_eq!(err.describe(), "timed out");
+        held.abort();
     }
 }

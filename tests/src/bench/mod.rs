@@ -6,6 +6,7 @@ pub mod load;
 pub mod mailbox;
 pub mod ohttp;
 pub mod pool;
+pub mod profile;
 pub mod push;
 pub mod relay;
 pub mod report;

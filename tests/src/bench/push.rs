@@ -451,7 +451,7 @@ pub(super) fn make_devices(n: usize) -> Vec<Device> {
 
 /// `n` devices spread round robin over `services` (Web Push ones subscribed at the mock
 /// with the app's VAPID key).
-fn make_devices_over(n: usize, services: &[BenchService], providers: &Providers) -> Vec<Device> {
+pub(super) fn make_devices_over(n: usize, services: &[BenchService], providers: &Providers) -> Vec<Device> {
     let services = if services.is_empty() {
         default_services()
     } else {

@@ -40,6 +40,11 @@ pub struct RelayArgs {
     /// Where the relay's temporary data directory is created (default: the system temp dir).
     #[arg(long)]
     pub tmp: Option<PathBuf>,
+    /// A command the relay binary runs under (its program and arguments, the relay's
+    /// command line appended), e.g. valgrind for `tidings-bench push-profile`; set by the
+    /// scenario, not on the command line.
+    #[arg(skip)]
+    pub wrapper: Vec<String>,
 }
 
 /// A relay started for the run; stopped when dropped.
@@ -113,7 +118,7 @@ impl Relay {
             Self::start_in_process(&text, dir.path()).await?
         } else {
             let bin = locate_relay_bin(args.relay_bin.as_deref())?;
-            Self::spawn(&bin, &config_path, dir.path()).await?
+            Self::spawn(&bin, &args.wrapper, &config_path, dir.path()).await?
         };
         relay.dir = Some(dir);
         Ok(relay)
@@ -133,10 +138,17 @@ impl Relay {
         })
     }
 
-    async fn spawn(bin: &Path, config: &Path, dir: &Path) -> anyhow::Result<Self> {
+    async fn spawn(bin: &Path, wrapper: &[String], config: &Path, dir: &Path) -> anyhow::Result<Self> {
         let log = dir.join("relay.log");
         let log_file = std::fs::File::create(&log).context("cannot create the relay log")?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(config)

@@ -50,6 +50,8 @@ enum Scenario {
     Mailbox(bench::mailbox::MailboxArgs),
     /// Fast Mode: end-to-end pushes/s and push latency at a fixed rate, against mock providers.
     Push(bench::push::PushArgs),
+    /// Fast Mode under callgrind: the relay's instructions per end-to-end push, by stage.
+    PushProfile(bench::profile::ProfileArgs),
     /// Scale-out: Stores/s and pushes/s on embedded vs PostgreSQL with 1 and 2 nodes, cross-node wake latency.
     Scaleout(bench::scaleout::ScaleoutArgs),
     /// Config: restore of an account with 10 000 contacts, merge throughput, stored size.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         match cli.scenario {
             Scenario::Mailbox(args) => bench::mailbox::run(args).await,
             Scenario::Push(args) => bench::push::run(args).await,
+            Scenario::PushProfile(args) => bench::profile::run(args).await,
             Scenario::Restore(args) => bench::restore::run(args).await,
             Scenario::Scaleout(args) => bench::scaleout::run(args).await,
             Scenario::Soak(args) => bench::soak::run(args).await,

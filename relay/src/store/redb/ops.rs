@@ -365,6 +365,8 @@ fn remove_job(t: &mut Tables<'_>, id: u64) -> Result<Option<JobRecord>, OpError>
 ///
 /// Leased jobs keep their due entries, so the scan steps over the jobs in flight: a few
 /// hundred index entries at most, against a durable write per claim before.
+// A stage boundary of `tidings-bench push-profile`, which finds stages by symbol name.
+#[inline(never)]
 pub fn due_jobs(
     txn: &ReadTransaction,
     keys: &linkage::StoreKeys,
@@ -425,6 +427,8 @@ pub fn drop_job(t: &mut Tables<'_>, id: u64) -> Result<(), OpError> {
 /// Records how a claimed job ended. `held` says whether `job.lease` was still the job's
 /// current claim when the caller checked its in-memory lease (see [`super::leases`]);
 /// it travels in the log, so a replay does what the live write did.
+// A stage boundary of `tidings-bench push-profile`, which finds stages by symbol name.
+#[inline(never)]
 pub fn finish_job(t: &mut Tables<'_>, job: &PushJob, outcome: JobOutcome, held: bool) -> Result<(), OpError> {
     match outcome {
         JobOutcome::Delivered => {
