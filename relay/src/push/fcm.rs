@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use super::jwt::{JwtSignError, JwtSigner};
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, retry_after,
+    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, json_with_bearer,
+    retry_after,
 };
 use super::{Outcome, PushConfigError, TokenRefreshes, scrub, unix_now};
 
@@ -160,7 +160,7 @@ impl FcmSender {
                 Ok(access) => access,
                 Err(outcome) => return outcome,
             };
-            let headers = match bearer(&access) {
+            let headers = match json_with_bearer(&access) {
                 Some(headers) => headers,
                 None => {
                     return Outcome::ConfigError {
@@ -198,17 +198,6 @@ impl FcmSender {
         // Invariant: the second pass never `continue`s (attempt == 1), so it always returns.
         unreachable!("the loop returns on its second pass")
     }
-}
-
-/// The header fields of a send: the access token and the JSON content type.
-fn bearer(access: &str) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(2);
-    let mut value = HeaderValue::try_from(format!("Bearer {access}")).ok()?;
-    // Never put into HPACK's dynamic table, as reqwest's `bearer_auth` did.
-    value.set_sensitive(true);
-    headers.insert(AUTHORIZATION, value);
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Some(headers)
 }
 
 /// The v1 request: a data-only message (DESIGN.md's shape).

@@ -9,10 +9,14 @@ use super::token::DeviceToken;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::http::{describe_transport_error, endpoint_base, http2_client, retry_after};
+use super::http::{
+    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, json_with_bearer,
+    retry_after,
+};
 use super::{Delivery, Outcome, PushConfigError, TokenRefreshes, scrub};
 
 /// Huawei's Push Kit endpoint.
@@ -77,8 +81,9 @@ pub struct HmsPush {
 
 /// Sends pushes through Push Kit; cheap to share (`Arc`) between tasks.
 pub struct HmsSender {
-    client: reqwest::Client,
-    send_url: String,
+    client: PushClient,
+    /// Parsed once, not per push.
+    send_url: http::Uri,
     oauth: OAuth,
 }
 
@@ -105,13 +110,17 @@ impl HmsSender {
                 settings.app_id
             )));
         }
-        let client = http2_client(settings.ca_pem.as_deref(), settings.timeout)?;
         let base = endpoint_base(&settings.endpoint)?;
+        let path = format!("/v1/{}/messages:send", settings.app_id);
+        // The app id is letters and digits (checked above), so this only fails on the base.
+        let send_url = endpoint_uri(&base, &path)
+            .map_err(|e| PushConfigError::BadEndpoint(format!("{base}{path}: {e}")))?;
         let token_url = endpoint_base(&settings.token_endpoint)?;
         let sender = Self {
-            send_url: format!("{base}/v1/{}/messages:send", settings.app_id),
+            send_url,
             oauth: OAuth {
-                client: client.clone(),
+                // The token fetches are rare and go to another host: reqwest does them.
+                client: http2_client(settings.ca_pem.as_deref(), settings.timeout)?,
                 token_url,
                 client_id: settings.client_id,
                 client_secret: settings.client_secret,
@@ -119,7 +128,7 @@ impl HmsSender {
                 refresh: tokio::sync::Mutex::new(()),
                 refreshes,
             },
-            client,
+            client: PushClient::new(settings.ca_pem.as_deref(), settings.timeout)?,
         };
         match sender.oauth.token().await {
             Ok(_) => {}
@@ -139,25 +148,34 @@ impl HmsSender {
                 reason: "empty HMS token".into(),
             });
         }
-        let body = message(push);
+        // Serialising strings and integers into a Vec cannot fail.
+        let body = Bytes::from(serde_json::to_vec(&message(push)).expect("HMS message serialises"));
         for attempt in 0..2 {
             let access = match self.oauth.token().await {
                 Ok(access) => access,
                 Err(outcome) => return Delivery::Done(outcome),
             };
-            let request = self.client.post(&self.send_url).bearer_auth(&*access).json(&body);
-            let response = match request.send().await {
+            let Some(headers) = json_with_bearer(&access) else {
+                return Delivery::Done(Outcome::ConfigError {
+                    reason: "the HMS access token is no header value".into(),
+                });
+            };
+            let response = match self
+                .client
+                .post(self.send_url.clone(), headers, body.clone())
+                .await
+            {
                 Ok(response) => response,
                 Err(err) => {
                     return Delivery::Done(Outcome::Retry {
                         after: None,
-                        reason: scrub(&describe_transport_error(err), &push.token),
+                        reason: scrub(&err.describe(), &push.token),
                     });
                 }
             };
-            let status = response.status();
-            let after = retry_after(response.headers());
-            let answer = response.json::<Answer>().await.unwrap_or_default();
+            let status = response.status;
+            let after = retry_after(&response.headers);
+            let answer = serde_json::from_slice::<Answer>(&response.body).unwrap_or_default();
             if status == StatusCode::OK && answer.code == SUCCESS {
                 return Delivery::Done(Outcome::Delivered);
             }

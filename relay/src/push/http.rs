@@ -5,11 +5,12 @@
 //! does) with a preconfigured `ClientConfig`, so aws-lc is never linked and no process-wide
 //! crypto provider has to be installed.
 //!
-//! APNs and FCM pushes, the hot path, go through [`PushClient`]: hyper-util's pooled client
-//! over hyper-rustls, taking a pre-parsed `Uri` and a ready body. reqwest (HMS, Web Push,
-//! the OAuth token fetches) sits on the same two crates but parses the URL three times per
-//! request and adds a redirect layer; on the push path that was 10 % of the relay's
-//! instructions per push (`scripts/push-profile.sh`).
+//! APNs, FCM and HMS pushes, the hot path, go through [`PushClient`]: hyper-util's pooled
+//! client over hyper-rustls, taking a pre-parsed `Uri` and a ready body. reqwest (Web Push,
+//! whose endpoints go through its SSRF-checking resolver, and the OAuth token fetches) sits
+//! on the same two crates but parses the URL three times per request and adds a redirect
+//! layer; on the push path that was 8 % of the relay's instructions per push
+//! (`scripts/push-profile.sh`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +77,7 @@ impl TransportError {
     }
 }
 
-/// The pooled HTTP/2 client of APNs and FCM pushes: h2 with prior knowledge for `http://`
+/// The pooled HTTP/2 client of APNs, FCM and HMS pushes: h2 with prior knowledge for `http://`
 /// endpoints (local mocks), ALPN `h2` for `https://`; TCP_NODELAY, TCP and HTTP/2
 /// keepalives as [`http2_client`] sets them.
 #[derive(Clone)]
@@ -175,6 +176,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The header fields of an OAuth-authorised JSON send (FCM, HMS): `Authorization: Bearer`,
+/// marked sensitive (never put into HPACK's dynamic table, as reqwest's `bearer_auth` did),
+/// and the JSON content type. `None` if the access token is no header value.
+pub fn json_with_bearer(access: &str) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(3);
+    let mut value = HeaderValue::try_from(format!("Bearer {access}")).ok()?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Some(headers)
 }
 
 /// An endpoint base (from [`endpoint_base`]) with `path` appended, as a `Uri`.
