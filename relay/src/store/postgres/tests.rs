@@ -869,3 +869,22 @@ async fn open_concrete(test: &str) -> Option<(TestSchema, PostgresStore)> {
         .unwrap();
     Some((schema, store))
 }
+
+/// Every pooled session plans a prepared statement once (see `session_setup`): the
+/// writers', the readers' and the one-off connections alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_sessions_use_generic_plans() {
+    let Some(schema) = TestSchema::create("pooled_sessions_use_generic_plans").await else {
+        return;
+    };
+    let store = PostgresStore::open(schema.url(), crate::store::linkage::test_keys())
+        .await
+        .unwrap();
+    with_timeout(async {
+        let client = store.client().await.unwrap();
+        let row = client.query_one("SHOW plan_cache_mode", &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "force_generic_plan");
+    })
+    .await;
+    store.close().await.unwrap();
+}
