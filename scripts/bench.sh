@@ -16,6 +16,8 @@
 #   ohttp:   Stores/s and Retrieve latency p50/p99 through the published OHTTP relay and
 #            the relay's gateway vs direct gRPC, in one run, as ratios (target >= 0.5x
 #            direct Stores/s), and the gateway's CPU per request (issue 13).
+#   push-profile: the relay's instructions per end-to-end push by stage under callgrind
+#            (issue 17; scripts/push-profile.sh); skipped with a message without valgrind.
 # Extra arguments go to both runs (e.g. --json). Run it on an otherwise idle machine:
 # the relay, the clients and the mock providers share its cores.
 set -euo pipefail
@@ -38,5 +40,10 @@ if [ -n "${TIDINGS_TEST_POSTGRES_URL:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 
   "$bench" scaleout --relay-bin "$relay" --duration 10 --devices 2000 --pushes 4000 --waiters 500 "$@" || status=$?
 else
   echo "bench.sh: SKIPPING scaleout: nothing listens on 127.0.0.1:5432 (set TIDINGS_TEST_POSTGRES_URL)" >&2
+fi
+if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+  "$bench" push-profile --relay-bin "$relay" --devices 200 --count 2000 --clients 16 --connections 4 "$@" || status=$?
+else
+  echo "bench.sh: SKIPPING push-profile: valgrind (callgrind_control, callgrind_annotate) not found" >&2
 fi
 exit "$status"
