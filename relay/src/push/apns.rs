@@ -135,8 +135,8 @@ impl ApnsSender {
         let tokens = ProviderTokens::new(&settings.key_pem, &settings.key_id, &settings.team_id)?;
         Ok(ApnsSender {
             client: PushClient::new(settings.ca_pem.as_deref(), settings.timeout)?,
-            production: endpoint_base(&settings.endpoint)?,
-            sandbox: endpoint_base(&settings.sandbox_endpoint)?,
+            production: device_base(&settings.endpoint)?,
+            sandbox: device_base(&settings.sandbox_endpoint)?,
             topic,
             tokens,
         })
@@ -190,10 +190,11 @@ impl ApnsSender {
             ApnsKind::Alert { .. } => ("alert", "10"),
             ApnsKind::Background => ("background", "5"),
         };
-        // The token is hex (checked above), so the path is always a valid URI.
-        let Ok(uri) = endpoint_uri(base, &format!("/3/device/{}", push.token.as_str())) else {
-            return Outcome::TokenDead {
-                reason: "malformed APNs device token".into(),
+        // The token is hex (checked above) and `new` checked both bases with a token path,
+        // so this cannot fail; were it to, the push fails, not the device's registration.
+        let Ok(uri) = device_uri(base, push.token.as_str()) else {
+            return Outcome::Failed {
+                reason: "the APNs endpoint makes no valid request URI".into(),
             };
         };
         let headers = match self.headers(&jwt, push_type, priority, push) {
@@ -223,9 +224,7 @@ impl ApnsSender {
         }
         classify(status, reason.as_deref(), after)
     }
-}
 
-impl ApnsSender {
     /// The header fields of one push; a collapse id that is no header value is refused.
     fn headers(
         &self,
@@ -261,6 +260,19 @@ impl ApnsSender {
         }
         Ok(headers)
     }
+}
+
+/// An endpoint base (as [`endpoint_base`] checks it) that also makes a valid request URI
+/// with a device path, so a push never finds out that it does not.
+fn device_base(endpoint: &str) -> Result<String, PushConfigError> {
+    let base = endpoint_base(endpoint)?;
+    device_uri(&base, "00").map_err(|e| PushConfigError::BadEndpoint(format!("{endpoint:?}: {e}")))?;
+    Ok(base)
+}
+
+/// The request URI of a push to the device `token` (hex).
+fn device_uri(base: &str, token: &str) -> Result<http::Uri, http::uri::InvalidUri> {
+    endpoint_uri(base, &format!("/3/device/{token}"))
 }
 
 /// The request body, exactly DESIGN.md's shape.

@@ -15,8 +15,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, json_with_bearer,
-    retry_after,
+    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, retry_after,
 };
 use super::{Outcome, PushConfigError, TokenRefreshes, scrub, unix_now};
 
@@ -160,26 +159,13 @@ impl FcmSender {
                 Ok(access) => access,
                 Err(outcome) => return outcome,
             };
-            let headers = match json_with_bearer(&access) {
-                Some(headers) => headers,
-                None => {
-                    return Outcome::ConfigError {
-                        reason: "the OAuth access token is no header value".into(),
-                    };
-                }
-            };
             let response = match self
                 .client
-                .post(self.send_url.clone(), headers, body.clone())
+                .post_json_with_bearer(&self.send_url, &access, &body, &push.token)
                 .await
             {
                 Ok(response) => response,
-                Err(err) => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: scrub(&err.describe(), &push.token),
-                    };
-                }
+                Err(outcome) => return outcome,
             };
             let status = response.status;
             if status == StatusCode::OK {

@@ -14,8 +14,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, json_with_bearer,
-    retry_after,
+    PushClient, describe_transport_error, endpoint_base, endpoint_uri, http2_client, retry_after,
 };
 use super::{Delivery, Outcome, PushConfigError, TokenRefreshes, scrub};
 
@@ -155,23 +154,13 @@ impl HmsSender {
                 Ok(access) => access,
                 Err(outcome) => return Delivery::Done(outcome),
             };
-            let Some(headers) = json_with_bearer(&access) else {
-                return Delivery::Done(Outcome::ConfigError {
-                    reason: "the HMS access token is no header value".into(),
-                });
-            };
             let response = match self
                 .client
-                .post(self.send_url.clone(), headers, body.clone())
+                .post_json_with_bearer(&self.send_url, &access, &body, &push.token)
                 .await
             {
                 Ok(response) => response,
-                Err(err) => {
-                    return Delivery::Done(Outcome::Retry {
-                        after: None,
-                        reason: scrub(&err.describe(), &push.token),
-                    });
-                }
+                Err(outcome) => return Delivery::Done(outcome),
             };
             let status = response.status;
             let after = retry_after(&response.headers);

@@ -26,7 +26,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::PushConfigError;
+use super::{Outcome, PushConfigError, scrub};
 
 /// Connecting never waits longer than this, even with a longer request timeout.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,6 +149,37 @@ impl PushClient {
             .await
             .unwrap_or(Err(TransportError::TimedOut))
     }
+
+    /// POSTs the JSON `body` with the OAuth `access` token (FCM, HMS) as a bearer, marked
+    /// sensitive (never put into HPACK's dynamic table, as reqwest's `bearer_auth` did).
+    /// What keeps the push from getting an answer is already its outcome: a token that is
+    /// no header value is the configuration's fault; no answer is worth a retry (its
+    /// reason scrubbed of the device's `token`).
+    pub async fn post_json_with_bearer(
+        &self,
+        uri: &Uri,
+        access: &str,
+        body: &Bytes,
+        token: &str,
+    ) -> Result<Answer, Outcome> {
+        let mut bearer =
+            HeaderValue::try_from(format!("Bearer {access}")).map_err(|_| Outcome::ConfigError {
+                reason: "the OAuth access token is no header value".into(),
+            })?;
+        bearer.set_sensitive(true);
+        let mut headers = HeaderMap::with_capacity(3);
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.post(uri.clone(), headers, body.clone())
+            .await
+            .map_err(|err| Outcome::Retry {
+                after: None,
+                reason: scrub(&err.describe(), token),
+            })
+    }
 }
 
 /// TCP (nodelay, keepalive, connect timeout) under TLS for `https://`, plain for `http://`.
@@ -176,21 +207,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The header fields of an OAuth-authorised JSON send (FCM, HMS): `Authorization: Bearer`,
-/// marked sensitive (never put into HPACK's dynamic table, as reqwest's `bearer_auth` did),
-/// and the JSON content type. `None` if the access token is no header value.
-pub fn json_with_bearer(access: &str) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(3);
-    let mut value = HeaderValue::try_from(format!("Bearer {access}")).ok()?;
-    value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    headers.insert(
-        reqwest::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Some(headers)
 }
 
 /// An endpoint base (from [`endpoint_base`]) with `path` appended, as a `Uri`.

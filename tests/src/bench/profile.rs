@@ -214,36 +214,38 @@ async fn measure(
     callgrind_control(pid, "--dump=profiled")?;
     callgrind_control(pid, "--instr=off")?;
     push::check_matched(report, "profiled phase", &phase.matched, phase.acked);
-    let dump = first_dump(dump_base, pid)?;
+    let dump = first_dump(dump_base, pid).await?;
     let costs = annotate(&dump)?;
     report_costs(report, &costs, phase.matched.delivered as u64);
     Ok(dump)
 }
 
 fn callgrind_control(pid: u32, what: &str) -> anyhow::Result<()> {
-    let out = Command::new("callgrind_control")
-        .arg(what)
-        .arg(pid.to_string())
+    run_tool(Command::new("callgrind_control").arg(what).arg(pid.to_string())).map(drop)
+}
+
+/// Runs one of valgrind's tools and answers its standard output; a failure says what the
+/// tool printed on standard error.
+fn run_tool(command: &mut Command) -> anyhow::Result<String> {
+    let tool = command.get_program().to_string_lossy().into_owned();
+    let out = command
         .output()
-        .context("cannot run callgrind_control (valgrind's tools)")?;
+        .with_context(|| format!("cannot run {tool} (valgrind's tools)"))?;
     if !out.status.success() {
-        bail!(
-            "callgrind_control {what} {pid} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The dump `callgrind_control -d` wrote: `<base>.<pid>.1`.
-fn first_dump(base: &Path, pid: u32) -> anyhow::Result<PathBuf> {
+async fn first_dump(base: &Path, pid: u32) -> anyhow::Result<PathBuf> {
     let dump = PathBuf::from(format!("{}.{pid}.1", base.display()));
     // The dump is written by the relay's process after the command returns.
     for _ in 0..100 {
         if dump.exists() {
             return Ok(dump);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("callgrind wrote no dump at {}", dump.display())
 }
@@ -260,20 +262,13 @@ pub struct Costs {
 }
 
 fn annotate(dump: &Path) -> anyhow::Result<Costs> {
-    let run = |inclusive: bool| -> anyhow::Result<String> {
-        let out = Command::new("callgrind_annotate")
-            .arg(format!("--inclusive={}", if inclusive { "yes" } else { "no" }))
-            .arg("--threshold=100")
-            .arg(dump)
-            .output()
-            .context("cannot run callgrind_annotate")?;
-        if !out.status.success() {
-            bail!(
-                "callgrind_annotate failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let run = |inclusive: bool| {
+        run_tool(
+            Command::new("callgrind_annotate")
+                .arg(format!("--inclusive={}", if inclusive { "yes" } else { "no" }))
+                .arg("--threshold=100")
+                .arg(dump),
+        )
     };
     let inclusive = run(true)?;
     let exclusive = run(false)?;
